@@ -1,0 +1,16 @@
+"""`jumpscope eval` (not built yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli.common import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="(coming soon)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise CLIError("'eval' is not available yet in this build")

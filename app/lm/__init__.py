@@ -1,0 +1,21 @@
+"""The language-model adapter: loading, hook points, capture and interventions."""
+
+from app.lm.families import FAMILIES, Family, UnknownFamilyError
+from app.lm.hooks import HOOK_KINDS, HookPoint, capture, hook_name, intervene, parse_hook_name, resolve_hook
+from app.lm.model import LanguageModel, TokenBatch, load_lm
+
+__all__ = [
+    "FAMILIES",
+    "HOOK_KINDS",
+    "Family",
+    "HookPoint",
+    "LanguageModel",
+    "TokenBatch",
+    "UnknownFamilyError",
+    "capture",
+    "hook_name",
+    "intervene",
+    "load_lm",
+    "parse_hook_name",
+    "resolve_hook",
+]

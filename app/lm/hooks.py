@@ -1,0 +1,158 @@
+"""Hook points, activation capture that stops after the hooked layer, and interventions.
+
+Hook points per layer L (SAELens / TransformerLens names `blocks.L.hook_<kind>`):
+  resid_pre  — input of block L;   resid_post — output of block L;
+  attn_out   — what attention adds to the residual;  mlp_out — what the MLP adds.
+Blocks may return a tensor (transformers 5) or a tuple whose first item is the hidden state (4.x).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from app.lm.families import get_path
+
+if TYPE_CHECKING:
+    from app.lm.model import LanguageModel
+
+HOOK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+_HOOK_NAME = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|attn_out|mlp_out)$")
+
+# fn(h, offset) -> new h; h is [B, T, d]; offset is the absolute position of h[:, 0] (0 unless a KV cache
+# already holds earlier tokens, as in `generate` after the prompt).
+InterventionFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """A resolved hook: the module, and whether it reads its input (resid_pre) or output."""
+
+    kind: str
+    layer: int
+    module: nn.Module
+    on_input: bool
+
+    @property
+    def name(self) -> str:
+        return hook_name(self.kind, self.layer)
+
+
+def hook_name(kind: str, layer: int) -> str:
+    """`blocks.{layer}.hook_{kind}`, the name SAELens writes in cfg.json."""
+    return f"blocks.{layer}.hook_{kind}"
+
+
+def parse_hook_name(name: str) -> tuple[str, int]:
+    """(kind, layer) from `blocks.L.hook_kind`."""
+    m = _HOOK_NAME.match(name)
+    if not m:
+        raise ValueError(f"hook name {name!r} is not of the form blocks.<layer>.hook_<{'|'.join(HOOK_KINDS)}>")
+    return m.group(2), int(m.group(1))
+
+
+def resolve_hook(lm: LanguageModel, kind: str, layer: int) -> HookPoint:
+    """The module to hook for `kind` at `layer`, with range and name checks."""
+    if kind not in HOOK_KINDS:
+        raise ValueError(f"unknown hook {kind!r}; choose one of {', '.join(HOOK_KINDS)}")
+    n = lm.n_layers
+    if not 0 <= layer < n:
+        raise ValueError(f"layer {layer} out of range: the model has layers 0..{n - 1}")
+    block = lm.layers[layer]
+    if kind == "resid_pre":
+        return HookPoint(kind, layer, block, on_input=True)
+    if kind == "resid_post":
+        return HookPoint(kind, layer, block, on_input=False)
+    attr = lm.family.attn if kind == "attn_out" else lm.family.mlp
+    return HookPoint(kind, layer, get_path(block, attr), on_input=False)
+
+
+def _first(x: Any) -> torch.Tensor:
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _replace_first(x: Any, h: torch.Tensor) -> Any:
+    return (h, *x[1:]) if isinstance(x, tuple) else h
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook to end the forward pass after the hooked layer."""
+
+
+@torch.no_grad()
+def capture(
+    lm: LanguageModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    kind: str,
+    layer: int,
+) -> torch.Tensor:
+    """Activations [B, T, d] at the hook; the forward pass stops right after the hooked module."""
+    point = resolve_hook(lm, kind, layer)
+    out: dict[str, torch.Tensor] = {}
+
+    def grab(h: torch.Tensor) -> None:
+        out["h"] = h.detach()
+        raise _StopForward
+
+    if point.on_input:
+        handle = point.module.register_forward_pre_hook(
+            lambda m, args, kwargs: grab(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
+        )
+    else:
+        handle = point.module.register_forward_hook(lambda m, args, output: grab(_first(output)))
+    try:
+        lm.base_model(
+            input_ids=input_ids.to(lm.device),
+            attention_mask=None if attention_mask is None else attention_mask.to(lm.device),
+            use_cache=False,
+        )
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "h" not in out:
+        raise RuntimeError(f"hook {point.name} never fired during the forward pass")
+    return out["h"]
+
+
+@contextmanager
+def intervene(lm: LanguageModel, kind: str, layer: int, fn: InterventionFn) -> Iterator[HookPoint]:
+    """Within the block, every forward (or `generate`) replaces the hook's activation h by fn(h, offset)."""
+    point = resolve_hook(lm, kind, layer)
+    state = {"offset": 0}
+
+    def track_offset(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        cache_position = kwargs.get("cache_position")
+        past = kwargs.get("past_key_values")
+        if cache_position is not None and cache_position.numel() > 0:
+            state["offset"] = int(cache_position.reshape(-1)[0])
+        elif past is not None and hasattr(past, "get_seq_length"):
+            state["offset"] = int(past.get_seq_length())
+        else:
+            state["offset"] = 0
+
+    def on_input(module: nn.Module, args: tuple, kwargs: dict):
+        if args:
+            return (fn(args[0], state["offset"]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"], state["offset"])}
+
+    def on_output(module: nn.Module, args: tuple, output: Any):
+        return _replace_first(output, fn(_first(output), state["offset"]))
+
+    handles = [lm.base_model.register_forward_pre_hook(track_offset, with_kwargs=True)]
+    if point.on_input:
+        handles.append(point.module.register_forward_pre_hook(on_input, with_kwargs=True))
+    else:
+        handles.append(point.module.register_forward_hook(on_output))
+    try:
+        yield point
+    finally:
+        for h in handles:
+            h.remove()

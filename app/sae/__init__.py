@@ -1,0 +1,16 @@
+"""The JumpReLU SAE and its file formats. Never imports transformers or web packages."""
+
+from app.sae.formats import SAEFormatError, load_sae, load_sparsity, save_native
+from app.sae.jumprelu import JumpReLUSAE, SAEConfig, SAEOutput, jumprelu, step
+
+__all__ = [
+    "JumpReLUSAE",
+    "SAEConfig",
+    "SAEOutput",
+    "SAEFormatError",
+    "jumprelu",
+    "load_sae",
+    "load_sparsity",
+    "save_native",
+    "step",
+]

@@ -1,0 +1,229 @@
+"""Reading and writing SAEs (SPEC §6): native SAELens-compatible folders and Gemma Scope `params.npz`.
+
+No pickle anywhere: safetensors, JSON, and `np.load(allow_pickle=False)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from app.sae.jumprelu import JumpReLUSAE, SAEConfig
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SPARSITY_FILE = "sparsity.safetensors"
+GEMMA_SCOPE_FILE = "params.npz"
+WEIGHT_KEYS = ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")
+
+
+class SAEFormatError(ValueError):
+    """An SAE file or folder that cannot be read; the message says what is wrong and where."""
+
+
+# --- writing ------------------------------------------------------------------------------------------
+def save_native(sae: JumpReLUSAE, folder: str | os.PathLike, sparsity: torch.Tensor | None = None) -> Path:
+    """Write cfg.json + sae_weights.safetensors (+ sparsity.safetensors) into `folder`, atomically.
+
+    The SAE must take raw activations, so a pending input scale is folded into a copy of the weights.
+    Files go to a temporary sibling folder that replaces `folder` with a rename, so a crash never
+    leaves a half-written SAE.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = _raw_weights(sae)
+    cfg = SAEConfig(**{**sae.cfg.__dict__, "metadata": dict(sae.cfg.metadata)})
+    cfg.apply_b_dec_to_input = False
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
+        if sparsity is not None:
+            save_file({"sparsity": sparsity.detach().float().contiguous().cpu()}, str(tmp / SPARSITY_FILE))
+        (tmp / CFG_FILE).write_text(cfg.dumps())
+        for f in tmp.iterdir():
+            _fsync(f)
+        _replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _raw_weights(sae: JumpReLUSAE) -> dict[str, torch.Tensor]:
+    """Weights that take raw activations (input scale and b_dec-on-input folded), without touching `sae`."""
+    with torch.no_grad():
+        s = sae.input_scale
+        b_enc = sae.b_enc
+        if sae.cfg.apply_b_dec_to_input:
+            b_enc = b_enc - sae.b_dec @ sae.W_enc
+        return {
+            "W_enc": sae.W_enc * s,
+            "W_dec": sae.W_dec / s,
+            "b_enc": b_enc,
+            "b_dec": sae.b_dec / s,
+            "threshold": sae.threshold,
+        }
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _replace_dir(tmp: Path, folder: Path) -> None:
+    """Move `tmp` into place as `folder`; an existing folder is swapped out then removed."""
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.rename(folder, old)
+        os.rename(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, folder)
+
+
+# --- reading ------------------------------------------------------------------------------------------
+def load_sae(
+    path: str | os.PathLike, device: torch.device | str | None = None, dtype: str | None = None
+) -> JumpReLUSAE:
+    """Load a JumpReLU SAE from a native/SAELens folder, a Gemma Scope `params.npz`, or a folder holding one."""
+    p = Path(path)
+    if not p.exists():
+        raise SAEFormatError(f"{p}: no such file or folder")
+    if p.is_dir():
+        if (p / CFG_FILE).exists():
+            sae = _load_native(p)
+        elif (p / GEMMA_SCOPE_FILE).exists():
+            sae = _load_gemma_scope(p / GEMMA_SCOPE_FILE)
+        else:
+            raise SAEFormatError(f"{p}: expected {CFG_FILE} + {WEIGHTS_FILE} or {GEMMA_SCOPE_FILE}")
+    elif p.suffix == ".npz":
+        sae = _load_gemma_scope(p)
+    else:
+        raise SAEFormatError(f"{p}: not an SAE folder or a .npz file")
+    sae.eval()
+    return sae.to_dtype_device(dtype=dtype, device=device)
+
+
+def _load_native(folder: Path) -> JumpReLUSAE:
+    try:
+        raw = json.loads((folder / CFG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SAEFormatError(f"{folder / CFG_FILE}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise SAEFormatError(f"{folder / CFG_FILE}: expected a JSON object")
+    arch = str(raw.get("architecture", "jumprelu")).lower()
+    if arch != "jumprelu":
+        raise SAEFormatError(f"{folder}: architecture {arch!r} is not supported; JumpScope reads 'jumprelu' SAEs")
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.exists():
+        raise SAEFormatError(f"{folder}: missing {WEIGHTS_FILE}")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SAEFormatError(f"{weights_path}: unreadable or truncated safetensors file ({e})") from None
+    if "threshold" not in tensors and "log_threshold" in tensors:
+        tensors["threshold"] = tensors.pop("log_threshold").exp()
+    meta = dict(raw.get("metadata") or {})
+    for key in ("model_name", "hook_name", "hook_layer", "context_size", "dataset_path", "prepend_bos"):
+        if raw.get(key) is not None and key not in meta:  # older SAELens: top-level fields
+            meta[key] = raw[key]
+    d_in, d_sae = _int_field(raw, "d_in", folder), _int_field(raw, "d_sae", folder)
+    cfg = SAEConfig(
+        d_in=d_in,
+        d_sae=d_sae,
+        dtype=str(raw.get("dtype", "float32")).removeprefix("torch."),
+        bandwidth=float(raw.get("bandwidth", 0.001)),
+        # SAELens' own default is true: absent means "encode x − b_dec".
+        apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
+        metadata=meta,
+    )
+    sae = _from_tensors(cfg, tensors, str(weights_path))
+    _apply_normalisation(sae, raw.get("normalize_activations", "none"), tensors, folder)
+    return sae
+
+
+def _apply_normalisation(sae: JumpReLUSAE, mode: Any, tensors: dict, folder: Path) -> None:
+    """Honour SAELens' `normalize_activations` where it is a fixed scalar; refuse the input-dependent ones."""
+    mode = "none" if mode in (None, "", "none") else str(mode)
+    if mode == "none":
+        return
+    if mode == "expected_average_only_in" and "scaling_factor" in tensors:
+        sae.input_scale.fill_(float(tensors["scaling_factor"].float().mean()))
+        return
+    raise SAEFormatError(
+        f"{folder}: normalize_activations={mode!r} is not supported (use 'none', or "
+        "'expected_average_only_in' with a scaling_factor tensor)"
+    )
+
+
+def _int_field(raw: dict, key: str, where: Path) -> int:
+    try:
+        return int(raw[key])
+    except KeyError:
+        raise SAEFormatError(f"{where / CFG_FILE}: missing {key!r}") from None
+    except (TypeError, ValueError):
+        raise SAEFormatError(f"{where / CFG_FILE}: {key!r} must be an integer, got {raw[key]!r}") from None
+
+
+def _load_gemma_scope(path: Path) -> JumpReLUSAE:
+    """Gemma Scope params.npz: raw activations in, JumpReLU as (pre > θ)·relu(pre) (θ > 0, so the same)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise SAEFormatError(f"{path}: unreadable or truncated .npz file ({e})") from None
+    missing = [k for k in WEIGHT_KEYS if k not in arrays]
+    if missing:
+        raise SAEFormatError(f"{path}: missing {', '.join(missing)} (have {', '.join(sorted(arrays))})")
+    if arrays["W_enc"].ndim != 2:
+        raise SAEFormatError(f"{path}: W_enc must be 2-D [d_model, d_sae], got shape {arrays['W_enc'].shape}")
+    d_in, d_sae = arrays["W_enc"].shape
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).float() for k in WEIGHT_KEYS}
+    cfg = SAEConfig(d_in=int(d_in), d_sae=int(d_sae), dtype="float32", metadata={"source": "gemma-scope"})
+    return _from_tensors(cfg, tensors, str(path))
+
+
+def _from_tensors(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) -> JumpReLUSAE:
+    shapes = {
+        "W_enc": (cfg.d_in, cfg.d_sae),
+        "W_dec": (cfg.d_sae, cfg.d_in),
+        "b_enc": (cfg.d_sae,),
+        "b_dec": (cfg.d_in,),
+        "threshold": (cfg.d_sae,),
+    }
+    for key, shape in shapes.items():
+        if key not in tensors:
+            raise SAEFormatError(f"{where}: missing tensor {key!r}")
+        if tuple(tensors[key].shape) != shape:
+            raise SAEFormatError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, expected {shape}")
+        if not torch.isfinite(tensors[key].float()).all():
+            raise SAEFormatError(f"{where}: {key} contains NaN or Inf")
+    if (tensors["threshold"] <= 0).any():
+        raise SAEFormatError(f"{where}: threshold must be > 0 for every latent")
+    sae = JumpReLUSAE(cfg)
+    with torch.no_grad():
+        for key in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(sae, key).copy_(tensors[key])
+        sae.log_threshold.copy_(tensors["threshold"].to(sae.dtype).log())
+    return sae
+
+
+def load_sparsity(folder: str | os.PathLike) -> torch.Tensor | None:
+    """log10 density per latent from sparsity.safetensors, or None when the folder has none."""
+    path = Path(folder) / SPARSITY_FILE
+    if not path.exists():
+        return None
+    try:
+        return load_file(str(path))["sparsity"]
+    except (SafetensorError, OSError, KeyError) as e:
+        raise SAEFormatError(f"{path}: unreadable sparsity file ({e})") from None

@@ -1,0 +1,248 @@
+"""The JumpReLU sparse autoencoder (SPEC §1).
+
+    pre  = x @ W_enc + b_enc
+    f    = JumpReLU_θ(pre) = pre * H(pre - θ)
+    x̂    = f @ W_dec + b_dec
+    loss = mean_batch ||x - x̂||²  +  λ · mean_batch Σ_i H(pre_i - θ_i)
+
+θ is trained as exp(log_threshold). H is piecewise constant, so θ gets straight-through
+pseudo-derivatives through the rectangle kernel K(u) = 1[-1/2 < u < 1/2] with bandwidth ε.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from app.config import dtype_name, resolve_dtype
+
+
+def rectangle(u: torch.Tensor) -> torch.Tensor:
+    """K(u) = 1[-1/2 < u < 1/2], in u's dtype."""
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+def _sum_to_threshold(grad: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Reduce a [..., d_sae] gradient over the batch dims to θ's shape [d_sae]."""
+    return grad.reshape(-1, grad.shape[-1]).sum(0).to(threshold.dtype)
+
+
+class JumpReLUFunction(torch.autograd.Function):
+    """f = pre·H(pre − θ); ∂f/∂pre = H(pre − θ), ∂f/∂θ = −(θ/ε)·K((pre − θ)/ε)."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = grad_out * (pre > threshold)
+        grad_theta = -(threshold / eps) * rectangle((pre - threshold) / eps) * grad_out
+        return grad_pre, _sum_to_threshold(grad_theta, threshold), None
+
+
+class StepFunction(torch.autograd.Function):
+    """H(pre − θ); ∂H/∂pre = 0, ∂H/∂θ = −(1/ε)·K((pre − θ)/ε). Used for the L0 term, on `pre`."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_theta = -(1.0 / eps) * rectangle((pre - threshold) / eps) * grad_out
+        return None, _sum_to_threshold(grad_theta, threshold), None
+
+
+def jumprelu(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """JumpReLU with the straight-through θ gradient of SPEC §1."""
+    return JumpReLUFunction.apply(pre, threshold, bandwidth)
+
+
+def step(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """Heaviside step H(pre − θ) with the straight-through θ gradient of SPEC §1."""
+    return StepFunction.apply(pre, threshold, bandwidth)
+
+
+@dataclass
+class SAEConfig:
+    """Everything needed to rebuild a JumpReLU SAE; written as SAELens-compatible cfg.json."""
+
+    d_in: int  # width of the activations the SAE reads
+    d_sae: int  # number of latents
+    dtype: str = "float32"  # dtype of the stored weights
+    bandwidth: float = 0.001  # ε of the straight-through θ gradient (training only)
+    apply_b_dec_to_input: bool = False  # SAELens convention: encode x − b_dec when true
+    metadata: dict[str, Any] = field(default_factory=dict)  # model_name, hook_name, hook_layer, ...
+
+    def __post_init__(self) -> None:
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+        if not self.bandwidth > 0:
+            raise ValueError(f"bandwidth must be > 0, got {self.bandwidth}")
+        resolve_dtype(self.dtype, torch.device("cpu"))  # validates the name
+
+    def to_json(self) -> dict[str, Any]:
+        """The cfg.json SAELens reads (architecture, normalisation and metadata written explicitly)."""
+        meta = dict(self.metadata)
+        cfg = asdict(self)
+        cfg["metadata"] = meta
+        cfg.update(
+            architecture="jumprelu",
+            normalize_activations="none",
+            apply_b_dec_to_input=self.apply_b_dec_to_input,
+            model_name=meta.get("model_name"),
+            hook_name=meta.get("hook_name"),
+            context_size=meta.get("context_size"),
+        )
+        return cfg
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
+
+
+class SAEOutput(NamedTuple):
+    """What `JumpReLUSAE.forward` returns: reconstruction, latents and the loss parts."""
+
+    x_hat: torch.Tensor  # [..., d_in] reconstruction
+    latents: torch.Tensor  # [..., d_sae] f = JumpReLU(pre)
+    mse: torch.Tensor  # mean over the batch of ||x − x̂||²
+    l0: torch.Tensor  # mean over the batch of Σ_i H(pre_i − θ_i), with STE gradient to θ
+    loss: torch.Tensor  # mse + λ·l0
+
+
+class JumpReLUSAE(nn.Module):
+    """A JumpReLU SAE. `threshold` is exp(log_threshold); `input_scale` normalises x (1 once folded)."""
+
+    def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dtype = resolve_dtype(cfg.dtype, torch.device("cpu"))
+        kw = dict(device=device, dtype=dtype)
+        self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae, **kw))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, **kw))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
+        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(0.001), **kw))
+        # Scalar multiplying raw activations during training (E||x·s||² = 1); 1 after fold_input_scale().
+        self.register_buffer("input_scale", torch.ones((), **kw))
+
+    # --- construction -------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        d_in: int,
+        d_sae: int,
+        threshold: float = 0.001,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        **cfg_kwargs: Any,
+    ) -> JumpReLUSAE:
+        """A freshly initialised SAE per SPEC §2: He-uniform W_dec with unit rows, W_enc = W_decᵀ, zero biases."""
+        sae = cls(SAEConfig(d_in=d_in, d_sae=d_sae, **cfg_kwargs), device=device)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        w = torch.empty(d_sae, d_in)
+        bound = math.sqrt(6.0 / d_in)  # kaiming/He-uniform bound for fan_in = d_in
+        w.uniform_(-bound, bound, generator=gen)
+        w /= w.norm(dim=1, keepdim=True)
+        with torch.no_grad():
+            sae.W_dec.copy_(w)
+            sae.W_enc.copy_(w.T)
+            sae.log_threshold.fill_(math.log(threshold))
+        return sae
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        """θ = exp(log_threshold), shape [d_sae]."""
+        return self.log_threshold.exp()
+
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    # --- the math of SPEC §1 ------------------------------------------------------------------------
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """pre = x @ W_enc + b_enc (after the input scale and, for SAELens folders, x − b_dec)."""
+        x = x.to(self.dtype) * self.input_scale
+        if self.cfg.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents f = pre·H(pre − θ); a latent is active iff pre > θ (pre == θ is inactive)."""
+        return jumprelu(self.pre_acts(x), self.threshold, self.cfg.bandwidth)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """x̂ = f @ W_dec + b_dec, in raw (unscaled) activation units."""
+        return (f.to(self.dtype) @ self.W_dec + self.b_dec) / self.input_scale
+
+    def forward(self, x: torch.Tensor, l0_coefficient: float | torch.Tensor = 0.0) -> SAEOutput:
+        """Reconstruction, latents and loss = mse + λ·L0, all in normalised units (x·input_scale)."""
+        x_n = x.to(self.dtype) * self.input_scale
+        pre = (x_n - self.b_dec if self.cfg.apply_b_dec_to_input else x_n) @ self.W_enc + self.b_enc
+        theta = self.threshold
+        f = jumprelu(pre, theta, self.cfg.bandwidth)
+        x_hat_n = f @ self.W_dec + self.b_dec
+        mse = (x_n - x_hat_n).pow(2).sum(-1).mean()
+        l0 = step(pre, theta, self.cfg.bandwidth).sum(-1).mean()
+        loss = mse + l0_coefficient * l0
+        return SAEOutput(x_hat_n / self.input_scale, f, mse, l0, loss)
+
+    # --- normalisation and persistence --------------------------------------------------------------
+    @torch.no_grad()
+    def fold_input_scale(self) -> None:
+        """Fold the scalar input normalisation into the weights so the SAE takes raw activations.
+
+        With s = input_scale: pre = (s·x)W_enc + b_enc = x(s·W_enc) + b_enc, and x̂_raw = (fW_dec + b_dec)/s.
+        θ and the latents are unchanged.
+        """
+        s = self.input_scale.clone()
+        if self.cfg.apply_b_dec_to_input:
+            # (s·x − b_dec)W_enc = x(s·W_enc) − b_dec·W_enc: move the b_dec term into b_enc first.
+            self.b_enc.sub_(self.b_dec @ self.W_enc)
+            self.cfg.apply_b_dec_to_input = False
+        self.W_enc.mul_(s)
+        self.W_dec.div_(s)
+        self.b_dec.div_(s)
+        self.input_scale.fill_(1.0)
+
+    def save(self, folder: str, sparsity: torch.Tensor | None = None) -> None:
+        """Write the native SAELens-compatible folder (atomically); see app.sae.formats.save_native."""
+        from app.sae.formats import save_native
+
+        save_native(self, folder, sparsity=sparsity)
+
+    def to_dtype_device(self, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None):
+        """Move weights to a dtype/device and keep cfg.dtype in step."""
+        if dtype is not None:
+            dt = resolve_dtype(dtype, torch.device("cpu"))
+            self.to(dtype=dt)
+            self.cfg.dtype = dtype_name(dt)
+        if device is not None:
+            self.to(device=device)
+        return self
