@@ -1,0 +1,186 @@
+"""Corpus → token contexts: read text files, folders, JSONL and Parquet, pack into fixed-length rows.
+
+Each row starts with BOS; documents are separated by EOS. Shuffling is deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".md", ".text"}
+SUPPORTED = ", ".join(sorted(TEXT_SUFFIXES | {".jsonl", ".parquet"}))
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read (missing, empty, unsupported); the message says what to fix."""
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.suffix in (".jsonl", ".parquet"))
+    )
+    if not files:
+        raise CorpusError(f"{path}: folder holds no corpus files ({SUPPORTED})")
+    return files
+
+
+def _read_text_file(path: Path) -> Iterator[str]:
+    """Paragraphs (blank-line separated), streamed; undecodable bytes are replaced, not fatal."""
+    para: list[str] = []
+    with open(path, encoding="utf-8", errors="replace", newline=None) as fh:
+        for line in fh:
+            line = line.rstrip("\n").replace("\x00", "")
+            if line.strip():
+                para.append(line)
+            elif para:
+                yield "\n".join(para)
+                para = []
+    if para:
+        yield "\n".join(para)
+
+
+def _read_jsonl(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            text = obj.get("text") if isinstance(obj, dict) else None
+            if not isinstance(text, str):
+                raise CorpusError(f"{path}:{n}: each JSONL line needs a string 'text' field")
+            if text.strip():
+                yield text
+
+
+def _read_parquet(path: Path) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise CorpusError(f"{path}: unreadable Parquet file ({e})") from None
+    if "text" not in pf.schema_arrow.names:
+        raise CorpusError(f"{path}: Parquet file has no 'text' column (columns: {pf.schema_arrow.names})")
+    for batch in pf.iter_batches(columns=["text"], batch_size=1024):
+        for text in batch.column(0).to_pylist():
+            if isinstance(text, str) and text.strip():
+                yield text
+
+
+def _read_hf(spec: str) -> Iterator[str]:
+    """`hf:NAME[:split]` through the optional `datasets` package (needs the hub, or its local cache)."""
+    try:
+        import datasets
+    except ImportError:
+        raise CorpusError(f"{spec}: the 'datasets' package is not installed; pip install datasets") from None
+    name, _, split = spec.removeprefix("hf:").partition(":")
+    try:
+        ds = datasets.load_dataset(name, split=split or "train", streaming=True)
+    except Exception as e:
+        raise CorpusError(f"{spec}: cannot load dataset ({e})") from None
+    for row in ds:
+        text = row.get("text") if isinstance(row, dict) else None
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+def iter_texts(path: str | os.PathLike) -> Iterator[str]:
+    """Documents of a corpus, in a fixed order. Raises CorpusError when missing, unsupported or empty."""
+    spec = str(path)
+    if spec.startswith("hf:"):
+        source: Iterable[str] = _read_hf(spec)
+    else:
+        p = Path(spec)
+        if not p.exists():
+            raise CorpusError(f"{p}: corpus not found")
+        files = _files(p)
+        for f in files:
+            if f.suffix not in TEXT_SUFFIXES | {".jsonl", ".parquet"}:
+                raise CorpusError(f"{f}: unsupported corpus file type (use {SUPPORTED})")
+        source = _chain(files)
+    empty = True
+    for text in source:
+        empty = False
+        yield text
+    if empty:
+        raise CorpusError(f"{spec}: corpus is empty (no non-blank text)")
+
+
+def _chain(files: list[Path]) -> Iterator[str]:
+    for f in files:
+        if f.suffix == ".jsonl":
+            yield from _read_jsonl(f)
+        elif f.suffix == ".parquet":
+            yield from _read_parquet(f)
+        else:
+            yield from _read_text_file(f)
+
+
+def _tokenizer(lm_or_tokenizer: Any):
+    return getattr(lm_or_tokenizer, "tokenizer", lm_or_tokenizer)
+
+
+def iter_contexts(
+    lm_or_tokenizer: Any, texts: Iterable[str], context_size: int, prepend_bos: bool = True
+) -> Iterator[list[int]]:
+    """Pack documents into rows of exactly `context_size` tokens: [BOS] + tokens, EOS between documents.
+
+    The tail that does not fill a whole row is dropped, as in SAELens' packing.
+    """
+    tok = _tokenizer(lm_or_tokenizer)
+    bos = tok.bos_token_id if prepend_bos else None
+    eos = tok.eos_token_id
+    body = context_size - (1 if bos is not None else 0)
+    if body < 1:
+        raise CorpusError(f"context_size {context_size} is too small")
+    buf: list[int] = []
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            continue
+        buf.extend(ids)
+        if eos is not None:
+            buf.append(eos)
+        while len(buf) >= body:
+            row, buf = buf[:body], buf[body:]
+            yield ([bos] if bos is not None else []) + row
+
+
+def load_contexts(
+    lm_or_tokenizer: Any,
+    path: str | os.PathLike,
+    context_size: int,
+    n_tokens: int | None = None,
+    seed: int = 0,
+    shuffle: bool = True,
+) -> torch.Tensor:
+    """LongTensor [N, context_size] of packed rows (enough for `n_tokens` when given), shuffled by seed."""
+    rows: list[list[int]] = []
+    need = None if n_tokens is None else max(1, -(-n_tokens // context_size))
+    for row in iter_contexts(lm_or_tokenizer, iter_texts(path), context_size):
+        rows.append(row)
+        if need is not None and len(rows) >= need:
+            break
+    if not rows:
+        raise CorpusError(f"{path}: corpus has fewer tokens than one context of {context_size}")
+    if need is not None and len(rows) < need:
+        log.warning("%s: only %d tokens available (asked for %d)", path, len(rows) * context_size, n_tokens)
+    if shuffle:
+        random.Random(seed).shuffle(rows)
+    return torch.tensor(rows, dtype=torch.long)
