@@ -1,0 +1,1 @@
+"""SAE training: config, activation sources, mixing buffer, trainer, checkpoints, metrics."""
