@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 
-from app.cli import demo, eval as eval_cmd, index, serve, train
+from app.cli import demo, index, serve, train
+from app.cli import eval as eval_cmd
 from app.cli.common import CLIError
 
 

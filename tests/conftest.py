@@ -1,0 +1,50 @@
+"""Shared fixtures: a locally trained tokenizer and tiny random HF models saved with save_pretrained."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_TEXTS = [
+    "The red fox jumps over the lazy dog near the river.",
+    "Alice said: \"I like green apples and warm bread.\"",
+    "Is it raining in Paris today? No, it is sunny.",
+    "3 + 4 = 7 and 2 + 2 = 4, said Bob with a smile.",
+    "A blue bird sang in the cold morning while the cat slept.",
+] * 8
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from app.lm.tiny import train_tokenizer
+
+    return train_tokenizer(TINY_TEXTS, vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """Factory: folder of a tiny random model of the given family (cached per session)."""
+    from app.lm.tiny import save_tiny_model
+
+    cache: dict[str, object] = {}
+
+    def make(model_type: str = "llama"):
+        if model_type not in cache:
+            folder = tmp_path_factory.mktemp(f"tiny-{model_type}")
+            cache[model_type] = save_tiny_model(folder, model_type, tiny_tokenizer)
+        return cache[model_type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    """A tiny Llama-architecture LM loaded through load_lm on CPU."""
+    from app.lm import load_lm
+
+    return load_lm(tiny_model_dir("llama"), device="cpu")
