@@ -1,0 +1,34 @@
+"""Steering, ablation and encoding services at an SAE's hook point (SPEC §4). No web imports here."""
+
+from app.steering.ablate import ablation_effect, clean_and_ablated_logits
+from app.steering.encode import InputTooLong, context_limit, encode_text, prompt_ids
+from app.steering.interventions import (
+    MODES,
+    Intervention,
+    UnknownLatent,
+    apply_interventions,
+    check_interventions,
+    hook_of,
+    steering_hook,
+)
+from app.steering.latent_info import latent_weights_summary
+from app.steering.steer import SteerResult, steer
+
+__all__ = [
+    "MODES",
+    "InputTooLong",
+    "Intervention",
+    "SteerResult",
+    "UnknownLatent",
+    "ablation_effect",
+    "apply_interventions",
+    "check_interventions",
+    "clean_and_ablated_logits",
+    "context_limit",
+    "encode_text",
+    "hook_of",
+    "latent_weights_summary",
+    "prompt_ids",
+    "steer",
+    "steering_hook",
+]

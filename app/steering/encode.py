@@ -1,0 +1,99 @@
+"""Encode a text into active SAE latents per token (the inspect view and POST /api/encode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from app.lm.hooks import capture
+from app.lm.model import LanguageModel
+from app.sae.jumprelu import JumpReLUSAE
+from app.steering.interventions import hook_of
+
+
+class InputTooLong(ValueError):
+    """A prompt longer than the configured or the model's limit (the web layer answers 422)."""
+
+
+def context_limit(lm: LanguageModel) -> int | None:
+    """The model's maximum number of positions, when its config says."""
+    cfg = lm.model.config
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def prompt_ids(lm: LanguageModel, text: str, max_tokens: int, extra: int = 0) -> list[int]:
+    """Token ids of `text` with one BOS first; InputTooLong past `max_tokens` or the model context."""
+    if not text.strip():
+        raise ValueError("the text is empty; type something to analyse")
+    ids = lm.token_ids(text, prepend_bos=True)
+    if len(ids) > max_tokens:
+        raise InputTooLong(f"the text is {len(ids)} tokens long; the limit is {max_tokens} tokens")
+    limit = context_limit(lm)
+    if limit is not None and len(ids) + extra > limit:
+        raise InputTooLong(
+            f"{len(ids)} prompt tokens + {extra} new tokens exceed the model's context of {limit} positions"
+        )
+    return ids
+
+
+def bos_prefix(lm: LanguageModel, ids: list[int]) -> int:
+    """How many leading positions are BOS (never steered, never counted): 1 or 0."""
+    bos = lm.tokenizer.bos_token_id
+    return 1 if ids and bos is not None and ids[0] == bos else 0
+
+
+@torch.no_grad()
+def sae_latents(lm: LanguageModel, sae: JumpReLUSAE, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre-activations, latents) [T, d_sae] of the SAE on the hook activations of `ids`."""
+    kind, layer = hook_of(sae)
+    h = capture(lm, torch.tensor([ids]), None, kind, layer)[0]
+    pre = sae.pre_acts(h.to(sae.device))
+    theta = sae.threshold.detach()
+    return pre, pre * (pre > theta)
+
+
+@torch.no_grad()
+def encode_text(lm: LanguageModel, sae: JumpReLUSAE, text: str, top_k: int = 16,
+                max_tokens: int = 512) -> dict[str, Any]:
+    """Tokens with their active latents (value = f_i, margin = pre − θ) and the prompt's top latents.
+
+    Special tokens (BOS/EOS/PAD) get no latents and never count towards the prompt summary, as in training.
+    `top_latents` holds, for the `top_k` latents with the largest max, the value on every token (colouring).
+    """
+    ids = prompt_ids(lm, text, max_tokens)
+    pre, f = sae_latents(lm, sae, ids)
+    special = lm.special_mask(torch.tensor(ids)).to(f.device)
+    f = f.masked_fill(special[:, None], 0.0)
+    theta = sae.threshold.detach()
+    k = min(top_k, sae.d_sae)
+    vals, idx = f.topk(k, dim=-1)  # [T, k]
+    per_token: list[list[dict[str, float | int]]] = []
+    for t in range(len(ids)):
+        row = []
+        for v, i in zip(vals[t].tolist(), idx[t].tolist()):
+            if v <= 0:
+                break
+            row.append({"latent": i, "value": v, "margin": float(pre[t, i] - theta[i])})
+        per_token.append(row)
+    active = f > 0
+    counts = active.sum(0)  # [d_sae]
+    maxes = f.max(0).values
+    top_vals, top_idx = maxes.topk(k)
+    top_latents = [
+        {"latent": i, "max": m, "count": int(counts[i]), "values": f[:, i].tolist()}
+        for m, i in zip(top_vals.tolist(), top_idx.tolist())
+        if m > 0
+    ]
+    return {
+        "tokens": lm.token_strs(ids),
+        "token_ids": ids,
+        "special": special.tolist(),
+        "l0": active.sum(-1).tolist(),
+        "latents_per_token": per_token,
+        "top_latents": top_latents,
+    }

@@ -1,0 +1,119 @@
+"""Latent interventions at the SAE's hook point (SPEC §4).
+
+With f = encode(h) and d_i = W_dec[i] (in raw activation units):
+  clamp(i, c):  h ← h + (c − f_i(h)) · d_i      the latent is pinned to c, the SAE error term is kept
+  add(i, s):    h ← h + s · d_i / ‖d_i‖
+  ablate(i):    clamp(i, 0)
+Several interventions combine additively, every f_i read from the unmodified h (so the result equals the
+SAE reconstruction with the edited latents, plus the original error term).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from app.lm.hooks import InterventionFn, parse_hook_name
+from app.sae.jumprelu import JumpReLUSAE
+
+Mode = Literal["clamp", "add", "ablate"]
+MODES: tuple[str, ...] = ("clamp", "add", "ablate")
+
+
+class UnknownLatent(KeyError):
+    """A latent index outside 0..d_sae-1 (the web layer answers 404)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want the plain sentence
+        return str(self.args[0]) if self.args else "unknown latent"
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One edit of one latent: clamp to `value`, add `value` along its unit decoder direction, or ablate."""
+
+    latent: int  # latent index, 0..d_sae-1
+    mode: str = "clamp"  # one of MODES
+    value: float = 0.0  # clamp target c, or add strength s (ignored for ablate)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown intervention mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if not isinstance(self.latent, int) or self.latent < 0:
+            raise ValueError(f"latent must be a non-negative integer, got {self.latent!r}")
+        if self.value != self.value or abs(self.value) == float("inf"):
+            raise ValueError(f"intervention value must be finite, got {self.value!r}")
+
+
+def check_interventions(sae: JumpReLUSAE, interventions: Sequence[Intervention]) -> None:
+    """Raise UnknownLatent for an out-of-range latent, ValueError when a latent is edited twice."""
+    seen: set[int] = set()
+    for iv in interventions:
+        if iv.latent >= sae.d_sae:
+            raise UnknownLatent(f"latent {iv.latent} does not exist: this SAE has latents 0..{sae.d_sae - 1}")
+        if iv.latent in seen:
+            raise ValueError(f"latent {iv.latent} appears in more than one intervention; give it once")
+        seen.add(iv.latent)
+
+
+def decoder_directions(sae: JumpReLUSAE, latents: Sequence[int]) -> torch.Tensor:
+    """d_i = W_dec[i] in raw activation units, [n, d_in] (decode divides by input_scale, 1 once folded)."""
+    idx = torch.as_tensor(list(latents), dtype=torch.long, device=sae.device)
+    return sae.W_dec.detach()[idx] / sae.input_scale
+
+
+@torch.no_grad()
+def apply_interventions(
+    h: torch.Tensor, sae: JumpReLUSAE, interventions: Sequence[Intervention]
+) -> torch.Tensor:
+    """h [..., d_in] with every intervention applied at every position (callers choose the positions)."""
+    if not interventions:
+        return h
+    latents = [iv.latent for iv in interventions]
+    d = decoder_directions(sae, latents)  # [n, d_in]
+    x = h.to(sae.dtype)
+    coef = torch.zeros((*x.shape[:-1], len(latents)), dtype=sae.dtype, device=x.device)  # [..., n]
+    needs_f = any(iv.mode != "add" for iv in interventions)
+    if needs_f:
+        pre = sae.pre_acts(x)[..., latents]
+        theta = sae.threshold.detach()[latents]
+        f = pre * (pre > theta)  # JumpReLU of the selected latents
+    for j, iv in enumerate(interventions):
+        if iv.mode == "add":
+            coef[..., j] = iv.value / d[j].norm().clamp_min(1e-12)
+        else:
+            target = 0.0 if iv.mode == "ablate" else iv.value
+            coef[..., j] = target - f[..., j]
+    delta = coef @ d  # [..., d_in]
+    return h + delta.to(h.dtype)
+
+
+def hook_of(sae: JumpReLUSAE) -> tuple[str, int]:
+    """(kind, layer) of the SAE's hook point, from cfg.json metadata `hook_name`."""
+    name = sae.cfg.metadata.get("hook_name")
+    if not name:
+        raise ValueError("the SAE's cfg.json metadata has no hook_name (e.g. 'blocks.1.hook_resid_post')")
+    return parse_hook_name(str(name))
+
+
+def steering_hook(
+    sae: JumpReLUSAE,
+    interventions: Sequence[Intervention],
+    protect_prefix: int = 1,
+    rows: slice | None = None,
+) -> InterventionFn:
+    """An `intervene` callback: edit positions at absolute index ≥ `protect_prefix` (BOS stays untouched)
+    of the batch rows `rows` (all rows when None)."""
+    rows = rows if rows is not None else slice(None)
+
+    def fn(h: torch.Tensor, offset: int) -> torch.Tensor:
+        start = max(0, protect_prefix - offset)
+        if start >= h.shape[1]:
+            return h
+        out = h.clone()
+        out[rows, start:] = apply_interventions(h[rows, start:], sae, interventions)
+        return out
+
+    return fn

@@ -1,0 +1,103 @@
+"""Default vs steered generation with the same seed and sampling settings (SPEC §4).
+
+Both completions run as one batch of two identical prompts; the interventions touch only row 1, and each
+row samples from its own generator seeded with the same seed, so with no effective edit the two rows agree
+token for token. Sampling is our own small loop (temperature, optional top-k) so no global RNG is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from app.lm.hooks import intervene
+from app.lm.model import LanguageModel
+from app.sae.jumprelu import JumpReLUSAE
+from app.steering.encode import bos_prefix, prompt_ids
+from app.steering.interventions import Intervention, check_interventions, hook_of, steering_hook
+
+
+@dataclass
+class SteerResult:
+    """The prompt and both completions (text and token strings)."""
+
+    prompt: str
+    default: str
+    steered: str
+    prompt_tokens: list[str] = field(default_factory=list)
+    default_tokens: list[str] = field(default_factory=list)
+    steered_tokens: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
+            generators: list[torch.Generator]) -> torch.Tensor:
+    """Next token per row from [B, V] logits: argmax at temperature 0, else softmax(logits / T) sampling."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    scaled = logits.float() / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    picks = [torch.multinomial(probs[r], 1, generator=generators[r]) for r in range(probs.shape[0])]
+    return torch.cat(picks)
+
+
+@torch.no_grad()
+def steer(
+    lm: LanguageModel,
+    sae: JumpReLUSAE,
+    prompt: str,
+    interventions: Sequence[Intervention],
+    max_new_tokens: int = 32,
+    temperature: float = 0.7,
+    seed: int = 0,
+    top_k: int | None = None,
+    max_prompt_tokens: int = 512,
+) -> SteerResult:
+    """Generate a default and a steered continuation of `prompt` side by side.
+
+    The interventions apply at the SAE's hook to prompt and generated positions alike, never to BOS.
+    Generation stops per row at EOS or after `max_new_tokens`.
+    """
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    if temperature < 0:
+        raise ValueError("temperature must be ≥ 0 (0 = greedy)")
+    check_interventions(sae, interventions)
+    ids = prompt_ids(lm, prompt, max_prompt_tokens, extra=max_new_tokens)
+    kind, layer = hook_of(sae)
+    device = lm.device
+    gens = [torch.Generator(device=device).manual_seed(int(seed)) for _ in range(2)]
+    eos = lm.tokenizer.eos_token_id
+    fn = steering_hook(sae, interventions, protect_prefix=bos_prefix(lm, ids), rows=slice(1, 2))
+    new: list[list[int]] = [[], []]
+    done = [False, False]
+    with intervene(lm, kind, layer, fn):
+        out = lm.model(input_ids=torch.tensor([ids, ids], device=device), use_cache=True)
+        for step in range(max_new_tokens):
+            nxt = _sample(out.logits[:, -1, :], temperature, top_k, gens)
+            for r in range(2):
+                if not done[r]:
+                    tok = int(nxt[r])
+                    if tok == eos:
+                        done[r] = True
+                    else:
+                        new[r].append(tok)
+            if all(done) or step == max_new_tokens - 1:
+                break  # no forward pass for a token nobody will read
+            out = lm.model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+    decode = lm.tokenizer.decode
+    return SteerResult(
+        prompt=prompt,
+        default=decode(new[0], skip_special_tokens=True),
+        steered=decode(new[1], skip_special_tokens=True),
+        prompt_tokens=lm.token_strs(ids),
+        default_tokens=lm.token_strs(new[0]),
+        steered_tokens=lm.token_strs(new[1]),
+    )
