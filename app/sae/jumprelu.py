@@ -139,6 +139,8 @@ class JumpReLUSAE(nn.Module):
         self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(0.001), **kw))
         # Scalar multiplying raw activations during training (E||x·s||² = 1); 1 after fold_input_scale().
         self.register_buffer("input_scale", torch.ones((), **kw))
+        # Active fraction (L0 / d_sae) of the last forward; `forward` uses it to pick the sparse path.
+        self._active_fraction: torch.Tensor | None = None
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
@@ -188,30 +190,63 @@ class JumpReLUSAE(nn.Module):
     # --- the math of SPEC §1 ------------------------------------------------------------------------
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """pre = x @ W_enc + b_enc (after the input scale and, for SAELens folders, x − b_dec)."""
-        x = x.to(self.dtype) * self.input_scale
+        x = x.to(self.dtype) * self.input_scale  # cheap: [tokens, d_in], and no host sync on GPU
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        # addmm fuses the bias into the matmul (one pass over the [tokens, d_sae] output, not two).
+        pre = torch.addmm(self.b_enc, x.reshape(-1, self.cfg.d_in), self.W_enc)
+        return pre.reshape(*x.shape[:-1], self.cfg.d_sae)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents f = pre·H(pre − θ); a latent is active iff pre > θ (pre == θ is inactive)."""
-        return jumprelu(self.pre_acts(x), self.threshold, self.cfg.bandwidth)
+        pre = self.pre_acts(x)
+        if torch.is_grad_enabled() and pre.requires_grad:
+            return jumprelu(pre, self.threshold, self.cfg.bandwidth)
+        # Inference: mask in place, so encoding costs the matmul plus one elementwise pass.
+        return pre.masked_fill_(pre <= self.threshold, 0.0)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """x̂ = f @ W_dec + b_dec, in raw (unscaled) activation units."""
         return (f.to(self.dtype) @ self.W_dec + self.b_dec) / self.input_scale
 
-    def forward(self, x: torch.Tensor, l0_coefficient: float | torch.Tensor = 0.0) -> SAEOutput:
-        """Reconstruction, latents and loss = mse + λ·L0, all in normalised units (x·input_scale)."""
+    def forward(
+        self, x: torch.Tensor, l0_coefficient: float | torch.Tensor = 0.0, sparse: bool | None = None
+    ) -> SAEOutput:
+        """Reconstruction, latents and loss = mse + λ·L0, all in normalised units (x·input_scale).
+
+        The code below is the dense reference. `sparse=True` computes the same values and gradients on the
+        sparse path of app.sae.sparse (only active / near-threshold pairs after the encoder matmul);
+        `None` picks it while training once the previous call's active fraction is below
+        `SPARSE_MAX_DENSITY` (dense early in training, when many latents fire); `False` forces dense.
+        """
         x_n = x.to(self.dtype) * self.input_scale
-        pre = (x_n - self.b_dec if self.cfg.apply_b_dec_to_input else x_n) @ self.W_enc + self.b_enc
+        x_in = x_n - self.b_dec if self.cfg.apply_b_dec_to_input else x_n
         theta = self.threshold
-        f = jumprelu(pre, theta, self.cfg.bandwidth)
-        x_hat_n = f @ self.W_dec + self.b_dec
-        mse = (x_n - x_hat_n).pow(2).sum(-1).mean()
-        l0 = step(pre, theta, self.cfg.bandwidth).sum(-1).mean()
+        if self._use_sparse(sparse):
+            from app.sae.sparse import sparse_loss_parts
+
+            x_hat_n, f, mse, l0 = sparse_loss_parts(
+                x_n, x_in, self.W_enc, self.b_enc, self.W_dec, self.b_dec, theta, self.cfg.bandwidth
+            )
+        else:
+            pre = x_in @ self.W_enc + self.b_enc
+            f = jumprelu(pre, theta, self.cfg.bandwidth)
+            x_hat_n = f @ self.W_dec + self.b_dec
+            mse = (x_n - x_hat_n).pow(2).sum(-1).mean()
+            l0 = step(pre, theta, self.cfg.bandwidth).sum(-1).mean()
+        self._active_fraction = l0.detach() / self.d_sae
         loss = mse + l0_coefficient * l0
         return SAEOutput(x_hat_n / self.input_scale, f, mse, l0, loss)
+
+    def _use_sparse(self, sparse: bool | None) -> bool:
+        """Dispatch rule of `forward`: explicit choice, else sparse when training at a low active fraction."""
+        if sparse is not None:
+            return sparse
+        if not (torch.is_grad_enabled() and self.W_enc.requires_grad) or self._active_fraction is None:
+            return False
+        from app.sae.sparse import SPARSE_MAX_DENSITY
+
+        return float(self._active_fraction) < SPARSE_MAX_DENSITY
 
     # --- normalisation and persistence --------------------------------------------------------------
     @torch.no_grad()
