@@ -1,0 +1,105 @@
+"""The command lines a job runs: `jumpscope train` (under torchrun with several GPUs), then `eval` and `index`.
+
+Kept apart from the runner so the mapping from a JobSpec to CLI flags lives in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.jobs.spec import JobSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so `-m app.cli` works from any cwd
+NOT_AVAILABLE_MARKER = "not available yet"  # what a not-yet-built sub-command prints (app/cli/*.py)
+SAE_FILES = ("cfg.json", "sae_weights.safetensors")  # present once training wrote the final SAE
+
+
+@dataclass(frozen=True)
+class Step:
+    """One process of a job's pipeline."""
+
+    name: str  # "train", "eval" or "index"
+    phase: str  # the job phase shown while it runs: training, evaluating, indexing
+    argv: tuple[str, ...]  # the command line
+
+
+def jumpscope_cli(python: str | None = None) -> list[str]:
+    """`python -m app.cli` with this interpreter (the venv's, so the child sees the same packages)."""
+    return [python or sys.executable, "-m", "app.cli"]
+
+
+def train_step(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None = None, n_gpus: int = 1,
+               device: str | None = None) -> Step:
+    """`jumpscope train ... --out DIR [--resume]`; `torchrun --nproc_per_node N` when n_gpus > 1."""
+    args = ["train", "--out", str(out_dir), "--d-sae", str(spec.d_sae), "--tokens", str(spec.tokens),
+            "--seed", str(spec.seed)]
+    if spec.activations is not None:
+        args += ["--activations", spec.activations]
+    else:
+        args += ["--model", str(spec.model), "--corpus", str(spec.corpus), "--hook", spec.hook,
+                 "--layer", str(spec.layer)]
+        if spec.context_size is not None:
+            args += ["--context-size", str(spec.context_size)]
+    if spec.l0_coefficient is not None:
+        args += ["--l0-coefficient", repr(spec.l0_coefficient)]
+    if spec.target_l0 is not None:
+        args += ["--target-l0", repr(spec.target_l0)]
+    if device and device != "auto":
+        args += ["--device", device]
+    if resume:
+        args.append("--resume")
+    py = python or sys.executable
+    if n_gpus > 1:
+        # torch.distributed.run is torchrun; `-m` runs our CLI module in every worker.
+        launcher = [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}", "-m", "app.cli"]
+    else:
+        launcher = jumpscope_cli(py)
+    return Step("train", "training", tuple(launcher + args))
+
+
+def eval_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, device: str | None = None) -> Step:
+    """`jumpscope eval DIR` (writes DIR/eval.json)."""
+    args = ["eval", str(out_dir)]
+    if spec.corpus is not None:
+        args += ["--corpus", spec.corpus]
+    if device and device != "auto":
+        args += ["--device", device]
+    return Step("eval", "evaluating", tuple(jumpscope_cli(python) + args))
+
+
+def index_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, device: str | None = None) -> Step:
+    """`jumpscope index DIR` (writes DIR/index.db)."""
+    args = ["index", str(out_dir)]
+    if spec.corpus is not None:
+        args += ["--corpus", spec.corpus]
+    if device and device != "auto":
+        args += ["--device", device]
+    return Step("index", "indexing", tuple(jumpscope_cli(python) + args))
+
+
+def pipeline(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None = None, n_gpus: int = 1,
+             device: str | None = None) -> list[Step]:
+    """The steps still to run: train (skipped when a resumed job already has its final SAE), eval, index."""
+    steps = []
+    trained = all((out_dir / f).is_file() for f in SAE_FILES)
+    if not (resume and trained):
+        has_ckpt = (out_dir / "checkpoints").is_dir() and any((out_dir / "checkpoints").iterdir())
+        steps.append(train_step(spec, out_dir, resume=resume and has_ckpt, python=python, n_gpus=n_gpus,
+                                device=device))
+    steps.append(eval_step(spec, out_dir, python=python, device=device))
+    steps.append(index_step(spec, out_dir, python=python, device=device))
+    return steps
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a job process: ours, unbuffered output, and the project on PYTHONPATH."""
+    env = dict(os.environ)
+    paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"  # the log tail in the page should be live
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.update(extra or {})
+    return env

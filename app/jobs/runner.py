@@ -1,0 +1,340 @@
+"""Runs training jobs as separate processes and keeps their SQLite records current.
+
+A background thread ticks once a second: it reaps finished steps, reads each job's metrics.jsonl for
+progress, escalates cancels (SIGTERM, then SIGKILL after a grace period) and starts queued jobs. A job is a
+pipeline of processes — train, eval, index — each in its own process group with stdout/stderr appended to
+the job's log. Jobs outlive the server: on start, a 'running' job whose process is gone is marked failed
+(resumable from its checkpoint) and one whose process still runs is adopted and watched to its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.jobs import procs
+from app.jobs.commands import NOT_AVAILABLE_MARKER, SAE_FILES, Step, child_env, pipeline
+from app.jobs.metrics import METRICS_FILE, MetricsTail, progress_of
+from app.jobs.spec import JobSpec
+from app.jobs.store import ACTIVE_STATUSES, JobRecord, JobStore
+
+log = logging.getLogger(__name__)
+
+PipelineFn = Callable[..., list[Step]]  # (spec, out_dir, resume=..., python=..., n_gpus=..., device=...)
+OnSuccess = Callable[[JobRecord, Path], None]  # registers a finished SAE with the running app
+
+
+class JobConflict(Exception):
+    """The request does not fit the job's state (e.g. resume a running job); HTTP 409."""
+
+
+@dataclass
+class _Active:
+    """In-memory state of a job whose process (or a pipeline step of it) is alive."""
+
+    job_id: str
+    steps: list[Step]  # the current step first, then those still to run
+    pid: int
+    proc: subprocess.Popen | None  # None for a process adopted after a server restart
+    log_offset: int  # size of the log when the current step started (to read that step's output)
+    pid_start: str | None = None  # start time of that pid, so a reused pid is not mistaken for the job
+    term_sent_at: float | None = None  # when a cancel sent SIGTERM
+
+
+class JobRunner:
+    """Launches, watches, cancels and resumes jobs; `start()` recovers state and starts the ticking thread."""
+
+    def __init__(self, store: JobStore, data_dir: str | Path, *, python: str | None = None, n_gpus: int = 1,
+                 device: str | None = None, max_running: int = 1, on_success: OnSuccess | None = None,
+                 poll_interval: float = 1.0, term_grace: float = 10.0, pipeline_fn: PipelineFn = pipeline,
+                 env: dict[str, str] | None = None):
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.saes_dir = self.data_dir / "saes"
+        self.logs_dir = self.data_dir / "jobs" / "logs"
+        self.python, self.n_gpus, self.device = python, max(1, int(n_gpus)), device
+        self.max_running = max(1, int(max_running))
+        self.on_success = on_success
+        self.poll_interval, self.term_grace = poll_interval, term_grace
+        self.pipeline_fn = pipeline_fn
+        self.env = child_env(env)
+        self._active: dict[str, _Active] = {}
+        self._tails: OrderedDict[str, MetricsTail] = OrderedDict()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        for d in (self.saes_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Recover jobs left by a previous server, then tick in a daemon thread (or not: tests tick by hand)."""
+        self.recover()
+        if background and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="jumpscope-jobs", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop ticking. Job processes keep running; the next server adopts or fails them."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def recover(self) -> None:
+        """Fail 'running' jobs whose process died; adopt those whose process outlived the previous server."""
+        self.store.fail_dead_jobs(lambda r: procs.pid_alive(r.pid, r.pid_start))
+        for rec in self.store.list(limit=1_000_000, statuses=["running"]):
+            if rec.id in self._active or rec.pid is None:
+                continue
+            spec = JobSpec.model_validate(rec.spec)
+            steps = self.pipeline_fn(spec, Path(rec.out_dir), resume=rec.resume, python=self.python,
+                                     n_gpus=self.n_gpus, device=self.device)
+            names = [s.phase for s in steps]
+            current = steps[names.index(rec.phase):] if rec.phase in names else steps[-1:]
+            log.info("job %s: adopting pid %s (still %s)", rec.id, rec.pid, rec.phase)
+            self._active[rec.id] = _Active(rec.id, current, rec.pid, None, _log_size(rec.log_path), rec.pid_start)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.tick()
+            except Exception:  # never let one bad tick kill the watcher
+                log.exception("job runner tick failed")
+
+    # --- requests ---------------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> JobRecord:
+        """Queue a job (spec already confined); raises JobConflict when the SAE folder name is taken."""
+        job_id = uuid.uuid4().hex[:12]
+        name = spec.name or f"job-{job_id}"
+        out_dir = self.saes_dir / name
+        if self.store.name_taken(name) or out_dir.exists():
+            raise JobConflict(f"an SAE or job named {name!r} already exists; pick another name")
+        try:
+            rec = self.store.create(name, spec.model_dump(), out_dir, self.logs_dir / f"{job_id}.log", job_id=job_id)
+        except ValueError as e:
+            raise JobConflict(str(e)) from None
+        _append_log(rec.log_path, f"queued: {spec.kind} job, SAE folder {out_dir}")
+        return rec
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job: its process group gets SIGTERM now and SIGKILL after the grace."""
+        with self._lock:
+            rec = self._get(job_id)
+            if rec.status == "cancelled":
+                return rec
+            if not self.store.transition(job_id, ACTIVE_STATUSES, status="cancelled", finished_at=time.time()):
+                raise JobConflict(f"job {job_id} already {self._get(job_id).status}")
+            act = self._active.get(job_id)
+            if act is not None and act.term_sent_at is None:
+                procs.signal_group(act.pid)
+                act.term_sent_at = time.monotonic()
+            _append_log(rec.log_path, "cancel requested")
+            return self._get(job_id)
+
+    def resume(self, job_id: str) -> JobRecord:
+        """Queue a failed or cancelled job again; training continues from its last checkpoint."""
+        with self._lock:
+            rec = self._get(job_id)
+            if job_id in self._active:
+                raise JobConflict(f"job {job_id} is still stopping; try again in a few seconds")
+            if rec.status not in ("failed", "cancelled"):
+                raise JobConflict(f"only failed or cancelled jobs can be resumed (this one is {rec.status})")
+            self.store.transition(job_id, ("failed", "cancelled"), status="queued", phase="queued", resume=True,
+                                  error=None, finished_at=None, pid=None, pid_start=None)
+            _append_log(rec.log_path, "resume requested")
+            return self._get(job_id)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The stored record (None when unknown)."""
+        return self.store.get(job_id)
+
+    def metrics_rows(self, job_id: str) -> list[dict[str, Any]]:
+        """All metrics rows of the job so far (restarts folded); [] before the first."""
+        rec = self._get(job_id)
+        with self._lock:
+            tail = self._tails.get(job_id)
+            if tail is None:
+                tail = self._tails[job_id] = MetricsTail(Path(rec.out_dir) / METRICS_FILE)
+                while len(self._tails) > 64:
+                    self._tails.popitem(last=False)
+            self._tails.move_to_end(job_id)
+            return list(tail.refresh())
+
+    def log_tail(self, job_id: str, max_bytes: int = 8192) -> str:
+        """The end of the job's log (whole lines, undecodable bytes replaced)."""
+        path = Path(self._get(job_id).log_path)
+        try:
+            with open(path, "rb") as fh:
+                size = fh.seek(0, 2)
+                fh.seek(max(0, size - max_bytes))
+                data = fh.read()
+        except FileNotFoundError:
+            return ""
+        text = data.decode("utf-8", errors="replace")
+        return text.split("\n", 1)[1] if size > max_bytes and "\n" in text else text
+
+    def _get(self, job_id: str) -> JobRecord:
+        rec = self.store.get(job_id)
+        if rec is None:
+            raise KeyError(job_id)
+        return rec
+
+    # --- the tick ---------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One round: watch running steps, advance or finish pipelines, start queued jobs."""
+        finished: list[str] = []
+        with self._lock:
+            for job_id in list(self._active):
+                if self._watch(self._active[job_id]):
+                    finished.append(job_id)
+            self._start_queued()
+        for job_id in finished:  # outside the lock: registering an SAE may take a while
+            self._succeed(job_id)
+
+    def _watch(self, act: _Active) -> bool:
+        """Poll one active job; returns True when its whole pipeline succeeded."""
+        rec = self._get(act.job_id)
+        if act.steps[0].name == "train":
+            self._update_progress(rec)
+        if act.term_sent_at is not None and time.monotonic() - act.term_sent_at > self.term_grace:
+            procs.kill_group(act.pid)
+        rc = act.proc.poll() if act.proc is not None else (None if procs.pid_alive(act.pid, act.pid_start) else "gone")
+        if rc is None:
+            return False
+        procs.kill_group(act.pid)  # stragglers of the step (torchrun workers, data loaders)
+        step = act.steps.pop(0)
+        rec = self._get(act.job_id)
+        if rec.status != "running":  # cancelled while it ran
+            _append_log(rec.log_path, f"{step.name} stopped ({_describe_rc(rc)}); job {rec.status}")
+            self._finish(act, status=None)
+            return False
+        ok = rc == 0 or (rc == "gone" and (step.name != "train" or _has_sae(rec)))
+        if not ok and step.name != "train" and NOT_AVAILABLE_MARKER in _read_from(rec.log_path, act.log_offset):
+            _append_log(rec.log_path, f"note: '{step.name}' is not available in this build yet; skipped")
+            ok = True
+        if not ok:
+            self._finish(act, status="failed", error=f"{step.name} failed ({_describe_rc(rc)}); see the log")
+            return False
+        _append_log(rec.log_path, f"{step.name} done")
+        if step.name == "train":
+            self._update_progress(rec, final=True)
+        if act.steps:
+            self._launch(act.job_id, act.steps)
+            return False
+        del self._active[act.job_id]
+        return True
+
+    def _update_progress(self, rec: JobRecord, final: bool = False) -> None:
+        rows = self.metrics_rows(rec.id)
+        latest = rows[-1] if rows else {}
+        progress = 1.0 if final else progress_of(latest)
+        if latest and (latest != rec.metrics or abs(progress - rec.progress) > 1e-9):
+            self.store.update(rec.id, metrics=latest, progress=progress)
+
+    def _start_queued(self) -> None:
+        free = self.max_running - len(self._active)
+        if free <= 0:
+            return
+        for rec in reversed(self.store.list(limit=10_000, statuses=["queued"])):  # oldest first
+            if free <= 0:
+                break
+            spec = JobSpec.model_validate(rec.spec)
+            steps = self.pipeline_fn(spec, Path(rec.out_dir), resume=rec.resume, python=self.python,
+                                     n_gpus=self.n_gpus, device=self.device)
+            trains = any(s.name == "train" for s in steps)
+            if not self.store.transition(rec.id, ["queued"], status="running", started_at=time.time(),
+                                         attempts=rec.attempts + int(trains)):
+                continue
+            if self._launch(rec.id, steps):
+                free -= 1
+
+    def _launch(self, job_id: str, steps: list[Step]) -> bool:
+        """Start steps[0] in its own process group; on failure to spawn the job fails."""
+        rec = self._get(job_id)
+        step = steps[0]
+        _append_log(rec.log_path, f"{step.name}: {' '.join(step.argv)}")
+        offset = _log_size(rec.log_path)
+        try:
+            with open(rec.log_path, "ab") as fh:
+                proc = subprocess.Popen(step.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=str(self.logs_dir), env=self.env, start_new_session=True)
+        except OSError as e:
+            self._active.pop(job_id, None)
+            self.store.update(job_id, status="failed", phase=step.phase, error=f"could not start {step.name}: {e}",
+                              finished_at=time.time(), pid=None, pid_start=None)
+            return False
+        start = procs.process_start_time(proc.pid)
+        self._active[job_id] = _Active(job_id, list(steps), proc.pid, proc, offset, start)
+        self.store.transition(job_id, ["running"], phase=step.phase, pid=proc.pid, pid_start=start)
+        log.info("job %s: %s started (pid %d)", job_id, step.name, proc.pid)
+        return True
+
+    def _finish(self, act: _Active, status: str | None, error: str | None = None) -> None:
+        self._active.pop(act.job_id, None)
+        fields: dict[str, Any] = {"pid": None, "pid_start": None}
+        if status is not None:
+            self.store.transition(act.job_id, ["running"], status=status, error=error, finished_at=time.time(),
+                                  **fields)
+            _append_log(self._get(act.job_id).log_path, f"job {status}" + (f": {error}" if error else ""))
+        else:
+            self.store.update(act.job_id, **fields)
+
+    def _succeed(self, job_id: str) -> None:
+        rec = self._get(job_id)
+        note = None
+        if self.on_success is not None:
+            try:
+                self.on_success(rec, Path(rec.out_dir))
+            except Exception as e:  # the SAE is trained and on disk; say why it is not served
+                log.exception("job %s: registering the SAE failed", job_id)
+                note = f"trained, but the app could not load the SAE: {type(e).__name__}: {e}"
+        if self.store.transition(job_id, ["running"], status="succeeded", phase="done", progress=1.0, error=note,
+                                 finished_at=time.time(), pid=None, pid_start=None):
+            _append_log(rec.log_path, "job succeeded" + (f" ({note})" if note else ""))
+
+
+def _has_sae(rec: JobRecord) -> bool:
+    return all((Path(rec.out_dir) / f).is_file() for f in SAE_FILES)
+
+
+def _describe_rc(rc: int | str) -> str:
+    if rc == "gone":
+        return "process gone, exit status unknown"
+    if isinstance(rc, int) and rc < 0:
+        return f"killed by signal {-rc}"
+    return f"exit code {rc}"
+
+
+def _log_size(path: str | Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: str | Path, offset: int, limit: int = 65536) -> str:
+    """The log text written since `offset` (at most `limit` bytes, from the end)."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(offset, size - limit))
+            return fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _append_log(path: str | Path, line: str) -> None:
+    """A runner line in the job log, timestamped and marked so it stands out from the process output."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"[jumpscope {stamp}] {line}\n")

@@ -1,0 +1,118 @@
+"""What a training job is asked to do (the admin launch form / JSON body), validated, with paths confined.
+
+`JobSpec` checks shapes and ranges; `JobSpec.confined(corpus_root)` then resolves every path against the
+configured corpus root and refuses anything that lands outside it (`..`, absolute paths elsewhere, symlinks
+that point out). Both raise errors the web layer turns into 4xx answers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Mirrors app.lm.hooks.HOOK_KINDS (not imported: that pulls in torch/transformers; a test keeps them equal).
+HOOK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# A Hugging Face hub id: "gpt2" or "org/name"; never a path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+class JobSpecError(ValueError):
+    """A launch request that cannot be run as asked; the message says what to fix (HTTP 400)."""
+
+
+class JobSpec(BaseModel):
+    """A training job: train from a text corpus through an LM hook, or from a cached activation file."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="SAE folder name under data_dir/saes/ (default: job-<id>)"
+    )
+    model: str | None = Field(
+        None, max_length=512, description="LM: a folder under the corpus root or a hub id (corpus jobs)"
+    )
+    hook: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = Field(
+        "resid_post", description="hook kind the SAE reads (blocks.<layer>.hook_<kind>)"
+    )
+    layer: int = Field(0, ge=0, le=1024, description="transformer block index of the hook")
+    d_sae: int = Field(..., ge=1, le=1 << 20, description="number of SAE latents")
+    l0_coefficient: float | None = Field(None, ge=0, le=1e4, description="sparsity coefficient λ")
+    target_l0: float | None = Field(None, gt=0, le=1e5, description="target L0 instead of a fixed λ")
+    tokens: int = Field(..., ge=1, le=10**13, description="training tokens")
+    corpus: str | None = Field(None, max_length=4096, description="text corpus path under the corpus root")
+    activations: str | None = Field(
+        None, max_length=4096, description="activation file (safetensors `activations` [N, d_in]) under the root"
+    )
+    context_size: int | None = Field(None, ge=2, le=1 << 17, description="tokens per context (corpus jobs)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobSpec:
+        if (self.corpus is None) == (self.activations is None):
+            raise ValueError("give exactly one of 'corpus' (with 'model') or 'activations'")
+        if self.corpus is not None and not self.model:
+            raise ValueError("a corpus job needs 'model'")
+        if self.l0_coefficient is not None and self.target_l0 is not None:
+            raise ValueError("give either 'l0_coefficient' (λ) or 'target_l0', not both")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """"activations" or "corpus"."""
+        return "activations" if self.activations is not None else "corpus"
+
+    def confined(self, corpus_root: str | Path) -> JobSpec:
+        """A copy whose corpus/activations/model paths are absolute and inside `corpus_root`.
+
+        Raises JobSpecError for a path outside the root, one that does not exist, or a model that is
+        neither a folder under the root nor a hub id.
+        """
+        update: dict[str, str] = {}
+        if self.corpus is not None:
+            update["corpus"] = str(confine_path(self.corpus, corpus_root, what="corpus"))
+        if self.activations is not None:
+            path = confine_path(self.activations, corpus_root, what="activation file")
+            if not path.is_file():
+                raise JobSpecError("activation file: not a file")
+            update["activations"] = str(path)
+        if self.model is not None:
+            update["model"] = _confine_model(self.model, corpus_root)
+        return self.model_copy(update=update)
+
+
+def confine_path(value: str, root: str | Path, what: str = "path") -> Path:
+    """Resolve `value` (absolute, or relative to `root`) and insist it exists inside `root`.
+
+    Refuses `..` components outright (even when they would stay inside), and resolves symlinks before the
+    containment check, so a link under the root that points elsewhere is refused too.
+    """
+    if not value or "\x00" in value:
+        raise JobSpecError(f"{what}: empty or invalid path")
+    p = Path(value).expanduser() if value.startswith("~") else Path(value)
+    if ".." in p.parts:
+        raise JobSpecError(f"{what}: '..' is not allowed in paths")
+    root_real = Path(root).resolve()
+    candidate = p if p.is_absolute() else root_real / p
+    try:
+        real = candidate.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise JobSpecError(f"{what}: {value!r} does not exist under the corpus root") from None
+    except (OSError, RuntimeError) as e:  # symlink loops, permission problems
+        raise JobSpecError(f"{what}: {value!r} cannot be resolved ({type(e).__name__})") from None
+    if real != root_real and not real.is_relative_to(root_real):
+        raise JobSpecError(f"{what}: {value!r} is outside the corpus root")
+    return real
+
+
+def _confine_model(model: str, root: str | Path) -> str:
+    """A model given as a path must live under the root; a bare hub id passes through unchanged."""
+    if model.startswith(("/", ".", "~")) or "\\" in model or os.path.lexists(Path(root) / model):
+        return str(confine_path(model, root, what="model"))
+    if _HUB_ID.match(model) and ".." not in model:
+        return model
+    raise JobSpecError(f"model: {model!r} is neither a folder under the corpus root nor a hub id")
