@@ -10,6 +10,7 @@ from app.steering.interventions import (
     check_interventions,
     hook_of,
     steering_hook,
+    suggest_value,
 )
 from app.steering.latent_info import latent_weights_summary
 from app.steering.steer import SteerResult, steer
@@ -31,4 +32,5 @@ __all__ = [
     "prompt_ids",
     "steer",
     "steering_hook",
+    "suggest_value",
 ]

@@ -117,3 +117,19 @@ def steering_hook(
         return out
 
     return fn
+
+
+@torch.no_grad()
+def suggest_value(sae: JumpReLUSAE, latent: int, mode: str, max_activation: float | None = None,
+                  multiple: float = 2.0) -> float:
+    """A sensible default strength: clamp to `multiple` × the latent's max activation (4θ when the max is
+    unknown), add the same amount along the unit direction (scaled by ‖d_i‖); 0 for ablate."""
+    if mode == "ablate":
+        return 0.0
+    if not 0 <= latent < sae.d_sae:
+        raise UnknownLatent(f"latent {latent} does not exist: this SAE has latents 0..{sae.d_sae - 1}")
+    peak = max_activation if max_activation and max_activation > 0 else 4.0 * float(sae.threshold[latent])
+    value = multiple * peak
+    if mode == "add":
+        value *= float(decoder_directions(sae, [latent])[0].norm())
+    return float(f"{value:.3g}")

@@ -1,0 +1,86 @@
+"""The FastAPI app factory: `create_app(settings)` loads the model service and wires routes, templates,
+static files, security headers and error handlers. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.web import viz
+from app.web.errors import install_error_handlers
+from app.web.middleware import BodySizeLimit, SecurityHeaders
+from app.web.routes import api, pages
+from app.web.services import Services
+from app.web.settings import REPO_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = REPO_ROOT / "templates"
+STATIC_DIR = REPO_ROOT / "static"
+
+
+def make_templates() -> Jinja2Templates:
+    """Jinja2 templates with autoescaping (the Starlette default for .html) and our view helpers."""
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    templates.env.globals.update(heat=viz.heat_level, histogram_bars=viz.histogram_bars, fmt=viz.fmt,
+                                 show_token=viz.show_token, heat_signed=viz.heat_signed)
+    return templates
+
+
+def _include_admin(app: FastAPI) -> None:
+    """The admin routes (app.web.routes.admin.router) when that module exists."""
+    try:
+        admin = importlib.import_module("app.web.routes.admin")
+    except ModuleNotFoundError as e:
+        if e.name != "app.web.routes.admin":
+            log.exception("admin routes disabled: a module they need is missing")
+        else:
+            log.info("admin routes not installed")
+        return
+    except ImportError:
+        log.exception("admin routes disabled: app.web.routes.admin failed to import")
+        return
+    app.include_router(admin.router)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app. `services` lets a caller (tests, the CLI) pass an already loaded model service."""
+    settings = settings or Settings()
+    if services is None:
+        services = Services.load(settings.model, settings.saes, device=settings.device, dtype=settings.dtype)
+    app = FastAPI(
+        title="JumpScope",
+        summary="Explore, steer and train JumpReLU sparse autoencoders on language-model activations.",
+        version="0.1.0",
+    )
+    app.state.settings = settings
+    app.state.services = services
+    app.state.templates = make_templates()
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+
+    htmx = Path(settings.htmx_path)
+    if not htmx.is_file():
+        log.warning("htmx not found at %s; run `npm ci` (pages will work without live updates)", htmx)
+
+    @app.get("/static/vendor/htmx.min.js", include_in_schema=False)
+    async def htmx_js() -> FileResponse:
+        """htmx from the pinned npm package in node_modules (never a CDN, never copied into git)."""
+        if not htmx.is_file():
+            from fastapi import HTTPException
+
+            raise HTTPException(404, "htmx is not installed; run `npm ci`")
+        return FileResponse(htmx, media_type="text/javascript")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.include_router(api.router)
+    _include_admin(app)
+    app.include_router(pages.router)
+    return app

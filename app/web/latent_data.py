@@ -1,0 +1,91 @@
+"""Dashboard data for one latent: from the SAE's index DB (app.index.service) when there is one, otherwise
+what the weights alone tell (threshold, logit effects, neighbours). Runs inside `Services.run`."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from app.steering import UnknownLatent, latent_weights_summary, suggest_value
+from app.web.services import SAEEntry, Services
+
+log = logging.getLogger(__name__)
+
+
+def index_service():
+    """app.index.service, or None while that package is not installed/landed."""
+    try:
+        from app.index import service
+    except ImportError:
+        return None
+    return service
+
+
+def check_latent(entry: SAEEntry, latent: int) -> None:
+    """UnknownLatent unless 0 ≤ latent < d_sae."""
+    if not 0 <= latent < entry.sae.d_sae:
+        raise UnknownLatent(f"latent {latent} does not exist in SAE {entry.id!r} (latents 0..{entry.sae.d_sae - 1})")
+
+
+def dashboard(services: Services, entry: SAEEntry, latent: int) -> dict[str, Any]:
+    """The dashboard dict of SPEC §5 / the index contract, with `indexed` saying where it came from."""
+    check_latent(entry, latent)
+    svc = index_service()
+    if svc is not None and entry.indexed:
+        try:
+            data = dict(svc.latent_dashboard(entry.index_db, latent))
+        except svc.IndexMissing:
+            log.info("no index for %s; showing weight-only data", entry.id)
+        except svc.LatentNotFound as e:
+            raise UnknownLatent(str(e)) from None
+        else:
+            data["indexed"] = True
+            return data
+    return latent_weights_summary(services.lm, entry.sae, latent, entry.log10_density)
+
+
+def search(entry: SAEEntry, query: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Latents matching an index number, a top token or explanation text (index number only without an index)."""
+    query = query.strip()
+    svc = index_service()
+    if svc is not None and entry.indexed:
+        try:
+            return list(svc.search_latents(entry.index_db, query, limit))
+        except svc.IndexMissing:
+            pass
+    if query.isdigit() and int(query) < entry.sae.d_sae:
+        return [{"latent": int(query), "max": None, "density": None, "top_token": None, "explanation": None}]
+    return []
+
+
+def save_explanation(entry: SAEEntry, latent: int, text: str) -> None:
+    """Store a latent's explanation in the SAE's index DB (ValueError without an index)."""
+    check_latent(entry, latent)
+    svc = index_service()
+    if svc is None or not entry.indexed:
+        raise ValueError(f"SAE {entry.id!r} has no index yet; run `jumpscope index` to enable explanations")
+    svc.set_explanation(entry.index_db, latent, text.strip())
+
+
+def random_latent(entry: SAEEntry) -> int:
+    """A random latent of the SAE (alive ones preferred when densities are known)."""
+    dens = entry.log10_density
+    if dens is not None:
+        alive = [i for i, v in enumerate(dens.tolist()) if v > -10]
+        if alive:
+            return random.choice(alive)
+    return random.randrange(entry.sae.d_sae)
+
+
+def default_value(services: Services, entry: SAEEntry, latent: int, mode: str) -> float:
+    """Default intervention strength: a multiple of the latent's max activation from the index if known."""
+    check_latent(entry, latent)
+    peak = None
+    svc = index_service()
+    if svc is not None and entry.indexed and mode != "ablate":
+        try:
+            peak = svc.latent_dashboard(entry.index_db, latent).get("max")
+        except (svc.IndexMissing, svc.LatentNotFound):
+            peak = None
+    return suggest_value(entry.sae, latent, mode, peak)

@@ -1,0 +1,1 @@
+"""Route modules: api (JSON, SPEC §8), pages (HTML); admin (jobs) is added next to them."""

@@ -1,0 +1,108 @@
+"""The JSON API of SPEC §8. Handlers validate limits, then hand a service function to `Services.run`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+
+from app.steering import Intervention, ablation_effect, encode_text, steer
+from app.web import latent_data
+from app.web.schemas import (
+    AblateRequest,
+    AblateResponse,
+    Dashboard,
+    EncodeRequest,
+    EncodeResponse,
+    Health,
+    SAEInfo,
+    SteerRequest,
+    SteerResponse,
+)
+from app.web.services import Services
+from app.web.settings import Settings
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad input (the detail says what to fix)"},
+    404: {"description": "unknown SAE or latent"},
+    413: {"description": "request body too large"},
+    422: {"description": "invalid request or over a limit"},
+}
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def check_limit(name: str, value: int, limit: int) -> None:
+    """422 with a clear message when a request asks for more than the server allows."""
+    if value > limit:
+        raise HTTPException(422, f"{name} is {value}; this server allows at most {limit}")
+
+
+@router.get("/health", response_model=Health)
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness plus what is loaded."""
+    services = _services(request)
+    return {"status": "ok", "model": services.lm.name, "device": str(services.lm.device), "saes": services.ids()}
+
+
+@router.get("/saes", response_model=list[SAEInfo])
+async def list_saes(request: Request) -> list[dict[str, Any]]:
+    """Every loaded SAE with its hook, widths and evaluation metrics."""
+    return [e.summary() for e in _services(request).entries()]
+
+
+@router.post("/encode", response_model=EncodeResponse, responses=ERRORS)
+async def encode(body: EncodeRequest, request: Request) -> dict[str, Any]:
+    """Tokens of the text with their active latents (value and margin above θ) and the prompt's top latents."""
+    settings, services = _settings(request), _services(request)
+    check_limit("top_k", body.top_k, settings.max_top_k)
+    entry = services.get(body.sae)
+    result = await services.run(encode_text, services.lm, entry.sae, body.text, top_k=body.top_k,
+                                max_tokens=settings.max_prompt_tokens)
+    return {**result, "sae": entry.id}
+
+
+@router.get("/saes/{sae}/latents/{latent}", response_model=Dashboard, responses=ERRORS)
+async def latent_dashboard(sae: str, latent: int, request: Request) -> dict[str, Any]:
+    """The latent's dashboard (from the index; weight-only fields when the SAE is not indexed)."""
+    services = _services(request)
+    entry = services.get(sae)
+    return await services.run(latent_data.dashboard, services, entry, latent)
+
+
+def interventions_of(items: list, settings: Settings) -> list[Intervention]:
+    """Validated Intervention objects, within the server's intervention limit."""
+    check_limit("the number of interventions", len(items), settings.max_interventions)
+    return [Intervention(latent=i.latent, mode=i.mode, value=i.value) for i in items]
+
+
+@router.post("/steer", response_model=SteerResponse, responses=ERRORS)
+async def steer_route(body: SteerRequest, request: Request) -> dict[str, Any]:
+    """Default and steered completions side by side, same seed and sampling settings."""
+    settings, services = _settings(request), _services(request)
+    check_limit("max_new_tokens", body.max_new_tokens, settings.max_new_tokens)
+    interventions = interventions_of(body.interventions, settings)
+    entry = services.get(body.sae)
+    result = await services.run(steer, services.lm, entry.sae, body.prompt, interventions,
+                                max_new_tokens=body.max_new_tokens, temperature=body.temperature, seed=body.seed,
+                                top_k=body.top_k, max_prompt_tokens=settings.max_prompt_tokens)
+    return {**result.to_json(), "sae": entry.id}
+
+
+@router.post("/ablate", response_model=AblateResponse, responses=ERRORS)
+async def ablate(body: AblateRequest, request: Request) -> dict[str, Any]:
+    """Per-token Δlog-prob of each actual next token when the latents are ablated, and the most-moved tokens."""
+    settings, services = _settings(request), _services(request)
+    check_limit("the number of latents", len(body.latents), settings.max_interventions)
+    entry = services.get(body.sae)
+    result = await services.run(ablation_effect, services.lm, entry.sae, body.text, body.latents,
+                                top_n=body.top_n, max_tokens=settings.max_prompt_tokens)
+    return {**result, "sae": entry.id}

@@ -1,0 +1,254 @@
+"""HTML pages. Each page route returns the full page, or only its result partial for an htmx request; the
+same partial renders the first load and every update. Query strings hold all settings, so URLs can be shared.
+
+Form values are parsed leniently here (not by FastAPI) so that a bad value shows a message inside the partial
+instead of replacing it with an error page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, steer
+from app.web import latent_data
+from app.web.services import Services, UnknownSAE
+from app.web.settings import Settings
+
+router = APIRouter(include_in_schema=False)
+
+EXPECTED = (ValueError, UnknownLatent, UnknownSAE)
+
+
+def _ctx(request: Request) -> tuple[Settings, Services]:
+    return request.app.state.settings, request.app.state.services
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def render(request: Request, page: str, partial: str, ctx: dict[str, Any], status: int = 200,
+           push_url: str | None = None) -> Response:
+    """The partial for htmx, the full page otherwise."""
+    services: Services = request.app.state.services
+    base = {"saes": services.entries(), "model_name": services.lm.name, "admin_enabled": _admin_enabled(request)}
+    templates = request.app.state.templates
+    response = templates.TemplateResponse(request, partial if is_htmx(request) else page, {**base, **ctx},
+                                          status_code=status)
+    if push_url and is_htmx(request):
+        response.headers["HX-Push-Url"] = push_url
+    return response
+
+
+def _admin_enabled(request: Request) -> bool:
+    return any(getattr(r, "path", "").startswith("/admin") for r in request.app.routes)
+
+
+def status_of(exc: Exception) -> int:
+    return 404 if isinstance(exc, UnknownLatent | UnknownSAE) else 422
+
+
+def parse_int(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer form field within [lo, hi]; ValueError naming the field otherwise."""
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def parse_float(raw: str | None, name: str, default: float | None, lo: float, hi: float) -> float | None:
+    """A finite float form field within [lo, hi] (blank = default)."""
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:  # also rejects NaN
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {raw}")
+    return value
+
+
+def parse_latents(values: list[str], limit: int) -> list[int]:
+    """Latent indices from repeated `latent` fields, each possibly a comma/space separated list."""
+    out: list[int] = []
+    for raw in values:
+        for part in raw.replace(",", " ").split():
+            out.append(parse_int(part, "latent", 0, 0, 2**31))
+    if len(out) > limit:
+        raise ValueError(f"{len(out)} latents given; this server allows at most {limit}")
+    return out
+
+
+# --- inspect -------------------------------------------------------------------------------------------
+@router.get("/")
+async def inspect_page(request: Request) -> Response:
+    """Type a text → tokens coloured by activation, per-token latents, the prompt's top latents."""
+    settings, services = _ctx(request)
+    q = request.query_params
+    text, sae_id = q.get("text", ""), q.get("sae") or None
+    ctx: dict[str, Any] = {"text": text, "result": None, "error": None, "sae_id": sae_id}
+    status = 200
+    try:
+        entry = services.get(sae_id)
+        ctx["sae_id"] = entry.id
+        top_k = parse_int(q.get("top_k"), "top_k", 16, 1, settings.max_top_k)
+        if text.strip():
+            ctx["result"] = await services.run(encode_text, services.lm, entry.sae, text, top_k=top_k,
+                                               max_tokens=settings.max_prompt_tokens)
+    except EXPECTED as e:
+        ctx["error"], status = str(e), status_of(e)
+    return render(request, "inspect.html", "partials/_inspect_result.html", ctx, status)
+
+
+# --- latent dashboards ---------------------------------------------------------------------------------
+@router.get("/latents")
+async def latents_home(request: Request) -> Response:
+    """The first SAE's latent 0."""
+    entry = request.app.state.services.get(None)
+    return RedirectResponse(f"/latents/{entry.id}/0", status_code=303)
+
+
+@router.get("/latents/{sae}/random")
+async def random_latent(sae: str, request: Request) -> Response:
+    entry = request.app.state.services.get(sae)
+    return RedirectResponse(f"/latents/{entry.id}/{latent_data.random_latent(entry)}", status_code=303)
+
+
+@router.get("/latents/{sae}/search")
+async def search_latents(sae: str, request: Request) -> Response:
+    """Latents by index, top token or explanation (partial #search-results)."""
+    services: Services = request.app.state.services
+    entry = services.get(sae)
+    query = request.query_params.get("q", "")[:200]
+    results = await services.run(latent_data.search, entry, query) if query.strip() else []
+    return render(request, "search.html", "partials/_search_results.html",
+                  {"sae_id": entry.id, "query": query, "results": results})
+
+
+@router.get("/latents/{sae}/{latent}")
+async def dashboard_page(sae: str, latent: str, request: Request) -> Response:
+    """Everything the index holds about one latent."""
+    services: Services = request.app.state.services
+    entry = services.get(sae)
+    try:
+        index = int(latent)
+    except ValueError:
+        raise HTTPException(404, f"{latent!r} is not a latent index") from None
+    data = await services.run(latent_data.dashboard, services, entry, index)
+    ctx = {"sae_id": entry.id, "entry": entry, "latent": index, "d": data, "d_sae": entry.sae.d_sae}
+    return render(request, "latent.html", "partials/_dashboard.html", ctx)
+
+
+def _same_origin(request: Request) -> bool:
+    """CSRF guard for state-changing forms: Origin/Referer must be this host; else the htmx header is required."""
+    host = request.headers.get("host", "")
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        if value:
+            return urlsplit(value).netloc == host
+    return is_htmx(request)
+
+
+@router.post("/latents/{sae}/{latent}/explanation")
+async def save_explanation(sae: str, latent: int, request: Request,
+                           explanation: str = Form("", max_length=2000)) -> Response:
+    """Save the latent's explanation in the index DB; answers the #explanation partial."""
+    if not _same_origin(request):
+        raise HTTPException(403, "cross-site form submission refused")
+    services: Services = request.app.state.services
+    entry = services.get(sae)
+    ctx: dict[str, Any] = {"sae_id": entry.id, "latent": latent, "explanation": explanation.strip(),
+                           "saved": False, "error": None}
+    status = 200
+    try:
+        await services.run(latent_data.save_explanation, entry, latent, explanation)
+        ctx["saved"] = True
+    except EXPECTED as e:
+        ctx["error"], status = str(e), status_of(e)
+    templates = request.app.state.templates
+    return templates.TemplateResponse(request, "partials/_explanation.html", ctx, status_code=status)
+
+
+# --- steering ------------------------------------------------------------------------------------------
+@router.get("/steer")
+async def steer_page(request: Request) -> Response:
+    """Pick latents and modes; default and steered completions side by side. Settings live in the URL."""
+    settings, services = _ctx(request)
+    q = request.query_params
+    ctx: dict[str, Any] = {"prompt": q.get("prompt", ""), "result": None, "error": None, "rows": [],
+                           "modes": MODES, "sae_id": q.get("sae") or None, "max_new_tokens": 32,
+                           "temperature": 0.7, "seed": 0, "limits": settings}
+    status, push = 200, None
+    try:
+        entry = services.get(q.get("sae") or None)
+        ctx["sae_id"] = entry.id
+        ctx["max_new_tokens"] = parse_int(q.get("max_new_tokens"), "max_new_tokens", 32, 1, settings.max_new_tokens)
+        ctx["temperature"] = parse_float(q.get("temperature"), "temperature", 0.7, 0.0, 10.0)
+        ctx["seed"] = parse_int(q.get("seed"), "seed", 0, 0, 2**63 - 1)
+        latents, modes, values = q.getlist("latent"), q.getlist("mode"), q.getlist("value")
+        if len(latents) > settings.max_interventions:
+            raise ValueError(f"{len(latents)} interventions; this server allows at most {settings.max_interventions}")
+        interventions = []
+        for k, raw in enumerate(latents):
+            if not raw.strip():
+                continue
+            latent = parse_int(raw, "latent", 0, 0, 2**31)
+            mode = modes[k] if k < len(modes) and modes[k] in MODES else "clamp"
+            value = parse_float(values[k] if k < len(values) else None, f"value of latent {latent}", None,
+                                -1e5, 1e5)
+            if value is None:
+                value = await services.run(latent_data.default_value, services, entry, latent, mode)
+            interventions.append(Intervention(latent, mode, value))
+            ctx["rows"].append({"latent": latent, "mode": mode, "value": value})
+        if ctx["prompt"].strip():
+            ctx["result"] = await services.run(
+                steer, services.lm, entry.sae, ctx["prompt"], interventions, max_new_tokens=ctx["max_new_tokens"],
+                temperature=ctx["temperature"], seed=ctx["seed"], max_prompt_tokens=settings.max_prompt_tokens)
+        push = "/steer?" + urlencode(steer_query(ctx), doseq=True)
+    except EXPECTED as e:
+        ctx["error"], status = str(e), status_of(e)
+    ctx["share_url"] = "/steer?" + urlencode(steer_query(ctx), doseq=True)
+    return render(request, "steer.html", "partials/_steer_result.html", ctx, status, push_url=push)
+
+
+def steer_query(ctx: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The canonical query string of a steer page (all settings, defaults resolved)."""
+    items: list[tuple[str, Any]] = [("sae", ctx["sae_id"] or ""), ("prompt", ctx["prompt"])]
+    for row in ctx["rows"]:
+        items += [("latent", row["latent"]), ("mode", row["mode"]), ("value", row["value"])]
+    items += [("max_new_tokens", ctx["max_new_tokens"]), ("temperature", ctx["temperature"]),
+              ("seed", ctx["seed"])]
+    return items
+
+
+# --- ablation ------------------------------------------------------------------------------------------
+@router.get("/ablate")
+async def ablate_page(request: Request) -> Response:
+    """Per-token Δlog-prob of the actual next token when latents are ablated, and the most-moved tokens."""
+    settings, services = _ctx(request)
+    q = request.query_params
+    ctx: dict[str, Any] = {"text": q.get("text", ""), "latents": [], "result": None, "error": None,
+                           "sae_id": q.get("sae") or None}
+    status = 200
+    try:
+        entry = services.get(q.get("sae") or None)
+        ctx["sae_id"] = entry.id
+        ctx["latents"] = parse_latents(q.getlist("latent"), settings.max_interventions)
+        if ctx["text"].strip() and ctx["latents"]:
+            ctx["result"] = await services.run(ablation_effect, services.lm, entry.sae, ctx["text"],
+                                               ctx["latents"], max_tokens=settings.max_prompt_tokens)
+            deltas = [abs(d) for d in ctx["result"]["delta_logprob"] if d is not None]
+            ctx["scale"] = max(deltas, default=0.0)
+    except EXPECTED as e:
+        ctx["error"], status = str(e), status_of(e)
+    return render(request, "ablate.html", "partials/_ablate_result.html", ctx, status)

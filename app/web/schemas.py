@@ -1,0 +1,138 @@
+"""Request and response models of the JSON API (SPEC §8); they make /docs complete."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TEXT_MAX_CHARS = 20_000  # a hard cap before tokenisation; the token limit is a setting
+
+
+class EncodeRequest(BaseModel):
+    """Encode a text into active latents per token."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., min_length=1, max_length=TEXT_MAX_CHARS, description="the text to analyse")
+    sae: str | None = Field(None, description="SAE id (default: the first loaded)")
+    top_k: int = Field(16, ge=1, description="latents listed per token and for the whole prompt")
+
+
+class LatentValue(BaseModel):
+    latent: int
+    value: float = Field(..., description="f_i = pre-activation (the latent is active: pre > θ)")
+    margin: float = Field(..., description="pre − θ, how far above its threshold the latent is")
+
+
+class TopLatent(BaseModel):
+    latent: int
+    max: float
+    count: int = Field(..., description="tokens on which the latent is active")
+    values: list[float] = Field(..., description="the latent's value on every token")
+
+
+class EncodeResponse(BaseModel):
+    tokens: list[str]
+    token_ids: list[int]
+    special: list[bool] = Field(..., description="BOS/EOS/PAD: never encoded")
+    l0: list[int] = Field(..., description="active latents per token")
+    latents_per_token: list[list[LatentValue]]
+    top_latents: list[TopLatent]
+    sae: str
+
+
+class InterventionIn(BaseModel):
+    """clamp: pin the latent to `value`; add: add `value` along its unit decoder direction; ablate: clamp 0."""
+
+    model_config = ConfigDict(extra="forbid")
+    latent: int = Field(..., ge=0)
+    mode: Literal["clamp", "add", "ablate"] = "clamp"
+    value: float = Field(0.0, ge=-1e5, le=1e5, allow_inf_nan=False)
+
+
+class SteerRequest(BaseModel):
+    """Generate default and steered completions with the same seed and sampling settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(..., min_length=1, max_length=TEXT_MAX_CHARS)
+    sae: str | None = None
+    interventions: list[InterventionIn] = Field(default_factory=list)
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(0.7, ge=0.0, le=10.0, allow_inf_nan=False, description="0 = greedy")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    top_k: int | None = Field(None, ge=1, description="sample only among the k most likely tokens")
+
+
+class SteerResponse(BaseModel):
+    default: str
+    steered: str
+    prompt: str
+    prompt_tokens: list[str]
+    default_tokens: list[str]
+    steered_tokens: list[str]
+    sae: str
+
+
+class AblateRequest(BaseModel):
+    """Ablate latents on a text and measure the per-token Δlog-prob of each actual next token."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., min_length=1, max_length=TEXT_MAX_CHARS)
+    sae: str | None = None
+    latents: list[int] = Field(..., min_length=1)
+    top_n: int = Field(10, ge=1, le=100, description="tokens listed whose logits move most")
+
+
+class TokenChange(BaseModel):
+    token: str
+    token_id: int
+    delta: float
+
+
+class AblateResponse(BaseModel):
+    tokens: list[str]
+    token_ids: list[int]
+    latents: list[int]
+    delta_logprob: list[float | None] = Field(..., description="per token; None for the first token")
+    logprob_clean: list[float | None]
+    total_delta_logprob: float
+    top_increased: list[TokenChange]
+    top_decreased: list[TokenChange]
+    per_token: list[dict[str, list[TokenChange]] | None]
+    sae: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+    device: str
+    saes: list[str]
+
+
+class SAEInfo(BaseModel):
+    id: str
+    hook: str
+    d_in: int
+    d_sae: int
+    metrics: dict[str, Any]
+    indexed: bool
+    model_name: str | None = None
+
+
+class Dashboard(BaseModel):
+    """The index's dashboard data (SPEC §5); weight-only fields when the SAE has no index (`indexed` false)."""
+
+    model_config = ConfigDict(extra="allow")
+    latent: int
+    threshold: float
+    density: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    histogram: dict[str, Any] | None = None
+    top_examples: list[dict[str, Any]] = Field(default_factory=list)
+    interval_examples: list[dict[str, Any]] = Field(default_factory=list)
+    top_logits: list[dict[str, Any]] = Field(default_factory=list)
+    bottom_logits: list[dict[str, Any]] = Field(default_factory=list)
+    neighbors: list[dict[str, Any]] = Field(default_factory=list)
+    explanation: str | None = None
+    indexed: bool = False

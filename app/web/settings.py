@@ -1,0 +1,47 @@
+"""Web app settings (pydantic-settings, env prefix JUMPSCOPE_); built by the app factory or the CLI, never
+at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Everything `jumpscope serve` can be told; each field is also read from JUMPSCOPE_<FIELD>.
+
+    Lists come from the environment as JSON, e.g. JUMPSCOPE_SAES='["runs/sae-a", "runs/sae-b"]'.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="JUMPSCOPE_", extra="ignore", validate_default=True)
+
+    model: str | None = Field(None, description="LM folder or hub id; default: model_name of the first SAE")
+    saes: list[Path] = Field(default_factory=list, description="SAE folders (or Gemma Scope params.npz) to load")
+    data_dir: Path = Field(Path(".jumpscope"), description="where jobs, their SAEs and the jobs DB live")
+    corpus_root: Path | None = Field(None, description="training corpora must lie under this folder")
+    admin_token: SecretStr | None = Field(None, description="bearer token for /admin and /api/admin; unset = off")
+    device: str = Field("auto", description="torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    dtype: str = Field("auto", description="LM dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16")
+    max_prompt_tokens: int = Field(256, ge=2, description="longest prompt/text accepted, in tokens incl. BOS")
+    max_new_tokens: int = Field(128, ge=1, description="largest max_new_tokens a steer request may ask")
+    max_interventions: int = Field(16, ge=1, description="most latents one steer/ablate request may edit")
+    max_top_k: int = Field(64, ge=1, description="largest top_k of an encode request")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; bigger gets 413")
+    htmx_path: Path = Field(REPO_ROOT / "node_modules" / "htmx.org" / "dist" / "htmx.min.js",
+                            description="htmx.min.js from the pinned npm package (never a CDN)")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not (v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    def admin_token_value(self) -> str | None:
+        """The admin token as plain text (None when admin is disabled)."""
+        return self.admin_token.get_secret_value() if self.admin_token else None
