@@ -99,17 +99,24 @@ def load_sae(
     p = Path(path)
     if not p.exists():
         raise SAEFormatError(f"{p}: no such file or folder")
-    if p.is_dir():
-        if (p / CFG_FILE).exists():
-            sae = _load_native(p)
-        elif (p / GEMMA_SCOPE_FILE).exists():
-            sae = _load_gemma_scope(p / GEMMA_SCOPE_FILE)
+    try:
+        if p.is_dir():
+            if (p / CFG_FILE).exists():
+                sae = _load_native(p)
+            elif (p / GEMMA_SCOPE_FILE).exists():
+                sae = _load_gemma_scope(p / GEMMA_SCOPE_FILE)
+            else:
+                raise SAEFormatError(f"{p}: expected {CFG_FILE} + {WEIGHTS_FILE} or {GEMMA_SCOPE_FILE}")
+        elif p.suffix == ".npz":
+            sae = _load_gemma_scope(p)
         else:
-            raise SAEFormatError(f"{p}: expected {CFG_FILE} + {WEIGHTS_FILE} or {GEMMA_SCOPE_FILE}")
-    elif p.suffix == ".npz":
-        sae = _load_gemma_scope(p)
-    else:
-        raise SAEFormatError(f"{p}: not an SAE folder or a .npz file")
+            raise SAEFormatError(f"{p}: not an SAE folder or a .npz file")
+    except SAEFormatError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, RecursionError, MemoryError, RuntimeError) as e:
+        # Any other way a damaged or hostile file fails is still "this SAE cannot be read" (the server
+        # reports it and keeps serving the other SAEs); MemoryError = a header claiming a huge array.
+        raise SAEFormatError(f"{p}: not a readable JumpReLU SAE ({type(e).__name__}: {str(e)[:300]})") from None
     sae.eval()
     return sae.to_dtype_device(dtype=dtype, device=device)
 
@@ -187,6 +194,9 @@ def _load_gemma_scope(path: Path) -> JumpReLUSAE:
         raise SAEFormatError(f"{path}: missing {', '.join(missing)} (have {', '.join(sorted(arrays))})")
     if arrays["W_enc"].ndim != 2:
         raise SAEFormatError(f"{path}: W_enc must be 2-D [d_model, d_sae], got shape {arrays['W_enc'].shape}")
+    odd = [f"{k} ({arrays[k].dtype})" for k in WEIGHT_KEYS if arrays[k].dtype.kind not in "biuf"]
+    if odd:
+        raise SAEFormatError(f"{path}: expected numeric arrays, got {', '.join(odd)}")
     d_in, d_sae = arrays["W_enc"].shape
     tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).float() for k in WEIGHT_KEYS}
     cfg = SAEConfig(d_in=int(d_in), d_sae=int(d_sae), dtype="float32", metadata={"source": "gemma-scope"})
