@@ -15,6 +15,7 @@ from app.jobs.spec import JobSpec
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so `-m app.cli` works from any cwd
 NOT_AVAILABLE_MARKER = "not available yet"  # what a not-yet-built sub-command prints (app/cli/*.py)
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")  # present once training wrote the final SAE
+DEFAULT_INDEX_TOKENS = 1 << 20  # tokens indexed after training unless the spec says otherwise
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class Step:
 
     name: str  # "train", "eval" or "index"
     phase: str  # the job phase shown while it runs: training, evaluating, indexing
-    argv: tuple[str, ...]  # the command line
+    argv: tuple[str, ...]  # the command line (empty when the step is skipped)
+    note: str | None = None  # set when the step is skipped: why (written to the job log)
 
 
 def jumpscope_cli(python: str | None = None) -> list[str]:
@@ -61,23 +63,30 @@ def train_step(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None
 
 
 def eval_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, device: str | None = None) -> Step:
-    """`jumpscope eval DIR` (writes DIR/eval.json)."""
-    args = ["eval", str(out_dir)]
-    if spec.corpus is not None:
-        args += ["--corpus", spec.corpus]
-    if device and device != "auto":
-        args += ["--device", device]
-    return Step("eval", "evaluating", tuple(jumpscope_cli(python) + args))
+    """`jumpscope eval --sae DIR --corpus C` (writes DIR/eval.json); skipped for activation-file jobs."""
+    if spec.corpus is None:
+        return Step("eval", "evaluating", (), note="evaluation skipped: an activation-file job has no LM or corpus")
+    return Step("eval", "evaluating", tuple(jumpscope_cli(python) + ["eval", "--sae", str(out_dir)]
+                                             + _lm_args(spec, device)))
 
 
 def index_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, device: str | None = None) -> Step:
-    """`jumpscope index DIR` (writes DIR/index.db)."""
-    args = ["index", str(out_dir)]
-    if spec.corpus is not None:
-        args += ["--corpus", spec.corpus]
+    """`jumpscope index --sae DIR --corpus C --tokens N` (writes DIR/index.db); skipped for activation-file jobs."""
+    if spec.corpus is None:
+        return Step("index", "indexing", (), note="indexing skipped: an activation-file job has no LM or corpus")
+    tokens = spec.index_tokens or min(spec.tokens, DEFAULT_INDEX_TOKENS)
+    return Step("index", "indexing", tuple(jumpscope_cli(python) + ["index", "--sae", str(out_dir), "--tokens",
+                                                                     str(tokens)] + _lm_args(spec, device)))
+
+
+def _lm_args(spec: JobSpec, device: str | None) -> list[str]:
+    """Model, corpus, context size and device flags shared by eval and index."""
+    args = ["--model", str(spec.model), "--corpus", str(spec.corpus)]
+    if spec.context_size is not None:
+        args += ["--context-size", str(spec.context_size)]
     if device and device != "auto":
         args += ["--device", device]
-    return Step("index", "indexing", tuple(jumpscope_cli(python) + args))
+    return args
 
 
 def pipeline(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None = None, n_gpus: int = 1,

@@ -67,6 +67,7 @@ class JobRunner:
         self.pipeline_fn = pipeline_fn
         self.env = child_env(env)
         self._active: dict[str, _Active] = {}
+        self._ready: list[str] = []  # jobs whose pipeline finished inside _launch (only skipped steps left)
         self._tails: OrderedDict[str, MetricsTail] = OrderedDict()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -198,6 +199,8 @@ class JobRunner:
                 if self._watch(self._active[job_id]):
                     finished.append(job_id)
             self._start_queued()
+            finished += self._ready
+            self._ready = []
         for job_id in finished:  # outside the lock: registering an SAE may take a while
             self._succeed(job_id)
 
@@ -229,7 +232,7 @@ class JobRunner:
         if step.name == "train":
             self._update_progress(rec, final=True)
         if act.steps:
-            self._launch(act.job_id, act.steps)
+            self._launch(act.job_id, act.steps)  # a job with only skipped steps left lands in _ready
             return False
         del self._active[act.job_id]
         return True
@@ -259,8 +262,19 @@ class JobRunner:
                 free -= 1
 
     def _launch(self, job_id: str, steps: list[Step]) -> bool:
-        """Start steps[0] in its own process group; on failure to spawn the job fails."""
+        """Start steps[0] in its own process group (skipped steps are noted and passed); on failure the job fails.
+
+        Returns False when nothing was started (spawn failed, or only skipped steps were left: then the job
+        is left in the runner's finished list for `tick` to complete).
+        """
         rec = self._get(job_id)
+        while steps and steps[0].note is not None:
+            _append_log(rec.log_path, f"note: {steps[0].note}")
+            steps = steps[1:]
+        if not steps:
+            self._active.pop(job_id, None)
+            self._ready.append(job_id)
+            return False
         step = steps[0]
         _append_log(rec.log_path, f"{step.name}: {' '.join(step.argv)}")
         offset = _log_size(rec.log_path)

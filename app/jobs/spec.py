@@ -49,6 +49,9 @@ class JobSpec(BaseModel):
         None, max_length=4096, description="activation file (safetensors `activations` [N, d_in]) under the root"
     )
     context_size: int | None = Field(None, ge=2, le=1 << 17, description="tokens per context (corpus jobs)")
+    index_tokens: int | None = Field(
+        None, ge=1, le=10**12, description="tokens for the dashboard index after training (default min(tokens, 2^20))"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
 
     @model_validator(mode="after")

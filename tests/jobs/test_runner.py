@@ -203,3 +203,18 @@ def test_background_thread_drives_jobs(make_runner):
         time.sleep(0.05)
     assert r.get(rec.id).status == "succeeded"
     assert json.loads((Path(rec.out_dir) / "cfg.json").read_text()) == {}
+
+
+def test_skipped_steps_are_noted(make_runner):
+    def pipe(spec, out_dir, **kw):
+        return fake_pipeline(steps=2, sleep=0.01)(spec, out_dir, **kw)[:1] + [
+            Step("eval", "evaluating", (), note="evaluation skipped: no corpus"),
+            Step("index", "indexing", (), note="indexing skipped: no corpus"),
+        ]
+
+    r = make_runner(pipeline_fn=pipe)
+    rec = r.submit(SPEC)
+    done = tick_until(r, rec.id, lambda j: not j.active)
+    assert done.status == "succeeded"
+    log = r.log_tail(rec.id)
+    assert "note: evaluation skipped: no corpus" in log and "note: indexing skipped: no corpus" in log
