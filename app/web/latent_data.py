@@ -63,9 +63,15 @@ def save_explanation(entry: SAEEntry, latent: int, text: str) -> None:
     """Store a latent's explanation in the SAE's index DB (ValueError without an index)."""
     check_latent(entry, latent)
     svc = index_service()
+    missing = ValueError(f"SAE {entry.id!r} has no index yet; run `jumpscope index` to enable explanations")
     if svc is None or not entry.indexed:
-        raise ValueError(f"SAE {entry.id!r} has no index yet; run `jumpscope index` to enable explanations")
-    svc.set_explanation(entry.index_db, latent, text.strip())
+        raise missing
+    try:
+        svc.set_explanation(entry.index_db, latent, text.strip())
+    except svc.IndexMissing:
+        raise missing from None
+    except svc.LatentNotFound as e:
+        raise UnknownLatent(str(e)) from None
 
 
 def random_latent(entry: SAEEntry) -> int:

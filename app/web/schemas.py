@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,7 +79,7 @@ class AblateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(..., min_length=1, max_length=TEXT_MAX_CHARS)
     sae: str | None = None
-    latents: list[int] = Field(..., min_length=1)
+    latents: list[Annotated[int, Field(ge=0)]] = Field(..., min_length=1, description="latents to ablate")
     top_n: int = Field(10, ge=1, le=100, description="tokens listed whose logits move most")
 
 

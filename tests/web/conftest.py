@@ -27,10 +27,43 @@ def sae_folder(tmp_path_factory, tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
-def services(sae_folder):
+def plain_sae_folder(tmp_path_factory, tiny_model_dir):
+    """A second SAE on the same model with no index, eval or sparsity (dashboards fall back to weights)."""
+    folder = tmp_path_factory.mktemp("saes") / "plain-sae"
+    sae = make_sae(32, 48, seed=5)
+    sae.cfg.metadata["model_name"] = str(tiny_model_dir("llama"))
+    sae.save(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def indexed(sae_folder, tmp_path_factory):
+    """Build the real latent index (app.index) for `sae_folder` on a tiny corpus; False when unavailable."""
+    try:
+        from app.index.builder import run_index
+        from app.index.config import IndexConfig
+        from app.index.service import latent_dashboard  # noqa: F401
+    except ImportError:
+        return False
+    from app.lm import load_lm
+    from app.sae import load_sae
+    from tests.conftest import TINY_TEXTS
+
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text("\n\n".join(TINY_TEXTS))
+    sae = load_sae(sae_folder)
+    lm = load_lm(sae.cfg.metadata["model_name"], device="cpu")
+    cfg = IndexConfig(context_size=32, batch_contexts=4, top_k=5, n_intervals=3, per_interval=2,
+                      window_before=6, window_after=3)
+    run_index(lm, sae, corpus, 1024, sae_folder / "index.db", cfg, sae_dir=sae_folder)
+    return True
+
+
+@pytest.fixture(scope="session")
+def services(sae_folder, plain_sae_folder, indexed):
     from app.web.services import Services
 
-    return Services.load(None, [sae_folder], device="cpu")
+    return Services.load(None, [sae_folder, plain_sae_folder], device="cpu")
 
 
 @pytest.fixture
