@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt", ".md", ".text"}
 SUPPORTED = ", ".join(sorted(TEXT_SUFFIXES | {".jsonl", ".parquet"}))
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CorpusError(ValueError):
@@ -40,7 +44,8 @@ def _files(path: Path) -> list[Path]:
 def _read_text_file(path: Path) -> Iterator[str]:
     """Paragraphs (blank-line separated), streamed; undecodable bytes are replaced, not fatal."""
     para: list[str] = []
-    with open(path, encoding="utf-8", errors="replace", newline=None) as fh:
+    # utf-8-sig: a leading byte-order mark is dropped, not fed to the tokenizer as a character.
+    with open(path, encoding="utf-8-sig", errors="replace", newline=None) as fh:
         for line in fh:
             line = line.rstrip("\n").replace("\x00", "")
             if line.strip():
@@ -53,7 +58,7 @@ def _read_text_file(path: Path) -> Iterator[str]:
 
 
 def _read_jsonl(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -65,7 +70,8 @@ def _read_jsonl(path: Path) -> Iterator[str]:
             if not isinstance(text, str):
                 raise CorpusError(f"{path}:{n}: each JSONL line needs a string 'text' field")
             if text.strip():
-                yield text
+                # JSON can escape a lone surrogate ("\\ud800"), which no tokenizer accepts.
+                yield _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _read_parquet(path: Path) -> Iterator[str]:
