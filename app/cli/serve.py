@@ -1,20 +1,75 @@
-"""`jumpscope serve` (the web app lands with its own issue; until then this says so)."""
+"""`jumpscope serve [--model M --sae DIR ...] [--host --port]`: run the web app with uvicorn.
+
+With no model and no SAE (on the command line or in JUMPSCOPE_MODEL / JUMPSCOPE_SAES) it serves the embedded
+demo bundle, building it on first use. This is the only CLI module that imports the web stack.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
+
+from app.cli.common import CLIError
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the web app (no arguments: the embedded demo)")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("serve", help="serve the web app (no arguments: the embedded demo)",
+                       description="Serve the JumpScope web app. Settings also come from JUMPSCOPE_* variables.")
+    p.add_argument("--model", help="LM folder or hub id (default: model_name in the first SAE's cfg.json)")
+    p.add_argument("--sae", action="append", default=None, metavar="DIR",
+                   help="SAE folder or Gemma Scope params.npz; repeat for several")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--dtype", help="auto (default: bf16 on CUDA, float32 on CPU), float32, bfloat16")
+    p.add_argument("--data-dir", type=Path, help="where admin jobs keep their runs and database")
+    p.add_argument("--corpus-root", type=Path, help="training corpora must lie under this folder")
+    p.add_argument("--demo-cache", type=Path, help="demo bundle cache folder (default $JUMPSCOPE_CACHE)")
     p.set_defaults(func=run)
 
 
+def build_settings(args: argparse.Namespace):
+    """Settings from JUMPSCOPE_* variables overridden by the command line; the demo when nothing is named."""
+    from pydantic import ValidationError
+
+    from app.web.settings import Settings
+
+    overrides = {k: v for k, v in {
+        "model": args.model, "saes": args.sae, "device": args.device, "dtype": args.dtype,
+        "data_dir": args.data_dir, "corpus_root": args.corpus_root}.items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise CLIError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    if settings.model is None and not settings.saes:
+        settings = settings.model_copy(update=_demo_paths(args.demo_cache))
+    for path in settings.saes:
+        if not Path(path).exists():
+            raise CLIError(f"SAE {path} does not exist")
+    return settings
+
+
+def _demo_paths(cache: Path | None) -> dict:
+    try:
+        from app.demo.bundle import ensure_demo
+    except ImportError:
+        raise CLIError("the demo bundle is not available in this build; pass --model and --sae") from None
+    log.info("no model or SAE given: serving the demo bundle (built on first use)")
+    bundle = ensure_demo(cache)
+    return {"model": str(bundle.model_dir), "saes": [Path(bundle.sae_dir)]}
+
+
 def run(args: argparse.Namespace) -> int:
-    log.info("JumpScope web app: coming soon (the SAE core, formats and LM adapter are ready)")
+    import uvicorn
+
+    from app.web import create_app
+
+    settings = build_settings(args)
+    app = create_app(settings)
+    log.info("JumpScope on http://%s:%d (API docs at /docs)", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
     return 0
