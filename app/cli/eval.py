@@ -1,16 +1,127 @@
-"""`jumpscope eval` (not built yet)."""
+"""`jumpscope eval`: L0, FVU, ΔLM loss, CE score, KL, dead/dense latents of an SAE spliced into its LM.
+
+    jumpscope eval --sae DIR [--model M] --corpus PATH [--tokens N --batch-size B --context-size T]
+
+Results are printed and saved as `eval.json` beside the SAE (atomically); definitions in
+app/training/evaluate.py and SPEC §3.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+from pathlib import Path
 
 from app.cli.common import CLIError
 
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKENS = 32_768
+DEFAULT_CONTEXT = 128
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="(coming soon)")
+    p = sub.add_parser("eval", help="evaluate an SAE spliced into its LM (L0, FVU, ΔLM loss, CE score, KL)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
+    p.add_argument("--model", help="LM folder or hub id (default: the SAE's metadata model_name)")
+    p.add_argument("--corpus", required=True, help="text file/folder, .jsonl, .parquet or hf:NAME[:split]")
+    p.add_argument("--hook", help="hook name, e.g. blocks.6.hook_resid_post (default: the SAE's metadata)")
+    p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="tokens to evaluate on (rounded up to "
+                   f"whole contexts; default {DEFAULT_TOKENS})")
+    p.add_argument("--batch-size", type=int, default=8, help="contexts per LM forward pass (default 8)")
+    p.add_argument("--context-size", type=int, help="tokens per context, BOS included (default: the SAE's "
+                   f"metadata context_size, else {DEFAULT_CONTEXT})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the context shuffle (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="auto", help="LM dtype: auto (bf16 on CUDA, fp32 on CPU), float32, ...")
+    p.add_argument("--out", help="where to write the JSON (default: eval.json beside the SAE)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     p.set_defaults(func=run)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    if args.tokens < 1:
+        raise CLIError(f"--tokens must be ≥ 1, got {args.tokens}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.context_size is not None and args.context_size < 2:
+        raise CLIError(f"--context-size must be ≥ 2, got {args.context_size}")
+    if not Path(args.sae).exists():
+        raise CLIError(f"--sae {args.sae}: no such file or folder")
+    if not args.corpus.startswith("hf:") and not Path(args.corpus).exists():
+        raise CLIError(f"--corpus {args.corpus}: not found")
+
+
+def _eval_path(args: argparse.Namespace) -> Path:
+    if args.out:
+        return Path(args.out)
+    sae_path = Path(args.sae)
+    return (sae_path if sae_path.is_dir() else sae_path.parent) / "eval.json"
+
+
 def run(args: argparse.Namespace) -> int:
-    raise CLIError("'eval' is not available yet in this build")
+    _check_args(args)
+    from tqdm import tqdm
+
+    from app.lm import load_lm, parse_hook_name
+    from app.lm.corpus import load_contexts
+    from app.sae import load_sae
+    from app.training.evaluate import evaluate_sae, format_summary, save_eval
+
+    sae = load_sae(args.sae)
+    meta = sae.cfg.metadata
+    model = args.model or meta.get("model_name")
+    if not model:
+        raise CLIError("the SAE's metadata has no model_name; pass --model")
+    hook = args.hook or meta.get("hook_name")
+    if not hook:
+        raise CLIError("the SAE's metadata has no hook_name; pass --hook (e.g. blocks.6.hook_resid_post)")
+    parse_hook_name(hook)  # ValueError → exit 2 before loading the model
+    context_size = args.context_size or int(meta.get("context_size") or DEFAULT_CONTEXT)
+    out_path = _eval_path(args)
+    if not out_path.parent.is_dir():
+        raise CLIError(f"cannot write {out_path}: folder {out_path.parent} does not exist")
+
+    width = _model_width(model)
+    if width is not None and width != sae.d_in:
+        raise CLIError(f"SAE d_in {sae.d_in} does not match {model}'s d_model {width}")
+    lm = load_lm(model, device=args.device, dtype=args.dtype)
+    if sae.d_in != lm.d_model:
+        raise CLIError(f"SAE d_in {sae.d_in} does not match {model}'s d_model {lm.d_model}")
+    limit = _max_positions(lm)
+    if limit and context_size > limit:
+        log.warning("context size %d exceeds %s's %d positions; using %d", context_size, model, limit, limit)
+        context_size = limit
+    contexts = load_contexts(lm, args.corpus, context_size, n_tokens=args.tokens, seed=args.seed)
+    with tqdm(total=contexts.shape[0], unit="ctx", desc="eval", leave=False) as bar:
+        result = evaluate_sae(sae, lm, contexts, batch_size=args.batch_size, hook=hook,
+                              progress=lambda done, total: bar.update(done - bar.n))
+    result.update(sae=str(args.sae), model=str(model), corpus=str(args.corpus), seed=args.seed)
+    save_eval(result, out_path)
+    print(json.dumps(result, indent=2) if args.json else format_summary(result))
+    if not args.json:
+        print(f"saved {out_path}")
+    return 0
+
+
+def _model_width(model: str) -> int | None:
+    """d_model from the model's config alone (checked before loading weights); None when unknown."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(model, local_files_only=Path(model).is_dir()).get_text_config()
+        return int(cfg.hidden_size)
+    except Exception:  # load_lm reports unloadable models with a clear message
+        return None
+
+
+def _max_positions(lm) -> int | None:
+    """The model's context limit when its config states one (contexts are clipped to it)."""
+    cfg = lm.model.config
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

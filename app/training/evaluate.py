@@ -1,0 +1,210 @@
+"""Evaluate an SAE on a language model (issue 3 item 5), with SPEC §3's metric definitions.
+
+For every batch of contexts the LM runs three times: clean (the hook's activations h are recorded), with the
+SAE's reconstruction x̂(h) spliced in at the hook, and with h zero-ablated. Special tokens (BOS/EOS/PAD) are
+never spliced or ablated and are never counted:
+
+- L0, density, dead / dense latents, FVU: over the non-special tokens' activations at the hook.
+  FVU = Σ‖h − x̂‖² / Σ‖h − mean(h)‖² with the per-dimension mean over the whole evaluation set.
+- CE: next-token cross-entropy averaged over predictions made at non-special positions (the last position
+  of each context has no target and is skipped). ΔLM loss = CE_sae − CE_clean;
+  CE score = (CE_zero − CE_sae) / (CE_zero − CE_clean); KL(clean ‖ spliced) averaged over the same positions.
+- Dead latents: never active over the N evaluated tokens (N reported as `dead_over_tokens`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from app.lm.hooks import intervene, parse_hook_name
+from app.lm.model import LanguageModel
+from app.sae.jumprelu import JumpReLUSAE
+from app.training.metrics import FVUAccumulator, LatentStats, density_histogram, finite_or_none
+
+log = logging.getLogger(__name__)
+
+EVAL_FILE = "eval.json"
+
+
+class _CEAccumulator:
+    """float64 sums of clean / spliced / zero-ablated CE and KL(clean ‖ spliced) over counted positions."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.clean = self.sae = self.zero = self.kl = 0.0
+
+    def update(self, clean: torch.Tensor, spliced: torch.Tensor, zero: torch.Tensor, targets: torch.Tensor,
+               counted: torch.Tensor) -> None:
+        """Logits [B, T, V] of the three runs; targets [B, T] (next tokens); counted [B, T] bool."""
+        lp_clean = F.log_softmax(clean[counted].float(), -1)
+        lp_sae = F.log_softmax(spliced[counted].float(), -1)
+        lp_zero = F.log_softmax(zero[counted].float(), -1)
+        tgt = targets[counted].unsqueeze(-1)
+        self.count += int(tgt.shape[0])
+        self.clean -= float(lp_clean.gather(-1, tgt).sum(dtype=torch.float64))
+        self.sae -= float(lp_sae.gather(-1, tgt).sum(dtype=torch.float64))
+        self.zero -= float(lp_zero.gather(-1, tgt).sum(dtype=torch.float64))
+        self.kl += float((lp_clean.exp() * (lp_clean - lp_sae)).sum(dtype=torch.float64))
+
+    def means(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        ce_clean, ce_sae, ce_zero = self.clean / n, self.sae / n, self.zero / n
+        denom = ce_zero - ce_clean
+        return {
+            "ce_clean": ce_clean,
+            "ce_sae": ce_sae,
+            "ce_zero_ablation": ce_zero,
+            "delta_lm_loss": ce_sae - ce_clean,
+            "ce_score": (ce_zero - ce_sae) / denom if denom != 0 else math.nan,
+            "kl_div": self.kl / n,
+        }
+
+
+def _logits(lm: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
+    return lm.model(input_ids=ids, use_cache=False).logits
+
+
+@torch.no_grad()
+def evaluate_sae(
+    sae: JumpReLUSAE,
+    lm: LanguageModel,
+    contexts: torch.Tensor,
+    batch_size: int = 8,
+    hook: str | None = None,
+    histogram_bins: int = 20,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Metrics of `sae` spliced into `lm` over `contexts` (LongTensor [N, T], e.g. from load_contexts).
+
+    `hook` defaults to the SAE's metadata `hook_name`. `progress(done, total)` is called after each batch.
+    Returns a JSON-able dict (NaN → None); see the module docstring for the definitions.
+    """
+    hook = hook or sae.cfg.metadata.get("hook_name")
+    if not hook:
+        raise ValueError("the SAE's metadata has no hook_name; pass the hook (e.g. blocks.6.hook_resid_post)")
+    kind, layer = parse_hook_name(hook)
+    if sae.d_in != lm.d_model:
+        raise ValueError(f"SAE d_in {sae.d_in} does not match the model's d_model {lm.d_model}")
+    if contexts.ndim != 2 or contexts.shape[1] < 2 or contexts.shape[0] == 0:
+        raise ValueError(f"contexts must be a non-empty [N, T≥2] tensor of token ids, got {tuple(contexts.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    sae = sae.to(lm.device)
+    special_all = lm.special_mask(contexts)
+    n_tokens = int((~special_all).sum())
+    if n_tokens == 0:
+        raise ValueError("the contexts hold only special tokens")
+    stats = LatentStats(sae.d_sae, dead_window=n_tokens)
+    fvu = FVUAccumulator()
+    ce = _CEAccumulator()
+    theta = sae.threshold
+
+    def run_batch(ids: torch.Tensor, special: torch.Tensor) -> None:
+        keep = special.unsqueeze(-1)  # positions left untouched by splicing / ablation
+        seen: dict[str, torch.Tensor] = {}
+
+        def record(h: torch.Tensor, offset: int) -> torch.Tensor:
+            seen["h"] = h
+            return h
+
+        def splice(h: torch.Tensor, offset: int) -> torch.Tensor:
+            pre = sae.pre_acts(h)
+            f = pre * (pre > theta)
+            x_hat = sae.decode(f).to(h.dtype)
+            seen["active"], seen["x_hat"] = pre > theta, x_hat
+            return torch.where(keep, h, x_hat)
+
+        def ablate(h: torch.Tensor, offset: int) -> torch.Tensor:
+            return torch.where(keep, h, torch.zeros_like(h))
+
+        with intervene(lm, kind, layer, record):
+            clean = _logits(lm, ids)
+        with intervene(lm, kind, layer, splice):
+            spliced = _logits(lm, ids)
+        with intervene(lm, kind, layer, ablate):
+            zero = _logits(lm, ids)
+        real = ~special
+        stats.update(seen["active"][real])
+        fvu.update(seen["h"][real].float(), seen["x_hat"][real].float())
+        counted = real.clone()
+        counted[:, -1] = False  # no next token to predict
+        targets = torch.roll(ids, -1, dims=1)
+        ce.update(clean, spliced, zero, targets, counted)
+
+    total = contexts.shape[0]
+    for start in range(0, total, batch_size):
+        ids = contexts[start : start + batch_size].to(lm.device)
+        run_batch(ids, special_all[start : start + batch_size].to(lm.device))
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+
+    density = stats.density()
+    result: dict[str, Any] = {
+        "hook_name": hook,
+        "contexts": total,
+        "context_size": int(contexts.shape[1]),
+        "tokens": n_tokens,
+        "predictions": ce.count,
+        "d_sae": sae.d_sae,
+        "l0": stats.l0(),
+        "fvu": fvu.fvu(),
+        "explained_variance": fvu.explained_variance(),
+        "mse": fvu.mse,
+        **ce.means(),
+        "dead_fraction": stats.dead_fraction(),
+        "dead_over_tokens": n_tokens,
+        "dense_fraction": stats.dense_fraction(),
+        "density_histogram": density_histogram(density, bins=histogram_bins),
+    }
+    return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def save_eval(result: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write `result` as JSON atomically (temp file + fsync + os.replace)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".eval-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """Human-readable lines for the CLI."""
+
+    def num(key: str, fmt: str = ".4f") -> str:
+        v = result.get(key)
+        return "n/a" if v is None else format(v, fmt)
+
+    return "\n".join([
+        f"hook {result['hook_name']}: {result['tokens']} tokens ({result['contexts']} contexts × "
+        f"{result['context_size']}), {result['predictions']} next-token predictions",
+        f"L0 {num('l0', '.2f')}   FVU {num('fvu')}   explained variance {num('explained_variance')}",
+        f"CE clean {num('ce_clean')}   spliced {num('ce_sae')}   zero-ablated {num('ce_zero_ablation')}",
+        f"ΔLM loss {num('delta_lm_loss')}   CE score {num('ce_score')}   KL(clean‖spliced) {num('kl_div')}",
+        f"dead latents {num('dead_fraction', '.2%')} (never active over {result['dead_over_tokens']} tokens)   "
+        f"dense latents {num('dense_fraction', '.2%')} (density > 10 %)",
+        "log10 density histogram: " + _histogram_line(result["density_histogram"]),
+    ])
+
+
+def _histogram_line(hist: dict[str, Any]) -> str:
+    edges, counts = hist["edges"], hist["counts"]
+    parts = [f"[{edges[i]:g},{edges[i + 1]:g}):{c}" for i, c in enumerate(counts) if c]
+    return " ".join(parts + [f"never:{hist.get('never', 0)}"])
