@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from app.index.config import IndexConfig
-from app.index.state import hist_bins, hist_edges, interval_groups, position_keys
+from app.index.state import IndexState, hist_bins, hist_edges, interval_groups, interval_samples, position_keys
+
+HOOK = ("resid_post", 1)  # where the test SAE reads
+N_ROWS = 12  # rows of 32 tokens in the shared test index
 
 
 def brute_force(acts: torch.Tensor, cfg: IndexConfig) -> dict[str, list]:
@@ -45,3 +49,25 @@ def brute_force(acts: torch.Tensor, cfg: IndexConfig) -> dict[str, list]:
             ivals.append(sorted(int(pos[q]) for q in inside[: cfg.per_interval]))
         out["intervals"].append((iedges, ivals))
     return out
+
+
+def assert_matches_brute(st: IndexState, acts: torch.Tensor, cfg: IndexConfig) -> None:
+    ref = brute_force(acts, cfg)
+    d = acts.shape[2]
+    assert st.count.tolist() == ref["count"]
+    np.testing.assert_allclose(st.total.numpy(), ref["total"], rtol=1e-9)
+    assert st.max.tolist() == pytest.approx(ref["max"], abs=0)
+    assert (st.hist.sum(1) == st.count).all()
+    np.testing.assert_array_equal(st.hist.numpy(), np.stack(ref["hist"]))
+    pos, val, edges = interval_samples(st, cfg)
+    for i in range(d):
+        got = [(float(v), int(p)) for v, p in zip(st.top_val[i], st.top_pos[i], strict=True) if p >= 0]
+        assert got == ref["top"][i], f"latent {i}"
+        ref_edges, ref_int = ref["intervals"][i]
+        assert edges[i].tolist() == pytest.approx(ref_edges)
+        for j in range(cfg.n_intervals):
+            ps = sorted(int(p) for p in pos[i, j] if p >= 0)
+            assert ps == ref_int[j], f"latent {i} interval {j}"
+            for p, v in zip(pos[i, j], val[i, j], strict=True):
+                if p >= 0:
+                    assert ref_edges[j] < float(v) <= ref_edges[j + 1]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
-import pytest
 import torch
-from _index_brute import brute_force
+from _index_brute import assert_matches_brute
 
 from app.index.collector import Collector
 from app.index.config import IndexConfig
-from app.index.state import IndexState, interval_samples, merge
+from app.index.state import merge
 
 CFG = IndexConfig(context_size=40, top_k=4, n_intervals=3, per_interval=2, interval_subdivisions=2,
                   window_before=3, window_after=2, hist_min_exp=-2, hist_max_exp=2, hist_bins_per_decade=2)
@@ -41,28 +39,6 @@ def run_collector(acts: torch.Tensor, cfg: IndexConfig, batches: list[list[int]]
         for lo in range(0, d, chunk):  # latent chunks, as on a GPU with a large SAE
             col.update(lo, flat[:, lo:lo + chunk], pos, row)
     return col
-
-
-def assert_matches_brute(st: IndexState, acts: torch.Tensor, cfg: IndexConfig) -> None:
-    ref = brute_force(acts, cfg)
-    d = acts.shape[2]
-    assert st.count.tolist() == ref["count"]
-    np.testing.assert_allclose(st.total.numpy(), ref["total"], rtol=1e-9)
-    assert st.max.tolist() == pytest.approx(ref["max"], abs=0)
-    assert (st.hist.sum(1) == st.count).all()
-    np.testing.assert_array_equal(st.hist.numpy(), np.stack(ref["hist"]))
-    pos, val, edges = interval_samples(st, cfg)
-    for i in range(d):
-        got = [(float(v), int(p)) for v, p in zip(st.top_val[i], st.top_pos[i], strict=True) if p >= 0]
-        assert got == ref["top"][i], f"latent {i}"
-        ref_edges, ref_int = ref["intervals"][i]
-        assert edges[i].tolist() == pytest.approx(ref_edges)
-        for j in range(cfg.n_intervals):
-            ps = sorted(int(p) for p in pos[i, j] if p >= 0)
-            assert ps == ref_int[j], f"latent {i} interval {j}"
-            for p, v in zip(pos[i, j], val[i, j], strict=True):
-                if p >= 0:
-                    assert ref_edges[j] < float(v) <= ref_edges[j + 1]
 
 
 def test_streaming_equals_brute_force_in_any_batch_order():

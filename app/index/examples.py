@@ -1,0 +1,136 @@
+"""After the pass: per-token values and ablation loss effects for the chosen example windows.
+
+Only the corpus rows that hold a chosen example are re-run. Values of one latent per example are computed
+from the hook activations directly (no full encode). Loss effect of token p = CE(p | ablated) − CE(p | clean),
+where CE(p) = −log P(token p | tokens < p) and ablating latent i clamps it to 0 at every non-special
+position (SPEC §4: h ← h + (0 − f_i(h))·d_i); 0 at the first token of a row. Positive: the latent helped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from app.index.activations import encode_pairs, keep_mask, prepare_input
+from app.index.config import IndexConfig
+from app.index.state import IndexState, interval_samples
+from app.lm.hooks import capture, intervene
+from app.lm.model import LanguageModel
+from app.sae.jumprelu import JumpReLUSAE
+
+
+@dataclass
+class ExampleSet:
+    """Flat list of examples: which latent, where, and which list ('top' rank or interval index) it is in."""
+
+    latent: torch.Tensor  # int64 [E]
+    pos: torch.Tensor  # int64 [E] global position of the centre token
+    is_top: torch.Tensor  # bool [E] top example (else interval sample)
+    group: torch.Tensor  # int64 [E] rank among the top examples, or interval index
+    value: torch.Tensor  # float32 [E] activation at the centre, from the pass
+
+
+def chosen_examples(state: IndexState, cfg: IndexConfig) -> tuple[ExampleSet, torch.Tensor]:
+    """All top and interval examples of every latent, and the interval edges [d_sae, I+1]."""
+    n, k = state.n, cfg.top_k
+    ok = state.top_pos >= 0
+    lat_t = torch.arange(n).view(n, 1).expand(n, k)[ok]
+    rank = torch.arange(k).view(1, k).expand(n, k)[ok]
+    ipos, ival, edges = interval_samples(state, cfg)
+    iok = ipos >= 0
+    shape = ipos.shape
+    lat_i = torch.arange(n).view(n, 1, 1).expand(shape)[iok]
+    j = torch.arange(shape[1]).view(1, -1, 1).expand(shape)[iok]
+    ex = ExampleSet(
+        latent=torch.cat([lat_t, lat_i]),
+        pos=torch.cat([state.top_pos[ok], ipos[iok]]),
+        is_top=torch.cat([torch.ones_like(lat_t, dtype=torch.bool), torch.zeros_like(lat_i, dtype=torch.bool)]),
+        group=torch.cat([rank, j]),
+        value=torch.cat([state.top_val[ok], ival[iok]]),
+    )
+    return ex, edges
+
+
+def window_index(pos: torch.Tensor, cfg: IndexConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, token index [E, W] clipped into the row, valid [E, W]) of each example's window."""
+    ctx, width = cfg.context_size, cfg.window_before + cfg.window_after + 1
+    row, t = pos // ctx, pos % ctx
+    start = (t - cfg.window_before).clamp_min(0)
+    end = (t + cfg.window_after + 1).clamp_max(ctx)
+    idx = start.view(-1, 1) + torch.arange(width).view(1, -1)
+    return row, idx.clamp_max(ctx - 1), idx < end.view(-1, 1)
+
+
+@torch.no_grad()
+def window_values(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], rows: dict[int, list[int]],
+                  ex: ExampleSet, cfg: IndexConfig, norm_ref: float | None, chunk: int = 2048):
+    """(token ids [E, W] int64 with −1 padding, values [E, W] float32) of every example window."""
+    row, idx, valid = window_index(ex.pos, cfg)
+    n_ex, width = idx.shape
+    tok = torch.full((n_ex, width), -1, dtype=torch.long)
+    vals = torch.zeros((n_ex, width), dtype=torch.float32)
+    order = torch.argsort(row, stable=True)
+    uniq = torch.unique(row).tolist()
+    dev = sae.device
+    for b in range(0, len(uniq), cfg.batch_contexts):
+        batch_rows = uniq[b:b + cfg.batch_contexts]
+        ids = torch.tensor([rows[r] for r in batch_rows], dtype=torch.long)
+        h = capture(lm, ids, None, *hook)
+        keep = keep_mask(lm, ids, h, cfg.outlier_factor, norm_ref)
+        x = prepare_input(sae, h)
+        local = torch.full((int(row.max()) + 1,), -1, dtype=torch.long)
+        local[torch.tensor(batch_rows)] = torch.arange(len(batch_rows))
+        sel = order[(local[row[order]] >= 0)]
+        for c in range(0, sel.numel(), chunk):
+            e = sel[c:c + chunk]
+            lr, ix = local[row[e]].view(-1, 1).to(dev), idx[e].to(dev)
+            f = encode_pairs(sae, x[lr, ix], ex.latent[e].to(dev)) * keep[lr, ix]
+            vals[e] = (f.float().cpu() * valid[e])
+            tok[e] = torch.where(valid[e], ids[lr.cpu(), ix.cpu()], torch.full_like(ix.cpu(), -1))
+    return tok, vals
+
+
+@torch.no_grad()
+def loss_effects(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], rows: dict[int, list[int]],
+                 ex: ExampleSet, cfg: IndexConfig, logit_budget: int = 1 << 25) -> torch.Tensor:
+    """Per-token loss effect [E, W] of ablating each example's latent (NaN outside the window)."""
+    row, idx, valid = window_index(ex.pos, cfg)
+    n_ex, width = idx.shape
+    out = torch.full((n_ex, width), float("nan"), dtype=torch.float32)
+    ends = torch.where(valid, idx, torch.zeros_like(idx)).amax(1) + 1
+    order = torch.argsort(ends, stable=True)  # similar lengths and windows share a batch
+    vocab = lm.unembed.shape[1]
+    per_batch = max(1, min(64, logit_budget // ((width + 16) * vocab)))
+    dev = lm.device
+    d_dec = (sae.W_dec / sae.input_scale)
+    for b in range(0, n_ex, per_batch):
+        e = order[b:b + per_batch]
+        length = int(ends[e].max())
+        ids = torch.tensor([rows[int(r)][:length] for r in row[e]], dtype=torch.long).to(dev)
+        first = max(int(idx[e, 0].min()) - 1, 0)
+        keep_n = length - first
+        lats = ex.latent[e].to(sae.device)
+        special = lm.special_mask(ids).to(sae.device)
+
+        def ablate(h: torch.Tensor, offset: int, lats=lats, special=special) -> torch.Tensor:
+            f = encode_pairs(sae, prepare_input(sae, h), lats) * ~special[:, offset:offset + h.shape[1]]
+            return h - (f.unsqueeze(-1) * d_dec[lats].unsqueeze(1)).to(h.dtype)
+
+        clean = _token_ce(lm, ids, keep_n)
+        with intervene(lm, *hook, ablate):
+            ablated = _token_ce(lm, ids, keep_n)
+        delta = (ablated - clean).cpu()  # column q is token position first + 1 + q
+        ix = idx[e]
+        eff = delta.gather(1, (ix - first - 1).clamp(0, delta.shape[1] - 1))
+        eff = torch.where(ix == 0, torch.zeros_like(eff), eff)
+        out[e] = torch.where(valid[e], eff, torch.full_like(eff, float("nan")))
+    return out
+
+
+def _token_ce(lm: LanguageModel, ids: torch.Tensor, keep_n: int) -> torch.Tensor:
+    """CE of each of the last keep_n − 1 tokens given what precedes it: [B, keep_n − 1]."""
+    logits = lm.model(input_ids=ids, use_cache=False, logits_to_keep=keep_n).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    target = ids[:, ids.shape[1] - keep_n + 1:]
+    return -logp.gather(2, target.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,102 @@
+"""After-pass work: logit effects, decoder neighbours, example windows, loss effects — written in one transaction.
+
+The previous final tables stay readable until the new ones replace them (extending an index keeps the old
+dashboards visible while it runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+
+import numpy as np
+import torch
+
+from app.index.activations import fetch_rows
+from app.index.config import IndexConfig
+from app.index.examples import ExampleSet, chosen_examples, loss_effects, window_index, window_values
+from app.index.logits import logit_effects
+from app.index.neighbors import decoder_neighbors
+from app.index.state import IndexState
+from app.index.store import ensure_vocab, set_meta, to_blob
+from app.lm.model import LanguageModel
+from app.sae.jumprelu import JumpReLUSAE
+
+log = logging.getLogger(__name__)
+
+
+def _subset(ex: ExampleSet, mask: torch.Tensor) -> ExampleSet:
+    return ExampleSet(ex.latent[mask], ex.pos[mask], ex.is_top[mask], ex.group[mask], ex.value[mask])
+
+
+@torch.no_grad()
+def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int],
+                   state: IndexState, cfg: IndexConfig, corpus: str | os.PathLike,
+                   norm_ref: float | None) -> None:
+    """Compute everything the dashboards show beyond the running statistics and store it."""
+    t0 = time.perf_counter()
+    state = state.to("cpu")
+    ex, edges = chosen_examples(state, cfg)
+    rows = fetch_rows(lm, corpus, cfg.context_size, torch.unique(ex.pos // cfg.context_size).tolist())
+    log.info("re-running %d rows for %d example windows", len(rows), ex.pos.numel())
+    tok, vals = window_values(lm, sae, hook, rows, ex, cfg, norm_ref)
+    loss = torch.full_like(vals, float("nan"))
+    if cfg.loss_effects and bool(ex.is_top.any()):
+        loss[ex.is_top] = loss_effects(lm, sae, hook, rows, _subset(ex, ex.is_top), cfg)
+    w_dec = sae.W_dec.detach() / sae.input_scale
+    logits = logit_effects(lm, w_dec, cfg.n_logits)
+    nbr_ids, nbr_cos = decoder_neighbors(w_dec, cfg.n_neighbors)
+    _, ix, _ = window_index(ex.pos, cfg)
+    centers = (ex.pos % cfg.context_size) - ix[:, 0]
+    top_token = torch.full((state.n,), -1, dtype=torch.long)
+    first = ex.is_top & (ex.group == 0)
+    top_token[ex.latent[first]] = tok[first, :].gather(1, centers[first].view(-1, 1)).view(-1)
+    with conn:
+        conn.execute("DELETE FROM latents")
+        conn.execute("DELETE FROM examples")
+        ensure_vocab(conn, lm.token_strs(list(range(len(lm.tokenizer)))))
+        conn.executemany(
+            "INSERT INTO latents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            _latent_rows(state, sae.threshold.detach().float().cpu(), top_token, edges, logits, nbr_ids, nbr_cos),
+        )
+        conn.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                         _example_rows(ex, tok, vals, loss, centers))
+        set_meta(conn, "status", "complete")
+        set_meta(conn, "finalized_at", time.time())
+        set_meta(conn, "finalize_seconds", time.perf_counter() - t0)
+    log.info("index finalised in %.1f s", time.perf_counter() - t0)
+
+
+def _latent_rows(state, threshold, top_token, edges, logits, nbr_ids, nbr_cos):
+    top_ids, top_vals, bot_ids, bot_vals = logits
+    for i in range(state.n):
+        yield (
+            i, int(state.count[i]), float(state.total[i]), float(state.max[i]), float(threshold[i]),
+            int(top_token[i]) if top_token[i] >= 0 else None,
+            to_blob(state.hist[i], "int64"), to_blob(edges[i], "float64"),
+            to_blob(top_ids[i], "int32"), to_blob(top_vals[i], "float32"),
+            to_blob(bot_ids[i], "int32"), to_blob(bot_vals[i], "float32"),
+            to_blob(nbr_ids[i], "int32"), to_blob(nbr_cos[i], "float32"),
+        )
+
+
+def _example_rows(ex: ExampleSet, tok, vals, loss, centers):
+    """One row per (latent, kind): top examples by rank; interval samples by interval, then value desc."""
+    lat, top = ex.latent.numpy(), ex.is_top.numpy()
+    order = np.lexsort((-ex.value.numpy(), ex.group.numpy(), ~top, lat))
+    key = lat[order] * 2 + (~top[order])
+    bounds = np.flatnonzero(np.diff(key)) + 1
+    for part in np.split(order, bounds):
+        if part.size == 0:
+            continue
+        p = torch.from_numpy(part)
+        is_top = bool(top[part[0]])
+        yield (
+            int(lat[part[0]]), "top" if is_top else "interval", int(part.size), int(tok.shape[1]),
+            to_blob(tok[p], "int32"), to_blob(vals[p], "float32"),
+            to_blob(loss[p], "float32") if is_top else None,
+            to_blob(centers[p], "int32"), to_blob(ex.value[p], "float32"),
+            to_blob(ex.group[p], "int32"), to_blob(ex.pos[p], "int64"),
+        )
