@@ -6,6 +6,7 @@ No pickle anywhere: safetensors, JSON, and `np.load(allow_pickle=False)`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSITY_FILE = "sparsity.safetensors"
 GEMMA_SCOPE_FILE = "params.npz"
 WEIGHT_KEYS = ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")
+log = logging.getLogger(__name__)
 
 
 class SAEFormatError(ValueError):
@@ -84,11 +86,41 @@ def _replace_dir(tmp: Path, folder: Path) -> None:
     """Move `tmp` into place as `folder`; an existing folder is swapped out then removed."""
     if folder.exists():
         old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)  # left by an earlier interrupted save of this process
         os.rename(folder, old)
-        os.rename(tmp, folder)
+        try:
+            os.rename(tmp, folder)
+        except BaseException:
+            os.rename(old, folder)  # put the previous SAE back
+            raise
+        _fsync_dir(folder.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, folder)
+        _fsync_dir(folder.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _previous_copy(folder: Path) -> Path | None:
+    """The previous SAE a save_native killed between its two renames left at `.NAME.old-PID`, if any."""
+    if not folder.parent.is_dir():
+        return None
+    prefix = f".{folder.name}.old-"
+    olds = sorted((p for p in folder.parent.iterdir() if p.name.startswith(prefix)), key=lambda p: p.stat().st_mtime)
+    return olds[-1] if olds and (olds[-1] / CFG_FILE).is_file() else None
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -97,6 +129,9 @@ def load_sae(
 ) -> JumpReLUSAE:
     """Load a JumpReLU SAE from a native/SAELens folder, a Gemma Scope `params.npz`, or a folder holding one."""
     p = Path(path)
+    if not p.exists() and (prev := _previous_copy(p)) is not None:
+        log.warning("%s is missing: loading %s, left by an interrupted save", p, prev)
+        p = prev
     if not p.exists():
         raise SAEFormatError(f"{p}: no such file or folder")
     try:
