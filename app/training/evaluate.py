@@ -135,7 +135,7 @@ def evaluate_sae(
             zero = _logits(lm, ids)
         real = ~special
         stats.update(seen["active"][real])
-        fvu.update(seen["h"][real].float(), seen["x_hat"][real].float())
+        fvu.update(seen["h"][real], seen["x_hat"][real])
         counted = real.clone()
         counted[:, -1] = False  # no next token to predict
         targets = torch.roll(ids, -1, dims=1)
