@@ -2,40 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
-from app.jobs.commands import Step
 from app.jobs.runner import JobRunner
 from app.jobs.store import JobStore
-
-FAKE_TRAIN = Path(__file__).with_name("fake_train.py")
-
-
-def fake_pipeline(steps: int = 5, sleep: float = 0.05, fail_at: int | None = None, post: str = "missing"):
-    """A pipeline_fn: fake train, then eval/index that say 'not available yet' (post="missing") or succeed."""
-
-    def make(spec, out_dir, *, resume, **_):
-        argv = [sys.executable, str(FAKE_TRAIN), str(out_dir), str(steps), str(sleep)]
-        if resume:
-            argv.append("--resume")
-        if fail_at is not None:
-            argv += ["--fail-at", str(fail_at)]
-        code = (
-            "import sys; print(\"jumpscope x: error: 'x' is not available yet in this build\"); sys.exit(2)"
-            if post == "missing" else "print('ok')"
-        )
-        trained = (out_dir / "cfg.json").exists() and resume
-        train = [] if trained else [Step("train", "training", tuple(argv))]
-        return train + [
-            Step("eval", "evaluating", (sys.executable, "-c", code)),
-            Step("index", "indexing", (sys.executable, "-c", code)),
-        ]
-
-    return make
+from tests.jobs.fakes import fake_pipeline, shutdown_runner
 
 
 @pytest.fixture
@@ -59,29 +30,4 @@ def make_runner(store, tmp_path):
 
     yield make
     for r in made:
-        r.stop()
-        for job_id in list(r._active):
-            try:
-                r.cancel(job_id)
-            except Exception:
-                pass
-            act = r._active.get(job_id)
-            if act is not None:
-                from app.jobs import procs
-
-                procs.kill_group(act.pid)
-                if act.proc is not None:
-                    act.proc.wait(5)
-
-
-def tick_until(runner: JobRunner, job_id: str, pred, timeout: float = 20.0, interval: float = 0.05):
-    """Tick the runner by hand until pred(record) holds; returns the record (fails the test on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        runner.tick()
-        rec = runner.get(job_id)
-        if pred(rec):
-            return rec
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; job is {rec.status}/{rec.phase}: {runner.log_tail(job_id)}")
-        time.sleep(interval)
+        shutdown_runner(r)

@@ -16,7 +16,7 @@ from app.jobs import procs
 from app.jobs.commands import Step
 from app.jobs.runner import JobConflict
 from app.jobs.spec import JobSpec
-from tests.jobs.conftest import fake_pipeline, tick_until
+from tests.jobs.fakes import fake_pipeline, tick_until
 
 SPEC = JobSpec(d_sae=8, tokens=100, activations="/unused.safetensors")
 

@@ -1,0 +1,143 @@
+"""The admin's job service for the web layer: the app's JobRunner (created once, started with the app), launch /
+cancel / resume with HTTP errors, and the API view of a job. Shared by the JSON API and the /admin pages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from app.jobs import JobRecord, JobSpec, JobSpecError, JobStore
+from app.jobs.metrics import series
+from app.jobs.runner import JobConflict, JobRunner
+
+log = logging.getLogger(__name__)
+_runner_lock = threading.Lock()
+
+
+# --- the runner -------------------------------------------------------------------------------------------
+def corpus_root(settings: Any) -> Path:
+    """settings.corpus_root, or data_dir/corpora when unset (created so the admin has somewhere to put data)."""
+    root = getattr(settings, "corpus_root", None)
+    if root is None:
+        root = Path(settings.data_dir) / "corpora"
+        root.mkdir(parents=True, exist_ok=True)
+    return Path(root)
+
+
+def train_gpus(settings: Any) -> int:
+    """GPUs per training job (torchrun when > 1): settings.train_gpus or $JUMPSCOPE_TRAIN_GPUS, default 1."""
+    value = getattr(settings, "train_gpus", None) or os.environ.get("JUMPSCOPE_TRAIN_GPUS") or 1
+    try:
+        return max(1, int(value))
+    except ValueError:
+        log.warning("ignoring JUMPSCOPE_TRAIN_GPUS=%r (not a number)", value)
+        return 1
+
+
+def get_runner(app: FastAPI) -> JobRunner:
+    """The app's JobRunner, created and started on first use."""
+    runner = getattr(app.state, "job_runner", None)
+    if runner is not None:
+        return runner
+    with _runner_lock:
+        runner = getattr(app.state, "job_runner", None)
+        if runner is None:
+            settings = app.state.settings
+            data_dir = Path(settings.data_dir)
+            store = JobStore(data_dir / "jobs" / "jobs.db")
+            runner = JobRunner(store, data_dir, n_gpus=train_gpus(settings), device=settings.device,
+                               on_success=_register_with(app))
+            runner.start()
+            app.state.job_runner = runner
+    return runner
+
+
+def _register_with(app: FastAPI):
+    """Callback for finished jobs: load the new SAE into the running app (it then shows in the SAE selector)."""
+
+    def register(rec: JobRecord, folder: Path) -> None:
+        services = getattr(app.state, "services", None)
+        if services is None or not hasattr(services, "register_sae"):
+            return
+        sae_id = services.register_sae(folder)
+        log.info("job %s: SAE registered as %s", rec.id, sae_id)
+
+    return register
+
+
+def runner_of(request: Request) -> JobRunner:
+    return get_runner(request.app)
+
+
+# --- API views -------------------------------------------------------------------------------------------
+class JobMetrics(BaseModel):
+    """Training metrics: the latest metrics.jsonl row, and (single-job answers) a thinned series for a plot."""
+
+    latest: dict[str, Any] = Field(default_factory=dict)
+    series: dict[str, list[float | None]] | None = None
+
+
+class JobOut(BaseModel):
+    """A training job as the API shows it."""
+
+    id: str
+    name: str = Field(description="SAE folder name (also the SAE id once it is registered)")
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    phase: str = Field(description="queued, training, evaluating, indexing or done")
+    progress: float = Field(ge=0, le=1, description="training progress, step / total_steps")
+    metrics: JobMetrics
+    error: str | None = Field(None, description="why the job failed, or a note")
+    spec: dict[str, Any]
+    sae_dir: str
+    attempts: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_tail: str | None = Field(None, description="end of the job log (single-job answers)")
+
+
+def job_out(runner: JobRunner, rec: JobRecord, detail: bool = False) -> JobOut:
+    """The API view of a record; `detail` adds the metric series and the log tail."""
+    metrics = JobMetrics(latest=rec.metrics)
+    tail = None
+    if detail:
+        rows = runner.metrics_rows(rec.id)
+        metrics = JobMetrics(latest=rows[-1] if rows else rec.metrics, series=series(rows))
+        tail = runner.log_tail(rec.id)
+    return JobOut(id=rec.id, name=rec.name, status=rec.status, phase=rec.phase, progress=rec.progress,
+                  metrics=metrics, error=rec.error, spec=rec.spec, sae_dir=rec.out_dir, attempts=rec.attempts,
+                  created_at=rec.created_at, started_at=rec.started_at, finished_at=rec.finished_at, log_tail=tail)
+
+
+def launch(request: Request, spec: JobSpec) -> JobRecord:
+    """Confine the spec's paths and queue it; 400 for a bad path, 409 for a taken name."""
+    runner = runner_of(request)
+    try:
+        confined = spec.confined(corpus_root(request.app.state.settings))
+        return runner.submit(confined)
+    except JobSpecError as e:
+        raise HTTPException(400, str(e)) from None
+    except JobConflict as e:
+        raise HTTPException(409, str(e)) from None
+
+
+def find_job(runner: JobRunner, job_id: str) -> JobRecord:
+    rec = runner.get(job_id) if len(job_id) <= 64 else None
+    if rec is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return rec
+
+
+def act(runner: JobRunner, job_id: str, action: str) -> JobRecord:
+    """Cancel or resume; 404 unknown, 409 when the job's state does not allow it."""
+    find_job(runner, job_id)
+    try:
+        return runner.cancel(job_id) if action == "cancel" else runner.resume(job_id)
+    except JobConflict as e:
+        raise HTTPException(409, str(e)) from None

@@ -1,0 +1,73 @@
+"""Admin training jobs over HTTP: the JSON API (`/api/admin/jobs...`, SPEC §8), plus the /admin pages
+(app.web.routes.admin_pages, included here so the app factory only includes `router`).
+
+Every route needs the admin token (bearer header, or the login cookie plus a CSRF token on writes; see
+app.web.auth). The job runner starts with the app's lifespan — recovering jobs of a previous server — or
+lazily on the first admin request, and registers each finished SAE with `services.register_sae`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from app.jobs import JobSpec
+from app.web.admin_service import JobOut, act, find_job, get_runner, job_out, launch, runner_of
+from app.web.auth import AdminAuth, require_admin
+from app.web.routes import admin_pages
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the job runner with the server (recovering jobs of a previous run); stop watching on shutdown."""
+    if getattr(app.state, "settings", None) is not None:
+        get_runner(app)
+    yield
+    runner = getattr(app.state, "job_runner", None)
+    if runner is not None:
+        runner.stop()
+        runner.store.close()
+        app.state.job_runner = None
+
+
+Admin = Annotated[AdminAuth, Depends(require_admin)]  # every admin API route needs the token
+router = APIRouter(lifespan=_lifespan)
+router.include_router(admin_pages.router)
+
+
+@router.post("/api/admin/jobs", status_code=201, response_model=JobOut, tags=["admin"])
+async def create_job(spec: JobSpec, request: Request, _: Admin) -> JobOut:
+    """Launch a training job (corpus through an LM hook, or an activation file). Paths are under the corpus root."""
+    rec = launch(request, spec)
+    return job_out(runner_of(request), rec)
+
+
+@router.get("/api/admin/jobs", response_model=list[JobOut], tags=["admin"])
+async def list_jobs(request: Request, _: Admin) -> list[JobOut]:
+    """All jobs, newest first (latest metrics only)."""
+    runner = runner_of(request)
+    return [job_out(runner, r) for r in runner.store.list(limit=500)]
+
+
+@router.get("/api/admin/jobs/{job_id}", response_model=JobOut, tags=["admin"])
+async def get_job(job_id: str, request: Request, _: Admin) -> JobOut:
+    """One job with its metric series and log tail."""
+    runner = runner_of(request)
+    return job_out(runner, find_job(runner, job_id), detail=True)
+
+
+@router.delete("/api/admin/jobs/{job_id}", response_model=JobOut, tags=["admin"])
+async def cancel_job(job_id: str, request: Request, _: Admin) -> JobOut:
+    """Cancel a queued or running job (its whole process tree is stopped). 409 when it already finished."""
+    runner = runner_of(request)
+    return job_out(runner, act(runner, job_id, "cancel"))
+
+
+@router.post("/api/admin/jobs/{job_id}/resume", response_model=JobOut, tags=["admin"])
+async def resume_job(job_id: str, request: Request, _: Admin) -> JobOut:
+    """Queue a failed or cancelled job again; training continues from its last checkpoint."""
+    runner = runner_of(request)
+    return job_out(runner, act(runner, job_id, "resume"))
