@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 from typing import Any
 
 from app.steering import UnknownLatent, latent_weights_summary, suggest_value
@@ -37,6 +38,8 @@ def dashboard(services: Services, entry: SAEEntry, latent: int) -> dict[str, Any
             data = dict(svc.latent_dashboard(entry.index_db, latent))
         except svc.IndexMissing:
             log.info("no index for %s; showing weight-only data", entry.id)
+        except sqlite3.DatabaseError as e:  # a damaged index.db: say so once per request, serve the weights
+            log.error("index of %s at %s is damaged (%s); showing weight-only data", entry.id, entry.index_db, e)
         except svc.LatentNotFound as e:
             raise UnknownLatent(str(e)) from None
         else:
@@ -52,7 +55,7 @@ def search(entry: SAEEntry, query: str, limit: int = 20) -> list[dict[str, Any]]
     if svc is not None and entry.indexed:
         try:
             return list(svc.search_latents(entry.index_db, query, limit))
-        except svc.IndexMissing:
+        except (svc.IndexMissing, sqlite3.DatabaseError):
             pass
     if query.isdigit() and int(query) < entry.sae.d_sae:
         return [{"latent": int(query), "max": None, "density": None, "top_token": None, "explanation": None}]
@@ -70,6 +73,8 @@ def save_explanation(entry: SAEEntry, latent: int, text: str) -> None:
         svc.set_explanation(entry.index_db, latent, text.strip())
     except svc.IndexMissing:
         raise missing from None
+    except sqlite3.DatabaseError as e:
+        raise ValueError(f"the index of SAE {entry.id!r} is damaged ({e}); rebuild it with `jumpscope index`") from None
     except svc.LatentNotFound as e:
         raise UnknownLatent(str(e)) from None
 
@@ -92,6 +97,6 @@ def default_value(services: Services, entry: SAEEntry, latent: int, mode: str) -
     if svc is not None and entry.indexed and mode != "ablate":
         try:
             peak = svc.latent_dashboard(entry.index_db, latent).get("max")
-        except (svc.IndexMissing, svc.LatentNotFound):
+        except (svc.IndexMissing, svc.LatentNotFound, sqlite3.DatabaseError):
             peak = None
     return suggest_value(entry.sae, latent, mode, peak)

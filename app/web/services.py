@@ -86,6 +86,7 @@ class Services:
     def __init__(self, lm: LanguageModel) -> None:
         self.lm = lm
         self.saes: dict[str, SAEEntry] = {}
+        self.failed: dict[str, str] = {}  # SAE path -> why it could not be loaded at start-up
         self._lock = threading.RLock()
         self._limiters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -96,23 +97,30 @@ class Services:
         if model is None:
             if not sae_paths:
                 raise ValueError("nothing to serve: give a model (--model) and/or SAE folders (--sae)")
-            model = cls._model_name_of(Path(sae_paths[0]))
+            model = cls._model_name_of(Path(sae_paths[0]), [Path(p) for p in sae_paths[1:]])
         lm = load_lm(model, device=device, dtype=dtype)
         services = cls(lm)
         for path in sae_paths:
-            services.register_sae(path)
+            try:
+                services.register_sae(path)
+            except (ValueError, OSError) as e:  # SAEFormatError is a ValueError
+                # One damaged or mismatched SAE must not take the others down: serve the rest, report it.
+                log.error("not serving SAE %s: %s", path, e)
+                services.failed[str(path)] = str(e)
         return services
 
     @staticmethod
-    def _model_name_of(path: Path) -> str:
-        try:
-            meta = json.loads((path / "cfg.json").read_text()).get("metadata") or {}
-        except (OSError, ValueError):
-            meta = {}
-        name = meta.get("model_name")
-        if not name:
-            raise ValueError(f"{path}: cfg.json names no model_name; pass the model with --model")
-        return str(name)
+    def _model_name_of(path: Path, others: list[Path] = ()) -> str:
+        """model_name from the first SAE whose cfg.json names one (a damaged first SAE does not block)."""
+        for p in (path, *others):
+            try:
+                meta = json.loads((p / "cfg.json").read_text()).get("metadata") or {}
+                name = meta.get("model_name") if isinstance(meta, dict) else None
+            except (OSError, ValueError, AttributeError, RecursionError):
+                name = None
+            if name:
+                return str(name)
+        raise ValueError(f"{path}: cfg.json names no model_name; pass the model with --model")
 
     def register_sae(self, folder: str | Path, sae_id: str | None = None) -> str:
         """Load an SAE folder and add it to the registry (re-registering a folder refreshes it); returns its id.

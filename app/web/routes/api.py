@@ -50,7 +50,8 @@ def check_limit(name: str, value: int, limit: int) -> None:
 async def health(request: Request) -> dict[str, Any]:
     """Liveness plus what is loaded."""
     services = _services(request)
-    return {"status": "ok", "model": services.lm.name, "device": str(services.lm.device), "saes": services.ids()}
+    return {"status": "ok", "model": services.lm.name, "device": str(services.lm.device), "saes": services.ids(),
+            "failed_saes": dict(getattr(services, "failed", {}))}
 
 
 @router.get("/saes", response_model=list[SAEInfo])
