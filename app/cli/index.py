@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from app.lm import load_lm, parse_hook_name
     from app.sae import load_sae
 
+    if not str(args.corpus).startswith("hf:") and not Path(args.corpus).exists():
+        raise CLIError(f"{args.corpus}: corpus not found")
+    if args.tokens < 1:
+        raise CLIError("--tokens must be at least 1")
     sae_path = Path(args.sae)
     device = resolve_device(args.device)
     sae = load_sae(sae_path, device=device, dtype="float32")  # fp32 statistics; the LM may run in bf16

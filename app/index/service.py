@@ -119,7 +119,7 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
         "mean": float(total) / count if count else 0.0,
         "histogram": histogram,
         "top_examples": _examples(ex_rows["top"], texts) if "top" in ex_rows else [],
-        "interval_examples": [iv for iv in intervals if iv["examples"] or count],
+        "interval_examples": intervals,
         "top_logits": [{"token": texts[int(t)], "value": float(v)} for t, v in zip(tids, from_blob(tval_b, "float32"),
                                                                                 strict=True)],
         "bottom_logits": [{"token": texts[int(t)], "value": float(v)}
