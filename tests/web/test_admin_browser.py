@@ -1,0 +1,106 @@
+"""Admin end to end in headless Chromium (Debian's, via the playwright package; never `playwright install`):
+log in, launch a small job from the form, watch the widget update, cancel it. Screenshot in test-artifacts/."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.jobs.fakes import shutdown_runner
+from tests.web import admin_fixtures as fx
+from tests.web.admin_fixtures import TOKEN, make_admin_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed"),
+]
+corpus_root = fx.corpus_root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, services, corpus_root):
+    """The admin app under uvicorn in a thread; its jobs run the fake trainer (slow enough to cancel)."""
+    import uvicorn
+
+    app = make_admin_app(tmp_path, services, corpus_root)
+    runner = app.state.job_runner
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+    shutdown_runner(runner)
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = ctx.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.console_errors = errors
+        yield pg
+        ctx.close()
+        browser.close()
+
+
+def test_log_in_launch_and_cancel_a_job(page, server):
+    page.goto(server + "/admin")
+    page.fill("input[name=token]", "wrong")
+    page.click("form.admin-login button[type=submit]")
+    assert "wrong admin token" in page.content()
+    page.fill("input[name=token]", TOKEN)
+    page.click("form.admin-login button[type=submit]")
+    page.wait_for_selector("#job-form")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "jumpscope_admin")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+    page.check("input[name=source][value=activations]")
+    page.fill("input[name=activations]", "acts.safetensors")
+    page.fill("input[name=d_sae]", "16")
+    page.fill("input[name=tokens]", "256")
+    page.fill("input[name=name]", "browser-job")
+    page.click("#job-form button[type=submit]")
+    page.wait_for_url("**/admin/jobs/*")
+    widget = page.locator(".job-widget")
+    assert widget.get_attribute("hx-trigger") == "every 2s"
+    # The widget refreshes itself: progress appears and the loss plot gets a line.
+    page.wait_for_selector(".job-widget[data-status=running] polyline.plot-loss", timeout=15000)
+    page.wait_for_function("document.querySelector('.job-widget progress').value > 0", timeout=15000)
+    page.screenshot(path=str(ARTIFACTS / "admin-job.png"), full_page=True)
+
+    page.click("#cancel-job")
+    page.wait_for_selector(".job-widget[data-status=cancelled]", timeout=10000)
+    assert page.locator(".job-widget").get_attribute("hx-trigger") is None  # polling stopped
+    assert page.locator("#resume-job").count() == 1
+    page.goto(server + "/admin")
+    assert "browser-job" in page.locator("#job-list").inner_text()
+    assert "cancelled" in page.locator("#job-list").inner_text()
+    assert page.console_errors == []
