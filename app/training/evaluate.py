@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 EVAL_FILE = "eval.json"
 
 
+def _wide(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in at least float32 (bf16/fp16 models), float64 kept as is."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 class _CEAccumulator:
     """float64 sums of clean / spliced / zero-ablated CE and KL(clean ‖ spliced) over counted positions."""
 
@@ -46,9 +51,9 @@ class _CEAccumulator:
     def update(self, clean: torch.Tensor, spliced: torch.Tensor, zero: torch.Tensor, targets: torch.Tensor,
                counted: torch.Tensor) -> None:
         """Logits [B, T, V] of the three runs; targets [B, T] (next tokens); counted [B, T] bool."""
-        lp_clean = F.log_softmax(clean[counted].float(), -1)
-        lp_sae = F.log_softmax(spliced[counted].float(), -1)
-        lp_zero = F.log_softmax(zero[counted].float(), -1)
+        lp_clean = F.log_softmax(_wide(clean[counted]), -1)
+        lp_sae = F.log_softmax(_wide(spliced[counted]), -1)
+        lp_zero = F.log_softmax(_wide(zero[counted]), -1)
         tgt = targets[counted].unsqueeze(-1)
         self.count += int(tgt.shape[0])
         self.clean -= float(lp_clean.gather(-1, tgt).sum(dtype=torch.float64))
