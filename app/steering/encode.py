@@ -72,22 +72,22 @@ def encode_text(lm: LanguageModel, sae: JumpReLUSAE, text: str, top_k: int = 16,
     theta = sae.threshold.detach()
     k = min(top_k, sae.d_sae)
     vals, idx = f.topk(k, dim=-1)  # [T, k]
-    per_token: list[list[dict[str, float | int]]] = []
-    for t in range(len(ids)):
-        row = []
-        for v, i in zip(vals[t].tolist(), idx[t].tolist()):
-            if v <= 0:
-                break
-            row.append({"latent": i, "value": v, "margin": float(pre[t, i] - theta[i])})
-        per_token.append(row)
+    margins = pre.gather(1, idx) - theta[idx]
+    # One conversion to Python lists, then plain loops (per-element tensor ops are slow).
+    vals_l, idx_l, marg_l = vals.tolist(), idx.tolist(), margins.tolist()
+    per_token = [
+        [{"latent": i, "value": v, "margin": m} for v, i, m in zip(vr, ir, mr) if v > 0]
+        for vr, ir, mr in zip(vals_l, idx_l, marg_l)
+    ]
     active = f > 0
     counts = active.sum(0)  # [d_sae]
-    maxes = f.max(0).values
-    top_vals, top_idx = maxes.topk(k)
+    top_vals, top_idx = f.max(0).values.topk(k)
+    keep = top_vals > 0
+    top_vals, top_idx = top_vals[keep], top_idx[keep]
     top_latents = [
-        {"latent": i, "max": m, "count": int(counts[i]), "values": f[:, i].tolist()}
-        for m, i in zip(top_vals.tolist(), top_idx.tolist())
-        if m > 0
+        {"latent": i, "max": m, "count": c, "values": col}
+        for i, m, c, col in zip(top_idx.tolist(), top_vals.tolist(), counts[top_idx].tolist(),
+                                f[:, top_idx].T.tolist())
     ]
     return {
         "tokens": lm.token_strs(ids),
