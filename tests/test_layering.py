@@ -1,0 +1,64 @@
+"""The import rules of the house style, checked by importing with packages blocked.
+
+The GPU machine has no FastAPI, so the core must import without the web stack; app.sae must not need
+transformers; only app/web and the CLI's `serve` may import web packages.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WEB = ("fastapi", "starlette", "uvicorn", "jinja2")
+CORE = ["app.config", "app.sae", "app.lm", "app.training", "app.index", "app.steering", "app.demo", "app.jobs",
+        "app.cli"]
+
+# sys.modules[name] = None makes `import name` fail while find_spec() reports "not installed",
+# which is how a machine without those packages looks to probing libraries (transformers probes jinja2).
+_BLOCKER = """
+import importlib, sys
+for name in {blocked!r}:
+    sys.modules[name] = None
+for m in {modules!r}:
+    importlib.import_module(m)
+print('ok')
+"""
+
+
+def _import_with_blocked(modules: list[str], blocked: tuple[str, ...]) -> subprocess.CompletedProcess:
+    code = _BLOCKER.format(blocked=set(blocked), modules=modules)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_core_imports_without_the_web_stack():
+    modules = [m for m in CORE if (ROOT / m.replace(".", "/")).exists()]
+    result = _import_with_blocked(modules, WEB)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_sae_imports_without_transformers():
+    result = _import_with_blocked(["app.sae", "app.sae.sparse"], ("transformers", "tokenizers", *WEB))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "app").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_web_modules_import_web_packages(path):
+    rel = path.relative_to(ROOT).as_posix()
+    if rel.startswith("app/web/") or rel == "app/cli/serve.py":
+        return
+    assert not (_imported_roots(path) & set(WEB)), f"{rel} imports a web package"
