@@ -67,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.web import create_app
+    from app.web.auth import prepare_admin
 
     settings = build_settings(args)
+    prepare_admin(settings, args.host)  # no admin token: admin off on a public address, a one-run token on localhost
     app = create_app(settings)
     log.info("JumpScope on http://%s:%d (API docs at /docs)", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)

@@ -47,6 +47,7 @@ def _include_admin(app: FastAPI) -> None:
         log.exception("admin routes disabled: app.web.routes.admin failed to import")
         return
     app.include_router(admin.router)
+    app.state.admin_enabled = True  # included routers are not flattened into app.routes (FastAPI ≥ 0.16x)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:

@@ -7,8 +7,9 @@
 - State-changing requests authenticated by the cookie must carry the session's CSRF token (form field
   `csrf_token` or header `X-CSRF-Token`): HMAC(key, "csrf:" + nonce), tied to that session. The login form
   itself uses a double-submit token (cookie + hidden field) since there is no session yet.
-- `prepare_admin(settings, host)` is for `jumpscope serve`: no token and a public bind address refuses to start;
-  no token on localhost gets a random one for this run, logged once.
+- `prepare_admin(settings, host)` is for `jumpscope serve`: with no token the admin refuses to start on a public
+  bind address (its routes answer 403, the rest of the app serves); on localhost a random token is made for the
+  run and logged once.
 """
 
 from __future__ import annotations
@@ -33,10 +34,6 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_TTL = 12 * 3600  # seconds a login lasts
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-class AdminConfigError(RuntimeError):
-    """The admin cannot run as configured (no token on a non-local address); `serve` exits with this message."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +62,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def prepare_admin(settings, host: str) -> str:
-    """Check the admin configuration before serving; returns the token to use for this run.
+def prepare_admin(settings, host: str) -> str | None:
+    """Settle the admin token before serving (called by `jumpscope serve`); returns the token, None = admin off.
 
-    Raises AdminConfigError when no admin token is configured and `host` is not a loopback address. On localhost
-    without a token, a random token is generated, set on `settings` and logged so the operator can log in.
+    A configured token is used as is. Without one, the admin refuses to start on a non-loopback address (its
+    routes answer 403 while the rest of the app serves); on localhost a random token is made for this run, set
+    on `settings` and logged so the operator can log in.
     """
     token = settings.admin_token_value() if hasattr(settings, "admin_token_value") else settings.admin_token
     if token:
@@ -77,10 +75,9 @@ def prepare_admin(settings, host: str) -> str:
             log.warning("the admin token is short (%d characters); use at least 16 random characters", len(token))
         return token
     if not is_loopback(host):
-        raise AdminConfigError(
-            f"refusing to serve the admin on {host} without a token: set JUMPSCOPE_ADMIN_TOKEN "
-            "(or bind to 127.0.0.1)"
-        )
+        log.warning("admin disabled: no admin token configured and %s is not a local address; set "
+                    "JUMPSCOPE_ADMIN_TOKEN to train SAEs from the web app", host)
+        return None
     token = secrets.token_urlsafe(24)
     settings.admin_token = SecretStr(token)
     log.warning("no admin token configured; this run's admin token is: %s", token)
