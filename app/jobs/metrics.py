@@ -69,7 +69,18 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         log.debug("skipping a malformed metrics line: %r", line[:80])
         return None
-    return row if isinstance(row, dict) else None
+    return {str(k): _finite(v) for k, v in row.items()} if isinstance(row, dict) else None
+
+
+def _finite(v: Any) -> Any:
+    """NaN/inf (a diverged run) become None so every row stays valid JSON for the API."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
 
 def _append(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:

@@ -57,3 +57,11 @@ def test_svg_polyline_scales_into_box():
     assert pts == [(0.0, 0.0), (50.0, 25.0), (100.0, 50.0)]  # highest value at the top
     assert out["ymin"] == 0.0 and out["ymax"] == 10.0
     assert svg_polyline([], [], 10, 10)["points"] == ""
+
+
+def test_non_finite_values_become_null(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1, "loss": NaN, "l0": Infinity, "extra": {"x": -Infinity}, "ok": 2.5}\n')
+    row = MetricsTail(p).refresh()[0]
+    assert row == {"step": 1, "loss": None, "l0": None, "extra": {"x": None}, "ok": 2.5}
+    json.dumps(row, allow_nan=False)  # what the API's JSON encoder insists on

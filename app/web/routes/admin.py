@@ -36,38 +36,40 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 Admin = Annotated[AdminAuth, Depends(require_admin)]  # every admin API route needs the token
 router = APIRouter(lifespan=_lifespan)
 router.include_router(admin_pages.router)
+# The API handlers are plain functions: FastAPI runs them in its thread pool, so SQLite writes and log reads
+# never block the event loop.
 
 
 @router.post("/api/admin/jobs", status_code=201, response_model=JobOut, tags=["admin"])
-async def create_job(spec: JobSpec, request: Request, _: Admin) -> JobOut:
+def create_job(spec: JobSpec, request: Request, _: Admin) -> JobOut:
     """Launch a training job (corpus through an LM hook, or an activation file). Paths are under the corpus root."""
     rec = launch(request, spec)
     return job_out(runner_of(request), rec)
 
 
 @router.get("/api/admin/jobs", response_model=list[JobOut], tags=["admin"])
-async def list_jobs(request: Request, _: Admin) -> list[JobOut]:
+def list_jobs(request: Request, _: Admin) -> list[JobOut]:
     """All jobs, newest first (latest metrics only)."""
     runner = runner_of(request)
     return [job_out(runner, r) for r in runner.store.list(limit=500)]
 
 
 @router.get("/api/admin/jobs/{job_id}", response_model=JobOut, tags=["admin"])
-async def get_job(job_id: str, request: Request, _: Admin) -> JobOut:
+def get_job(job_id: str, request: Request, _: Admin) -> JobOut:
     """One job with its metric series and log tail."""
     runner = runner_of(request)
     return job_out(runner, find_job(runner, job_id), detail=True)
 
 
 @router.delete("/api/admin/jobs/{job_id}", response_model=JobOut, tags=["admin"])
-async def cancel_job(job_id: str, request: Request, _: Admin) -> JobOut:
+def cancel_job(job_id: str, request: Request, _: Admin) -> JobOut:
     """Cancel a queued or running job (its whole process tree is stopped). 409 when it already finished."""
     runner = runner_of(request)
     return job_out(runner, act(runner, job_id, "cancel"))
 
 
 @router.post("/api/admin/jobs/{job_id}/resume", response_model=JobOut, tags=["admin"])
-async def resume_job(job_id: str, request: Request, _: Admin) -> JobOut:
+def resume_job(job_id: str, request: Request, _: Admin) -> JobOut:
     """Queue a failed or cancelled job again; training continues from its last checkpoint."""
     runner = runner_of(request)
     return job_out(runner, act(runner, job_id, "resume"))
