@@ -110,5 +110,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"  # the log tail in the page should be live
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("TQDM_MININTERVAL", "10")  # progress bars in a log file: a line every 10 s, not 10 a second
     env.update(extra or {})
     return env

@@ -97,13 +97,22 @@ class JobRunner:
         for rec in self.store.list(limit=1_000_000, statuses=["running"]):
             if rec.id in self._active or rec.pid is None:
                 continue
-            spec = JobSpec.model_validate(rec.spec)
-            steps = self.pipeline_fn(spec, Path(rec.out_dir), resume=rec.resume, python=self.python,
-                                     n_gpus=self.n_gpus, device=self.device)
+            try:
+                steps = self._steps(rec)
+            except ValueError:
+                steps = []
             names = [s.phase for s in steps]
             current = steps[names.index(rec.phase):] if rec.phase in names else steps[-1:]
+            if not current:  # nothing we know how to continue: watch it end, then fail it
+                current = [Step("train", rec.phase, ())]
             log.info("job %s: adopting pid %s (still %s)", rec.id, rec.pid, rec.phase)
             self._active[rec.id] = _Active(rec.id, current, rec.pid, None, _log_size(rec.log_path), rec.pid_start)
+
+    def _steps(self, rec: JobRecord) -> list[Step]:
+        """The pipeline still to run for a record (ValueError when its spec no longer validates)."""
+        spec = JobSpec.model_validate(rec.spec)
+        return self.pipeline_fn(spec, Path(rec.out_dir), resume=rec.resume, python=self.python,
+                                n_gpus=self.n_gpus, device=self.device)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_interval):
@@ -251,9 +260,12 @@ class JobRunner:
         for rec in reversed(self.store.list(limit=10_000, statuses=["queued"])):  # oldest first
             if free <= 0:
                 break
-            spec = JobSpec.model_validate(rec.spec)
-            steps = self.pipeline_fn(spec, Path(rec.out_dir), resume=rec.resume, python=self.python,
-                                     n_gpus=self.n_gpus, device=self.device)
+            try:
+                steps = self._steps(rec)
+            except ValueError as e:  # a record this version cannot read (e.g. written by an older schema)
+                self.store.transition(rec.id, ["queued"], status="failed", error=f"unreadable job spec: {e}",
+                                      finished_at=time.time())
+                continue
             trains = any(s.name == "train" for s in steps)
             if not self.store.transition(rec.id, ["queued"], status="running", started_at=time.time(),
                                          attempts=rec.attempts + int(trains)):

@@ -218,3 +218,11 @@ def test_skipped_steps_are_noted(make_runner):
     assert done.status == "succeeded"
     log = r.log_tail(rec.id)
     assert "note: evaluation skipped: no corpus" in log and "note: indexing skipped: no corpus" in log
+
+
+def test_unreadable_stored_spec_fails_the_job(make_runner, store, tmp_path):
+    r = make_runner()
+    rec = store.create("old", {"d_sae": 8, "from_a_future_version": True}, tmp_path / "o", tmp_path / "o.log")
+    r.tick()
+    got = r.get(rec.id)
+    assert got.status == "failed" and "unreadable job spec" in got.error

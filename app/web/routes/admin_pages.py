@@ -7,6 +7,7 @@ form carries the session's CSRF token (checked by app.web.auth.require_admin).
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -21,6 +22,13 @@ from app.web.auth import AdminAuth, require_admin
 from app.web.routes.pages import is_htmx, render
 
 router = APIRouter(include_in_schema=False)
+
+
+def _when(t: float | None) -> str:
+    """A job timestamp as local date and time ('–' when unset)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "–"
+
+
 Admin = Annotated[AdminAuth, Depends(require_admin)]
 
 FORM_FIELDS = ("name", "model", "hook", "layer", "d_sae", "l0_coefficient", "target_l0", "tokens", "corpus",
@@ -80,7 +88,7 @@ async def admin_logout(request: Request, _: Admin) -> Response:
 def _home(request: Request, who: AdminAuth, form: dict[str, str], errors: list[str], status: int = 200) -> Response:
     runner = runner_of(request)
     ctx = {"jobs": runner.store.list(limit=200), "form": form, "errors": errors, "csrf": who.csrf,
-           "corpus_root": str(corpus_root(request.app.state.settings))}
+           "corpus_root": str(corpus_root(request.app.state.settings)), "when": _when}
     ctx["any_active"] = any(j.active for j in ctx["jobs"])
     return render(request, "admin.html", "partials/admin_job_form.html", ctx, status)
 
@@ -90,7 +98,7 @@ async def admin_jobs(request: Request, who: Admin) -> Response:
     """The job list (the partial polls itself while any job is active)."""
     runner = runner_of(request)
     jobs = runner.store.list(limit=200)
-    ctx = {"jobs": jobs, "any_active": any(j.active for j in jobs), "csrf": who.csrf}
+    ctx = {"jobs": jobs, "any_active": any(j.active for j in jobs), "csrf": who.csrf, "when": _when}
     return render(request, "admin_jobs.html", "partials/admin_jobs.html", ctx)
 
 
@@ -150,4 +158,4 @@ def job_context(runner, rec: JobRecord, csrf: str | None) -> dict[str, Any]:
     plots = [{"key": k, "label": label, **svg_polyline(s["step"], s[k], PLOT_W, PLOT_H)}
              for k, label in (("loss", "loss"), ("l0", "L0"))]
     return {"job": rec, "latest": rows[-1] if rows else rec.metrics, "plots": plots, "plot_w": PLOT_W,
-            "plot_h": PLOT_H, "log_tail": runner.log_tail(rec.id, 6000), "csrf": csrf}
+            "plot_h": PLOT_H, "log_tail": runner.log_tail(rec.id, 6000), "csrf": csrf, "when": _when}
