@@ -61,14 +61,19 @@ class SparseJumpReLULoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_n, x_in, W_enc, b_enc, W_dec, b_dec, theta, bandwidth: float):
-        n, d_sae = x_in.shape[0], W_enc.shape[1]
         dev = x_in.device.type
-        if torch.is_autocast_enabled(dev):
-            # Mixed precision: only the one dense matmul runs in the autocast dtype; the rest stays fp32
-            # (fp32 master weights, fp32 sparse products and gradients).
-            lo = torch.get_autocast_dtype(dev)
-            with torch.autocast(dev, enabled=False):
-                pre = torch.addmm(b_enc.to(lo), x_in.to(lo), W_enc.to(lo)).to(W_enc.dtype)
+        # Mixed precision: only the one dense matmul runs in the autocast dtype; everything else stays in
+        # the master weights' dtype (fp32 sparse products, fp32 gradients). Autocast is switched off
+        # inside so it cannot recast the sparse products.
+        lo = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        with torch.autocast(dev, enabled=False):
+            return SparseJumpReLULoss._forward(ctx, x_n, x_in, W_enc, b_enc, W_dec, b_dec, theta, bandwidth, lo)
+
+    @staticmethod
+    def _forward(ctx, x_n, x_in, W_enc, b_enc, W_dec, b_dec, theta, bandwidth: float, lo: torch.dtype | None):
+        n, d_sae = x_in.shape[0], W_enc.shape[1]
+        if lo is not None and lo != W_enc.dtype:
+            pre = torch.addmm(b_enc.to(lo), x_in.to(lo), W_enc.to(lo)).to(W_enc.dtype)
         else:
             pre = torch.addmm(b_enc, x_in, W_enc)
         # Candidates for A ∪ N (a superset), classified below with the reference's exact expressions.
@@ -88,12 +93,18 @@ class SparseJumpReLULoss(torch.autograd.Function):
 
         ctx.bandwidth = bandwidth
         ctx.n = n
+        ctx.autocast_device = x_in.device.type
         ctx.save_for_backward(x_in, W_enc, W_dec, theta, rows, cols, vals, active, diff)
         ctx.set_materialize_grads(False)
         return x_hat, f, mse, l0
 
     @staticmethod
     def backward(ctx, grad_x_hat, grad_f, grad_mse, grad_l0):
+        with torch.autocast(ctx.autocast_device, enabled=False):  # backward() may be called inside autocast
+            return SparseJumpReLULoss._backward(ctx, grad_x_hat, grad_f, grad_mse, grad_l0)
+
+    @staticmethod
+    def _backward(ctx, grad_x_hat, grad_f, grad_mse, grad_l0):
         x_in, W_enc, W_dec, theta, rows, cols, vals, active, diff = ctx.saved_tensors
         eps, n = ctx.bandwidth, ctx.n
         d_in, d_sae = W_enc.shape

@@ -142,3 +142,17 @@ def test_sparse_matches_dense_cuda(density: float) -> None:
     s_vals, s_grads = _grads(sae, x, 0.3, sparse=True, extra=True)
     _assert_same(d_vals, s_vals, "float32")
     _assert_same(d_grads, s_grads, "float32")
+
+
+def test_autocast_runs_encoder_in_bf16_and_keeps_fp32_gradients() -> None:
+    """Under bf16 autocast only the encoder matmul is bf16: values near the fp32 ones, fp32 gradients."""
+    sae = _sae("float32", 0.1)
+    x = _batch(sae)
+    ref_vals, ref_grads = _grads(sae, x, 0.3, sparse=False, extra=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        vals, grads = _grads(sae, x, 0.3, sparse=True, extra=False)
+    assert vals["x_hat"].dtype == torch.float32 and vals["latents"].dtype == torch.float32
+    torch.testing.assert_close(vals["mse"], ref_vals["mse"], rtol=5e-2, atol=1e-3)
+    for name, g in grads.items():
+        assert g.dtype == torch.float32 and torch.isfinite(g).all(), name
+    torch.testing.assert_close(grads["W_dec"], ref_grads["W_dec"], rtol=0.2, atol=0.05)
