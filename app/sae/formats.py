@@ -39,7 +39,9 @@ def save_native(sae: JumpReLUSAE, folder: str | os.PathLike, sparsity: torch.Ten
 
     The SAE must take raw activations, so a pending input scale is folded into a copy of the weights.
     Files go to a temporary sibling folder that replaces `folder` with a rename, so a crash never
-    leaves a half-written SAE.
+    leaves a half-written SAE. Other entries of an existing `folder` (metrics.jsonl, checkpoints/,
+    eval.json, index.db, ...) are carried over as hard links, so saving into a training run's folder
+    keeps its history.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,7 @@ def save_native(sae: JumpReLUSAE, folder: str | os.PathLike, sparsity: torch.Ten
         (tmp / CFG_FILE).write_text(cfg.dumps())
         for f in tmp.iterdir():
             _fsync(f)
+        _carry_over(folder, tmp)
         _replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,6 +78,28 @@ def _raw_weights(sae: JumpReLUSAE) -> dict[str, torch.Tensor]:
             "b_dec": sae.b_dec / s,
             "threshold": sae.threshold,
         }
+
+
+def _carry_over(folder: Path, tmp: Path) -> None:
+    """Hard-link every non-SAE entry of an existing `folder` into `tmp` (a copy where links are refused)."""
+    if not folder.is_dir():
+        return
+    sae_files = {CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE}
+    for entry in folder.iterdir():
+        if entry.name in sae_files or entry.is_symlink():
+            continue
+        target = tmp / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, target, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, target)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _fsync(path: Path) -> None:

@@ -46,12 +46,16 @@ def test_save_folds_pending_input_scale(tmp_path):
     assert torch.allclose(back.decode(back.encode(x)), sae.decode(sae.encode(x)), atol=1e-5)
 
 
-def test_save_replaces_existing_folder_atomically(tmp_path):
-    _random_sae().save(tmp_path / "s")
-    (tmp_path / "s" / "stale.txt").write_text("old")
+def test_save_replaces_the_sae_and_keeps_other_files(tmp_path):
+    _random_sae().save(tmp_path / "s", sparsity=torch.zeros(16))
+    (tmp_path / "s" / "metrics.jsonl").write_text('{"step": 1}\n')
+    (tmp_path / "s" / "checkpoints").mkdir()
+    (tmp_path / "s" / "checkpoints" / "step-1.safetensors").write_bytes(b"ckpt")
     _random_sae(d_sae=32).save(tmp_path / "s")
     assert load_sae(tmp_path / "s").d_sae == 32
-    assert not (tmp_path / "s" / "stale.txt").exists()
+    assert not (tmp_path / "s" / "sparsity.safetensors").exists()  # SAE files are replaced as a set
+    assert (tmp_path / "s" / "metrics.jsonl").read_text() == '{"step": 1}\n'  # a run's history stays
+    assert (tmp_path / "s" / "checkpoints" / "step-1.safetensors").read_bytes() == b"ckpt"
     assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temp folders left behind
 
 
