@@ -7,8 +7,9 @@ import importlib
 import logging
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, HTTPException
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -31,6 +32,16 @@ def make_templates() -> Jinja2Templates:
     templates.env.globals.update(heat=viz.heat_level, histogram_bars=viz.histogram_bars, fmt=viz.fmt,
                                  show_token=viz.show_token, heat_signed=viz.heat_signed)
     return templates
+
+
+def _vendor_files(settings: Settings) -> dict[str, Path]:
+    """Name under /static/vendor/ → file in node_modules (installed by `npm ci` from package-lock.json)."""
+    swagger = REPO_ROOT / "node_modules" / "swagger-ui-dist"
+    return {
+        "htmx.min.js": Path(settings.htmx_path),
+        "swagger-ui-bundle.js": swagger / "swagger-ui-bundle.js",
+        "swagger-ui.css": swagger / "swagger-ui.css",
+    }
 
 
 def _include_admin(app: FastAPI) -> None:
@@ -59,6 +70,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         title="JumpScope",
         summary="Explore, steer and train JumpReLU sparse autoencoders on language-model activations.",
         version="0.1.0",
+        docs_url=None,  # served below with local Swagger UI files
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.services = services
@@ -67,18 +80,26 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
 
-    htmx = Path(settings.htmx_path)
-    if not htmx.is_file():
-        log.warning("htmx not found at %s; run `npm ci` (pages will work without live updates)", htmx)
+    vendor = _vendor_files(settings)
+    for name, path in vendor.items():
+        if not path.is_file():
+            log.warning("%s not found at %s; run `npm ci` (make install does)", name, path)
 
-    @app.get("/static/vendor/htmx.min.js", include_in_schema=False)
-    async def htmx_js() -> FileResponse:
-        """htmx from the pinned npm package in node_modules (never a CDN, never copied into git)."""
-        if not htmx.is_file():
-            from fastapi import HTTPException
+    @app.get("/static/vendor/{name}", include_in_schema=False)
+    async def vendor_file(name: str) -> FileResponse:
+        """Third-party front-end files from the pinned npm packages in node_modules (never a CDN or git copy)."""
+        path = vendor.get(name)
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"{name} is not installed; run `npm ci`")
+        return FileResponse(path, media_type="text/css" if name.endswith(".css") else "text/javascript")
 
-            raise HTTPException(404, "htmx is not installed; run `npm ci`")
-        return FileResponse(htmx, media_type="text/javascript")
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_docs() -> HTMLResponse:
+        """OpenAPI docs with Swagger UI served locally, so they work offline."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="JumpScope API",
+                                   swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(api.router)

@@ -7,11 +7,13 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# No inline scripts or styles anywhere in our pages; FastAPI's /docs and /redoc load Swagger/ReDoc from their
-# CDN, so they get no CSP (they are developer pages and hold no user data).
+# No inline scripts or styles anywhere in our pages. /docs (Swagger UI, served locally) starts itself with an
+# inline script, so it alone may run inline code — still from this origin only.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-DOCS_PATHS = ("/docs", "/redoc")
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+DOCS_PATHS = ("/docs",)
 
 
 class SecurityHeaders:
@@ -31,8 +33,7 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                          (b"referrer-policy", b"same-origin"), (b"vary", b"HX-Request")]
-                if not docs:
-                    extra.append((b"content-security-policy", CSP.encode()))
+                extra.append((b"content-security-policy", (DOCS_CSP if docs else CSP).encode()))
                 names = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in extra if k not in names]
                 message["headers"] = headers

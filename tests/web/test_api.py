@@ -166,4 +166,10 @@ def test_security_headers_and_openapi(client):
                  "/api/ablate"):
         assert path in spec["paths"], path
     assert "SteerRequest" in spec["components"]["schemas"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # Swagger UI works offline
+    assert "/static/vendor/swagger-ui-bundle.js" in docs.text
+    assert "'unsafe-inline'" not in r.headers["content-security-policy"]  # only /docs relaxes inline scripts
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "htmx.min.js"):
+        assert client.get(f"/static/vendor/{name}").status_code == 200, name
+    assert client.get("/static/vendor/evil.js").status_code == 404
