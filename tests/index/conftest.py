@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from _index_brute import HOOK, N_ROWS
+from tests.index._index_brute import HOOK, N_ROWS
 
 from app.index.config import IndexConfig
 from app.lm.hooks import capture

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from _index_brute import HOOK, N_ROWS, assert_matches_brute
+from tests.index._index_brute import HOOK, N_ROWS, assert_matches_brute
 
 from app.index import collector as collector_mod
 from app.index.activations import corpus_rows, keep_mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import torch
-from _index_brute import assert_matches_brute
+from tests.index._index_brute import assert_matches_brute
 
 from app.index.collector import Collector
 from app.index.config import IndexConfig

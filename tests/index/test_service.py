@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from _index_brute import HOOK
+from tests.index._index_brute import HOOK
 
 from app.index.activations import corpus_rows
 from app.index.service import (
