@@ -1,0 +1,261 @@
+"""A seeded generator of short English-like stories whose every character span carries ground-truth labels.
+
+A document mixes narrative sentences, dialogue in double quotes, questions, bulleted lists and simple
+arithmetic. Lexical concepts (colours, animals, …) label the words drawn from `LEXICON`; structural concepts
+label spans of text (`quotation`, `question`, `list_item`, `arithmetic_answer`, `sentence_start`). Labels are
+kept as character spans; `app.demo.labels` maps them onto tokens through the tokenizer's offsets.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from app.demo.lexicon import (
+    CONCEPTS,
+    DETERMINERS,
+    LEXICON,
+    LINKING_VERBS,
+    SPEECH_VERBS,
+    THINGS,
+    VERBS_BASE,
+    VERBS_PAST,
+)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Characters [start, end) of a document's text carry `concept`."""
+
+    start: int
+    end: int
+    concept: str
+
+
+@dataclass
+class Document:
+    """One generated text and its labelled character spans."""
+
+    text: str
+    spans: list[Span] = field(default_factory=list)
+
+    def words_of(self, concept: str) -> list[str]:
+        """The text of every span labelled `concept` (handy for tests and debugging)."""
+        return [self.text[s.start:s.end] for s in self.spans if s.concept == concept]
+
+
+# Sentences come from a small grammar (`_Grammar`) so that every concept word appears after many different
+# words and in many sentence shapes, and the words before a slot are shared across concepts ("the" precedes
+# animals, foods, vehicles, clothes, colours and weather alike). Rigid templates would let an SAE learn one
+# latent per (concept, template slot) instead of one per concept.
+NOUNS = ("animal", "food", "vehicle", "clothing", "thing")
+PREPOSITIONS = {
+    "place": ("in", "to", "from", "near", "outside"),
+    "weekday": ("on", "by", "before", "after", "until"),
+    "name": ("with", "for", "beside", "like"),
+    "weather": ("in the", "after the", "despite the", "during the"),
+}
+LIST_INTROS = ("{name} packed:", "To buy on {weekday}:", "In the {colour} bag:", "Things seen in {place}:",
+               "Our list:")
+ARITHMETIC_INTROS = ("{name} counted:", "On the board:", "The {animal} learned that", "In {place} we wrote")
+COLOUR_LISTS = ("Her favourite colours are {colour}, {colour} and {colour}.",
+                "The flag was {colour}, {colour} and {colour}.")
+
+_SLOT = re.compile(r"(\{\w+\})")
+_FILLERS = {"thing": THINGS, "verb": VERBS_PAST, "verb_base": VERBS_BASE, "speech": SPEECH_VERBS,
+            "linking": LINKING_VERBS}
+
+
+class _Grammar:
+    """Random templates ("{slot}" words, literal text) for noun phrases, clauses and questions."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def noun_phrase(self, capital: bool = False) -> str:
+        r = self.rng
+        noun = "{" + r.choice(NOUNS) + "}"
+        adj = ""
+        if r.random() < 0.35:
+            adj = "{colour} and {colour} " if r.random() < 0.15 else "{colour} "
+        if r.random() < 0.15 and not capital:  # number words stay lower-case: never sentence-initial
+            det = "{number}"
+        else:
+            det = r.choice(DETERMINERS)
+            det = det.capitalize() if capital else det
+        return f"{det} {adj}{noun}"
+
+    def subject(self, capital: bool = True) -> str:
+        return "{name}" if self.rng.random() < 0.4 else self.noun_phrase(capital=capital)
+
+    def adverbials(self, most: int = 2) -> str:
+        out = ""
+        for _ in range(self.rng.randint(0, most)):
+            kind = self.rng.choice(tuple(PREPOSITIONS))
+            out += f" {self.rng.choice(PREPOSITIONS[kind])} {{{kind}}}"
+        return out
+
+    def predicate(self) -> str:
+        r = self.rng.random()
+        if r < 0.55:
+            return "{verb} " + self.noun_phrase()
+        if r < 0.85:
+            return "{linking} {" + self.rng.choice(("positive_emotion", "negative_emotion", "colour")) + "}"
+        return "went" + f" {self.rng.choice(PREPOSITIONS['place'])} {{place}}"
+
+    def clause(self) -> str:
+        return f"{self.subject()} {self.predicate()}{self.adverbials()}"
+
+    def question(self) -> str:
+        r = self.rng.random()
+        if r < 0.35:
+            return f"Did {self.subject(False)} {{verb_base}} {self.noun_phrase()}{self.adverbials(1)}?"
+        if r < 0.55:
+            return f"Where is {self.noun_phrase()}?"
+        if r < 0.75:
+            emotion = self.rng.choice(("positive_emotion", "negative_emotion"))
+            return f"Why was {self.subject(False)} so {{{emotion}}}?"
+        return f"Who {{verb}} {self.noun_phrase()}{self.adverbials(1)}?"
+
+
+class _Writer:
+    """Appends text to a document while recording the spans of what it writes."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.grammar = _Grammar(rng)
+        self.parts: list[str] = []
+        self.length = 0
+        self.spans: list[Span] = []
+
+    def write(self, text: str, concept: str | None = None) -> tuple[int, int]:
+        start = self.length
+        self.parts.append(text)
+        self.length += len(text)
+        if concept and text:
+            self.spans.append(Span(start, self.length, concept))
+        return start, self.length
+
+    def mark(self, start: int, end: int, concept: str) -> None:
+        self.spans.append(Span(start, end, concept))
+
+    def fill(self, template: str) -> tuple[int, int]:
+        """Write a template, drawing each slot; lexical slots are labelled with their concept."""
+        start = self.length
+        for piece in _SLOT.split(template):
+            if piece.startswith("{") and piece.endswith("}"):
+                slot = piece[1:-1]
+                if slot in LEXICON:
+                    self.write(self.rng.choice(LEXICON[slot]), slot)
+                else:
+                    self.write(self.rng.choice(_FILLERS[slot]))
+            else:
+                self.write(piece)
+        return start, self.length
+
+    def sentence(self, template: str) -> None:
+        """A top-level sentence: its first word is a `sentence_start`; a '?' ending makes it a `question`."""
+        start, end = self.fill(template)
+        self._mark_first_word(start)
+        if template.endswith("?"):
+            self.mark(start, end, "question")
+
+    def _mark_first_word(self, start: int) -> None:
+        text = "".join(self.parts)
+        m = re.match(r"[\w]+", text[start:])
+        if m:
+            self.mark(start, start + m.end(), "sentence_start")
+
+    def dialogue(self) -> None:
+        """'"Quoted words," said Name.' — quoted questions are both `quotation` and `question`."""
+        question = self.rng.random() < 0.35
+        self.write('"')
+        q_start = self.length
+        if question:
+            self.fill(self.grammar.question())
+        else:
+            self.fill(self.grammar.clause() + ",")
+        self.mark(q_start, self.length, "quotation")
+        if question:
+            self.mark(q_start, self.length, "question")
+        self._mark_first_word(q_start)
+        self.write('" ')
+        self.fill("{speech} {name}.")
+
+    def bullet_list(self) -> None:
+        """An intro line, then 2-4 lines of "- item"; each item's text is a `list_item`."""
+        start, _ = self.fill(self.rng.choice(LIST_INTROS))
+        self._mark_first_word(start)
+        for _ in range(self.rng.randint(2, 4)):
+            self.write("\n- ")
+            self.mark(*self.fill(self.grammar.noun_phrase()), "list_item")
+        self.write("\n")
+
+    def arithmetic(self) -> None:
+        """'Intro 3 + 4 = 7.' — the result after '=' is an `arithmetic_answer`."""
+        start, _ = self.fill(self.rng.choice(ARITHMETIC_INTROS))
+        self._mark_first_word(start)
+        a, b = self.rng.randint(1, 9), self.rng.randint(1, 9)
+        if self.rng.random() < 0.5:
+            self.write(f" {a} + {b} = ")
+            self.write(str(a + b), "arithmetic_answer")
+        else:
+            a, b = max(a, b), min(a, b)
+            self.write(f" {a} - {b} = ")
+            self.write(str(a - b), "arithmetic_answer")
+        self.write(".")
+
+    def document(self) -> Document:
+        text = "".join(self.parts)
+        return Document(text, sorted(self.spans, key=lambda s: (s.start, s.end, s.concept)))
+
+
+# Kinds of passage and their weights in a document.
+_PASSAGES = (("narrative", 6), ("dialogue", 2), ("question", 2), ("list", 1), ("arithmetic", 1))
+
+
+def generate_document(rng: random.Random, min_passages: int = 3, max_passages: int = 7) -> Document:
+    """One short story of several passages, separated by spaces or, around lists, newlines."""
+    w = _Writer(rng)
+    kinds = [k for k, _ in _PASSAGES]
+    weights = [wt for _, wt in _PASSAGES]
+    for i in range(rng.randint(min_passages, max_passages)):
+        kind = rng.choices(kinds, weights)[0]
+        if i and not "".join(w.parts[-1:]).endswith("\n"):
+            w.write("\n" if kind == "list" else " ")
+        if kind == "narrative":
+            colours = rng.random() < 0.1
+            w.sentence(rng.choice(COLOUR_LISTS) if colours else w.grammar.clause() + ".")
+        elif kind == "question":
+            w.sentence(w.grammar.question())
+        elif kind == "dialogue":
+            w.dialogue()
+        elif kind == "list":
+            w.bullet_list()
+        else:
+            w.arithmetic()
+    doc = w.document()
+    doc.text = doc.text.rstrip("\n")
+    doc.spans = [s for s in doc.spans if s.end <= len(doc.text)]
+    return doc
+
+
+def generate_documents(n: int, seed: int = 0) -> list[Document]:
+    """`n` documents, the same for the same seed."""
+    return list(iter_documents(n, seed))
+
+
+def iter_documents(n: int, seed: int = 0) -> Iterator[Document]:
+    """Lazily generate `n` documents from one seeded random stream."""
+    if n < 0:
+        raise ValueError(f"number of documents must be >= 0, got {n}")
+    rng = random.Random(seed)
+    for _ in range(n):
+        yield generate_document(rng)
+
+
+def concepts_present(docs: list[Document]) -> set[str]:
+    """Which of the known concepts label at least one span in `docs`."""
+    return {s.concept for d in docs for s in d.spans} & set(CONCEPTS)
