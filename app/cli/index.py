@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip positions whose norm exceeds this × the median norm (0 = off; default 10)")
     p.add_argument("--latent-chunk", type=int, default=16384, help="latents encoded at once (default 16384)")
     p.add_argument("--no-loss-effects", action="store_true", help="skip the ablation loss effects of examples")
+    p.add_argument("--loss-effect-top", type=int, default=20,
+                   help="loss effects for this many top examples per latent (default 20; two forwards each)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
     p.add_argument("--dtype", default="auto", help="LM dtype (default: bf16 on CUDA, float32 on CPU)")
     p.add_argument("--restart", action="store_true", help="discard the existing index and start over")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         context_size=args.context_size or int(meta.get("context_size") or 128),
         batch_contexts=args.batch_contexts, top_k=args.top_k, n_intervals=args.intervals,
         per_interval=args.per_interval, outlier_factor=args.outlier_factor, latent_chunk=args.latent_chunk,
-        loss_effects=not args.no_loss_effects,
+        loss_effects=not args.no_loss_effects, loss_effect_top=args.loss_effect_top,
     )
     lm = load_lm(model, device=device, dtype=args.dtype)
     out = Path(args.out) if args.out else sae_dir / "index.db"

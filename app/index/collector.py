@@ -18,6 +18,7 @@ from app.index.state import (
     hist_edges,
     position_keys,
     rebucket,
+    select_bottom,
     select_topk,
     sub_index,
 )
@@ -70,28 +71,48 @@ class Collector:
         mth = st.res_key[lo:hi][jj, sub_index(val, e_old, cfg.n_subintervals), -1]
         rcand = (beyond | (key <= mth)).nonzero(as_tuple=True)[0]
 
-        regrid = ((exponents(st.max[lo:hi]) != exponents(old_max)) & (old_max > 0)).nonzero(as_tuple=True)[0]
-        touched = torch.unique(torch.cat([jj[kept], jj[rcand], regrid]))
-        if touched.numel() == 0:
+        self._merge_topk(lo, jj[kept], val[kept], p[kept])
+        e_new = exponents(st.max[lo:hi])
+        regrid = (e_new != exponents(old_max)) & (old_max > 0)
+        self._merge_reservoirs(lo, regrid, e_new, jj[rcand], key[rcand], p[rcand], val[rcand])
+
+    def _merge_topk(self, lo: int, lat: torch.Tensor, val: torch.Tensor, pos: torch.Tensor) -> None:
+        """Fold window-filtered candidates into the top-k of the latents they belong to."""
+        if lat.numel() == 0:
             return
-        local = torch.full((n_lat,), -1, dtype=torch.long, device=acts.device)
-        local[touched] = torch.arange(touched.numel(), device=acts.device)
+        st, k = self.state, self.cfg.top_k
+        touched, local = torch.unique(lat, return_inverse=True)
+        n = touched.numel()
         idx = touched + lo
-        sub = st.select(idx)
-        n, k = touched.numel(), cfg.top_k
-        lat_k = torch.arange(n, device=acts.device).repeat_interleave(k)
-        sub.top_val, sub.top_pos = select_topk(
-            torch.cat([lat_k, local[jj[kept]]]),
-            torch.cat([sub.top_val.reshape(-1), val[kept]]),
-            torch.cat([sub.top_pos.reshape(-1), p[kept]]),
-            n, k,
-        )
-        f_lat, f_key, f_pos, f_val = _flat_reservoir(sub)
-        sub.res_key, sub.res_pos, sub.res_val = rebucket(
-            torch.cat([f_lat, local[jj[rcand]]]),
-            torch.cat([f_key, key[rcand]]),
-            torch.cat([f_pos, p[rcand]]),
-            torch.cat([f_val, val[rcand]]),
-            sub.max, cfg,
-        )
-        st.assign(idx, sub)
+        lat_k = torch.arange(n, device=lat.device).repeat_interleave(k)
+        st.top_val[idx], st.top_pos[idx] = select_topk(
+            torch.cat([lat_k, local]), torch.cat([st.top_val[idx].reshape(-1), val]),
+            torch.cat([st.top_pos[idx].reshape(-1), pos]), n, k)
+
+    def _merge_reservoirs(self, lo: int, regrid: torch.Tensor, e_new: torch.Tensor, lat: torch.Tensor,
+                          key: torch.Tensor, pos: torch.Tensor, val: torch.Tensor) -> None:
+        """Fold reservoir candidates in: whole latents when their grid doubled, else only the touched buckets."""
+        st, cfg = self.state, self.cfg
+        n_sub, m = cfg.n_subintervals, cfg.per_interval
+        whole = regrid[lat]
+        grown = regrid.nonzero(as_tuple=True)[0]
+        if grown.numel():
+            local = torch.full((regrid.numel(),), -1, dtype=torch.long, device=lat.device)
+            local[grown] = torch.arange(grown.numel(), device=lat.device)
+            sub = st.select(grown + lo)
+            f_lat, f_key, f_pos, f_val = _flat_reservoir(sub)
+            res = rebucket(torch.cat([f_lat, local[lat[whole]]]), torch.cat([f_key, key[whole]]),
+                           torch.cat([f_pos, pos[whole]]), torch.cat([f_val, val[whole]]), sub.max, cfg)
+            st.res_key[grown + lo], st.res_pos[grown + lo], st.res_val[grown + lo] = res
+        lat, key, pos, val = lat[~whole], key[~whole], pos[~whole], val[~whole]
+        if lat.numel() == 0:
+            return
+        bucket = lat * n_sub + sub_index(val, e_new[lat], n_sub)
+        uniq, inv = torch.unique(bucket, return_inverse=True)
+        bl, bs = uniq // n_sub + lo, uniq % n_sub
+        nb = uniq.numel()
+        slot = torch.arange(nb, device=lat.device).repeat_interleave(m)
+        st.res_key[bl, bs], st.res_pos[bl, bs], st.res_val[bl, bs] = select_bottom(
+            torch.cat([slot, inv]), torch.cat([st.res_key[bl, bs].reshape(-1), key]),
+            torch.cat([st.res_pos[bl, bs].reshape(-1), pos]), torch.cat([st.res_val[bl, bs].reshape(-1), val]),
+            nb, m)

@@ -34,6 +34,7 @@ class IndexConfig:
     n_logits: int = 10  # top and bottom logit effects kept per latent
     n_neighbors: int = 10  # nearest latents by decoder cosine kept per latent
     loss_effects: bool = True  # compute the per-token loss effect of ablating the latent on its top examples
+    loss_effect_top: int = 20  # ... for this many of them (each costs two LM forwards of its row prefix)
     commit_every: int = 50  # commit the running state at least every N batches ...
     commit_seconds: float = 120.0  # ... or every this many seconds, whichever comes first
 
@@ -43,7 +44,7 @@ class IndexConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"index setting {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("window_before", "window_after", "n_logits", "n_neighbors"):
+        for name in ("window_before", "window_after", "n_logits", "n_neighbors", "loss_effect_top"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"index setting {name} must be >= 0, got {getattr(self, name)}")
         if self.context_size < 2:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from app.index.activations import encode_pairs, keep_mask, prepare_input
+from app.index.activations import encode_chunk, encode_pairs, keep_mask, prepare_input
 from app.index.config import IndexConfig
 from app.index.state import IndexState, interval_samples
 from app.lm.hooks import capture, intervene
@@ -64,30 +64,38 @@ def window_index(pos: torch.Tensor, cfg: IndexConfig) -> tuple[torch.Tensor, tor
 
 @torch.no_grad()
 def window_values(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], rows: dict[int, list[int]],
-                  ex: ExampleSet, cfg: IndexConfig, norm_ref: float | None, chunk: int = 2048):
-    """(token ids [E, W] int64 with −1 padding, values [E, W] float32) of every example window."""
+                  ex: ExampleSet, cfg: IndexConfig, norm_ref: float | None):
+    """(token ids [E, W] int64 with −1 padding, values [E, W] float32) of every example window.
+
+    Rows are re-run in batches and encoded latent chunk by latent chunk; each example gathers its window.
+    """
     row, idx, valid = window_index(ex.pos, cfg)
     n_ex, width = idx.shape
     tok = torch.full((n_ex, width), -1, dtype=torch.long)
     vals = torch.zeros((n_ex, width), dtype=torch.float32)
-    order = torch.argsort(row, stable=True)
     uniq = torch.unique(row).tolist()
     dev = sae.device
+    local = torch.full((int(row.max()) + 1 if n_ex else 1,), -1, dtype=torch.long)
     for b in range(0, len(uniq), cfg.batch_contexts):
         batch_rows = uniq[b:b + cfg.batch_contexts]
         ids = torch.tensor([rows[r] for r in batch_rows], dtype=torch.long)
         h = capture(lm, ids, None, *hook)
         keep = keep_mask(lm, ids, h, cfg.outlier_factor, norm_ref)
-        x = prepare_input(sae, h)
-        local = torch.full((int(row.max()) + 1,), -1, dtype=torch.long)
+        x = prepare_input(sae, h.reshape(-1, h.shape[-1]))
         local[torch.tensor(batch_rows)] = torch.arange(len(batch_rows))
-        sel = order[(local[row[order]] >= 0)]
-        for c in range(0, sel.numel(), chunk):
-            e = sel[c:c + chunk]
+        in_batch = (local[row] >= 0).nonzero(as_tuple=True)[0]
+        for lo in range(0, sae.d_sae, cfg.latent_chunk):
+            hi = min(lo + cfg.latent_chunk, sae.d_sae)
+            e = in_batch[(ex.latent[in_batch] >= lo) & (ex.latent[in_batch] < hi)]
+            if e.numel() == 0:
+                continue
+            f = encode_chunk(sae, x, lo, hi).view(len(batch_rows), cfg.context_size, hi - lo)
             lr, ix = local[row[e]].view(-1, 1).to(dev), idx[e].to(dev)
-            f = encode_pairs(sae, x[lr, ix], ex.latent[e].to(dev)) * keep[lr, ix]
-            vals[e] = (f.float().cpu() * valid[e])
-            tok[e] = torch.where(valid[e], ids[lr.cpu(), ix.cpu()], torch.full_like(ix.cpu(), -1))
+            got = f[lr, ix, (ex.latent[e] - lo).view(-1, 1).to(dev)] * keep[lr, ix]
+            vals[e] = got.float().cpu() * valid[e]
+        lr_all = local[row[in_batch]].view(-1, 1)
+        tok[in_batch] = torch.where(valid[in_batch], ids[lr_all, idx[in_batch]], -1)
+        local[torch.tensor(batch_rows)] = -1
     return tok, vals
 
 

@@ -43,8 +43,9 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
     log.info("re-running %d rows for %d example windows", len(rows), ex.pos.numel())
     tok, vals = window_values(lm, sae, hook, rows, ex, cfg, norm_ref)
     loss = torch.full_like(vals, float("nan"))
-    if cfg.loss_effects and bool(ex.is_top.any()):
-        loss[ex.is_top] = loss_effects(lm, sae, hook, rows, _subset(ex, ex.is_top), cfg)
+    chosen = ex.is_top & (ex.group < cfg.loss_effect_top)
+    if cfg.loss_effects and bool(chosen.any()):
+        loss[chosen] = loss_effects(lm, sae, hook, rows, _subset(ex, chosen), cfg)
     w_dec = sae.W_dec.detach() / sae.input_scale
     logits = logit_effects(lm, w_dec, cfg.n_logits)
     nbr_ids, nbr_cos = decoder_neighbors(w_dec, cfg.n_neighbors)
