@@ -29,9 +29,10 @@ import torch
 
 from app.sae.jumprelu import rectangle
 
-# Above this fraction of (token, latent) pairs in A ∪ N, the dense reference path is faster (measured with
-# benchmarks/train_throughput.py on the dev CPU: the crossover is near 10 %; early training, when ~half the
-# latents fire, always runs dense). `JumpReLUSAE.forward` uses it to dispatch.
+# Above this fraction of active (token, latent) pairs, `JumpReLUSAE.forward` trains on the dense reference
+# path. Measured on the dev CPU (768 × 16384, 1024 tokens, full steps, same run): sparse/dense step-time
+# speedup 3.1× at 0.4 %, 1.7× at 2 %, 1.4× at 5 %, 0.9× at 10 %, 0.4× at 20 %. Early training, when about
+# half the latents fire, therefore runs dense; a trained SAE (L0 ≪ 5 % of d_sae) runs sparse.
 SPARSE_MAX_DENSITY = 0.05
 
 
