@@ -141,6 +141,20 @@ class LatentStats:
         last = torch.where(rows, idx, torch.full_like(idx, -1)).amax(0).cpu()
         self.since_fired = torch.where(fired, n - 1 - last, self.since_fired + n)
 
+    def update_counts(self, counts: torch.Tensor, n: int) -> None:
+        """Cheaper update from per-latent fire counts of a batch of `n` tokens (training loop).
+
+        Dead status is tracked at batch granularity: a latent that fired anywhere in the batch counts as
+        having fired at its last token.
+        """
+        if n <= 0:
+            return
+        c = counts.detach().to(torch.float64).cpu()
+        self.fire_counts += c
+        self.active_total += float(c.sum())
+        self.tokens += n
+        self.since_fired = torch.where(c > 0, torch.zeros_like(self.since_fired), self.since_fired + n)
+
     def merge(self, other: LatentStats) -> None:
         """Fold another shard's statistics in (dead status: fired recently on either shard)."""
         if other.d_sae != self.d_sae:

@@ -1,0 +1,200 @@
+"""TrainConfig: every knob of SAE training in one validated, documented dataclass (saved as train_config.json).
+
+Defaults follow SPEC §2 (Gemma Scope / "Jumping Ahead") for long runs. Short runs differ only through
+rules that depend on the run length (see `schedule()` and README "Training"):
+- warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp);
+- `lr=None` means auto: max(7e-5, min(1e-2, 3 / steps)) — the paper's 7e-5 for runs of ≥ 43k steps;
+- `threshold_lr=None` means auto: max(lr, 10 / steps), so log θ can travel ~10 nats (θ init 0.001 → the
+  scale of the pre-activations) even in a few hundred Adam steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from app.lm.hooks import HOOK_KINDS
+
+CONFIG_FILE = "train_config.json"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Run-length dependent numbers derived from a TrainConfig (what the trainer actually uses)."""
+
+    total_steps: int  # optimiser steps = tokens // batch_size
+    lr: float  # peak learning rate of the weights
+    threshold_lr: float  # peak learning rate of log θ
+    lr_warmup: int  # steps of linear LR warm-up
+    lr_decay_start: int  # step where the linear decay to 0 begins
+    l0_warmup: int  # steps of the λ warm-up (λ mode) or the target-L0 ramp (target mode)
+    dead_window: int  # N tokens of "dead = never active over the last N tokens"
+    log_every: int  # steps between metrics lines
+    checkpoint_every: int  # steps between checkpoints (0: only the final save)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines an SAE training run. Validated on construction; bad values raise ValueError."""
+
+    # --- where the activations come from: an LM + corpus, or an activation file ----------------------------
+    model: str | None = None  # HF model folder or hub id to harvest activations from
+    hook: str = "resid_post"  # hook kind: resid_pre | resid_post | attn_out | mlp_out
+    layer: int | None = None  # block index of the hook
+    corpus: str | None = None  # text/.jsonl/.parquet file or folder, or hf:NAME[:split]
+    context_size: int | None = None  # tokens per context; None: min(1024, the model's max positions)
+    lm_batch_size: int = 8  # contexts per LM forward pass while harvesting
+    lm_dtype: str | None = None  # LM dtype; None: bf16 on CUDA, float32 on CPU
+    activations: str | None = None  # safetensors file with `activations` [N, d_in] (instead of model+corpus)
+    activation_cache: str | None = None  # folder of harvested activation shards, reused across a sweep
+    buffer_tokens: int = 262_144  # mixing-buffer size: activations are shuffled within blocks of this many tokens
+    # --- the SAE ----------------------------------------------------------------------------------------
+    d_sae: int = 0  # number of latents (required)
+    d_in: int | None = None  # expected activation width; None: taken from the data (a mismatch is an error)
+    threshold_init: float = 0.001  # θ at init, in normalised units
+    bandwidth: float = 0.001  # ε of the straight-through θ gradient, in normalised units
+    normalize: bool = True  # scale inputs by one scalar so E‖x‖² = 1 (folded into the weights when saving)
+    norm_tokens: int = 65_536  # sample size for estimating that scalar
+    # --- sparsity: exactly one of the two -------------------------------------------------------------------
+    l0_coefficient: float | None = None  # λ of loss = mse + λ·L0 (after its warm-up)
+    target_l0: float | None = None  # target mean L0; λ is then adapted by a controller (see schedule.py)
+    l0_warmup_steps: int = 10_000  # λ warm-up from 0 (λ mode) / target ramp from dense (target mode)
+    l0_warmup_fraction: float = 0.2  # short runs: the L0 warm-up is at most this fraction of the run
+    controller_rate: float = 0.1  # target mode: per-step gain of log λ on log(L0 / target), clipped to ±1
+    # --- optimisation ------------------------------------------------------------------------------------
+    tokens: int = 0  # training tokens in total (required); steps = tokens // batch_size
+    batch_size: int = 4096  # tokens per optimiser step (global, over all ranks)
+    lr: float | None = None  # peak LR; None: auto (7e-5 for long runs, higher for short ones)
+    threshold_lr: float | None = None  # peak LR of log θ; None: auto (max(lr, 10 / steps))
+    lr_warmup_steps: int = 1_000  # linear LR warm-up
+    lr_warmup_fraction: float = 0.05  # short runs: the LR warm-up is at most this fraction of the run
+    lr_decay_fraction: float = 0.2  # linear decay to 0 over this last fraction of the run
+    adam_beta1: float = 0.0  # Adam β1
+    adam_beta2: float = 0.999  # Adam β2
+    adam_eps: float = 1e-8  # Adam ε
+    grad_clip: float = 1.0  # max global grad norm (0 disables clipping)
+    # --- runtime -----------------------------------------------------------------------------------------
+    out: str = ""  # output SAE folder (required)
+    resume: bool = False  # continue from the latest checkpoint in `out`
+    device: str | None = None  # "cpu", "cuda", "cuda:1"; None: CUDA when present
+    autocast: bool | None = None  # bf16 autocast of the SAE forward; None: on for CUDA, off on CPU
+    seed: int = 0  # seeds init, shuffling and everything random
+    log_every: int | None = None  # steps between metrics lines; None: min(100, steps // 20), at least 1
+    checkpoint_every: int | None = None  # steps between checkpoints; None: min(1000, steps // 4); 0: never
+    keep_checkpoints: int = 2  # checkpoints kept on disk (the newest and the one before it)
+    dead_window: int | None = None  # N of "dead over the last N tokens"; None: min(10M, tokens // 4)
+    progress: bool = True  # tqdm progress bar (rank 0 only)
+
+    def __post_init__(self) -> None:
+        self._check_source()
+        self._check_numbers()
+
+    # --- validation --------------------------------------------------------------------------------------
+    def _check_source(self) -> None:
+        has_lm = self.model is not None or self.corpus is not None
+        if self.activations is not None and has_lm:
+            raise ValueError("give either --activations FILE or --model/--corpus, not both")
+        if self.activations is None:
+            if not self.model or not self.corpus:
+                raise ValueError("give --activations FILE, or --model M with --corpus PATH (and --layer L)")
+            if self.layer is None:
+                raise ValueError("--layer is required when harvesting from a model")
+            if self.hook not in HOOK_KINDS:
+                raise ValueError(f"unknown --hook {self.hook!r}; choose one of {', '.join(HOOK_KINDS)}")
+            if self.layer < 0:
+                raise ValueError(f"--layer must be >= 0, got {self.layer}")
+        if self.activation_cache is not None and self.activations is not None:
+            raise ValueError("--activation-cache only applies when harvesting from a model")
+        if not self.out:
+            raise ValueError("--out DIR is required")
+
+    def _check_numbers(self) -> None:
+        if (self.l0_coefficient is None) == (self.target_l0 is None):
+            raise ValueError("give exactly one of --l0-coefficient or --target-l0")
+        checks: list[tuple[bool, str]] = [
+            (self.d_sae > 0, f"--d-sae must be a positive integer, got {self.d_sae}"),
+            (self.d_in is None or self.d_in > 0, f"--d-in must be positive, got {self.d_in}"),
+            (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
+            (self.tokens >= self.batch_size,
+             f"--tokens must be at least one batch ({self.batch_size}), got {self.tokens}"),
+            (self.l0_coefficient is None or (math.isfinite(self.l0_coefficient) and self.l0_coefficient >= 0),
+             f"--l0-coefficient must be a finite number >= 0, got {self.l0_coefficient}"),
+            (self.target_l0 is None or (math.isfinite(self.target_l0) and 0 < self.target_l0 < self.d_sae),
+             f"--target-l0 must be in (0, d_sae={self.d_sae}), got {self.target_l0}"),
+            (self.lr is None or 0 < self.lr <= 1, f"--lr must be in (0, 1], got {self.lr}"),
+            (self.threshold_lr is None or 0 < self.threshold_lr <= 1,
+             f"--threshold-lr must be in (0, 1], got {self.threshold_lr}"),
+            (0 < self.threshold_init < 1e6, f"--threshold-init must be > 0, got {self.threshold_init}"),
+            (0 < self.bandwidth < 1e6, f"--bandwidth must be > 0, got {self.bandwidth}"),
+            (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "Adam betas must be in [0, 1)"),
+            (0 < self.adam_eps < 1, f"--adam-eps must be in (0, 1), got {self.adam_eps}"),
+            (self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}"),
+            (self.lr_warmup_steps >= 0 and self.l0_warmup_steps >= 0, "warm-up steps must be >= 0"),
+            (0 <= self.lr_warmup_fraction <= 1 and 0 <= self.l0_warmup_fraction <= 1,
+             "warm-up fractions must be in [0, 1]"),
+            (0 <= self.lr_decay_fraction <= 1, f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}"),
+            (self.controller_rate > 0, f"--controller-rate must be > 0, got {self.controller_rate}"),
+            (self.buffer_tokens > 0, f"--buffer-tokens must be positive, got {self.buffer_tokens}"),
+            (self.norm_tokens > 0, f"--norm-tokens must be positive, got {self.norm_tokens}"),
+            (self.lm_batch_size > 0, f"--lm-batch-size must be positive, got {self.lm_batch_size}"),
+            (self.context_size is None or self.context_size >= 2,
+             f"--context-size must be >= 2, got {self.context_size}"),
+            (self.log_every is None or self.log_every > 0, f"--log-every must be positive, got {self.log_every}"),
+            (self.checkpoint_every is None or self.checkpoint_every >= 0,
+             f"--checkpoint-every must be >= 0, got {self.checkpoint_every}"),
+            (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}"),
+            (self.dead_window is None or self.dead_window > 0,
+             f"--dead-window must be positive, got {self.dead_window}"),
+            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    # --- derived numbers -------------------------------------------------------------------------------------
+    def schedule(self) -> Schedule:
+        """The run-length dependent schedule (warm-ups scaled down for short runs, auto learning rates)."""
+        steps = max(1, self.tokens // self.batch_size)
+        lr = self.lr if self.lr is not None else max(7e-5, min(1e-2, 3.0 / steps))
+        threshold_lr = self.threshold_lr if self.threshold_lr is not None else max(lr, min(0.1, 10.0 / steps))
+        lr_warmup = min(self.lr_warmup_steps, math.ceil(self.lr_warmup_fraction * steps))
+        l0_warmup = min(self.l0_warmup_steps, math.ceil(self.l0_warmup_fraction * steps))
+        decay_start = steps - int(self.lr_decay_fraction * steps)
+        dead = self.dead_window if self.dead_window is not None else max(1, min(10_000_000, self.tokens // 4))
+        log_every = self.log_every if self.log_every is not None else max(1, min(100, steps // 20))
+        ckpt = self.checkpoint_every if self.checkpoint_every is not None else max(1, min(1000, steps // 4))
+        return Schedule(steps, lr, threshold_lr, lr_warmup, decay_start, l0_warmup, dead, log_every, ckpt)
+
+    # --- persistence -----------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field, plus the derived schedule under `_schedule`."""
+        data = asdict(self)
+        data["_schedule"] = asdict(self.schedule())
+        return data
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write train_config.json into `folder` atomically."""
+        from app.training.checkpoint import atomic_write_text
+
+        path = Path(folder) / CONFIG_FILE
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from `to_json` output (unknown keys such as `_schedule` are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> TrainConfig:
+        """Read train_config.json from a folder."""
+        path = Path(folder) / CONFIG_FILE
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read training config ({e})") from None

@@ -1,0 +1,101 @@
+"""Data-parallel plumbing over torch.distributed (torchrun): NCCL on GPU, gloo on CPU.
+
+Gradients are averaged with one all-reduce of a flattened buffer per step (no DDP wrapper: the SAE uses
+custom autograd functions and a decoder-gradient projection that must see the averaged gradient).
+Without torchrun (WORLD_SIZE unset or 1) everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from app.config import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistContext:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # True when we initialised the process group (and must destroy it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """In-place sum over ranks (returns t)."""
+        if self.enabled:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def all_reduce_floats(self, *values: float) -> list[float]:
+        """Sum a few Python floats over ranks (float64)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
+        return self.all_reduce_sum(t).tolist()
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Replace each .grad by its mean over ranks (one flattened all-reduce)."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world
+        pos = 0
+        for g in grads:
+            g.copy_(flat[pos: pos + g.numel()].view_as(g))
+            pos += g.numel()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def broadcast_error(self, message: str | None) -> str | None:
+        """Share the first rank's error message (or None) so every rank fails the same way."""
+        if not self.enabled:
+            return message
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if dist.is_initialized() and dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device: str | None = None) -> DistContext:
+    """Join the torchrun job described by RANK/WORLD_SIZE/LOCAL_RANK, or return a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(device=resolve_device(device))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+        owns = True
+    log.info("rank %d/%d on %s (%s)", rank, world, dev, backend)
+    return DistContext(rank=rank, world=world, device=dev, owns_group=owns)

@@ -1,0 +1,290 @@
+"""The training loop (SPEC §2): Adam on fp32 master weights, decoder constraint, λ or target-L0 control,
+metrics lines, exact-resume checkpoints, and the final native SAE folder.
+
+Entry point: `train(config) -> Path` (the SAE folder). Works single-process or under torchrun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from app.sae import JumpReLUSAE
+from app.training.checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    restore_rng,
+    rng_tensors,
+    save_checkpoint,
+)
+from app.training.config import CONFIG_FILE, TrainConfig
+from app.training.data import DataPlan, build_data
+from app.training.distributed import DistContext, init_distributed
+from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none
+from app.training.schedule import L0Controller, lr_factor, warmed_lambda
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+# Fields that must match between a run and its --resume (the rest, e.g. logging cadence, may change).
+_RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
+                "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens")
+
+
+def train(config: TrainConfig) -> Path:
+    """Train an SAE as `config` says and return its folder (loadable with `app.sae.load_sae`)."""
+    dist = init_distributed(config.device)
+    try:
+        return Trainer(config, dist).run()
+    finally:
+        dist.close()
+
+
+def check_output(config: TrainConfig) -> Path | None:
+    """Validate --out/--resume before any work; returns the checkpoint to resume from (or None)."""
+    out = Path(config.out)
+    if config.resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out}/checkpoints to resume from")
+        saved = json.loads((ckpt / CONFIG_FILE).read_text())
+        for key in _RESUME_KEYS:
+            if saved.get(key) != getattr(config, key):
+                raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used "
+                                 f"{saved.get(key)!r}")
+        return ckpt
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out} already exists; pick a new folder or pass --resume")
+    return None
+
+
+class Trainer:
+    """One training run. Build with a validated config; `run()` does everything and returns the folder."""
+
+    def __init__(self, config: TrainConfig, dist: DistContext) -> None:
+        self.config, self.dist = config, dist
+        self.sched = config.schedule()
+        self.out = Path(config.out)
+        self.device = dist.device
+        self.use_autocast = self.device.type == "cuda" and config.autocast is not False
+
+    # --- set-up ----------------------------------------------------------------------------------------------
+    def _prepare(self) -> tuple[DataPlan, Path | None]:
+        """All checks that can fail on bad input, in the order cheapest first; nothing is written here."""
+        ckpt = check_output(self.config)
+        plan = build_data(self.config, self.dist)
+        if self.config.d_in is not None and self.config.d_in != plan.d_in:
+            raise ValueError(f"--d-in {self.config.d_in} does not match the activations' width {plan.d_in}")
+        if ckpt is not None:
+            saved_d_in = TrainConfig.load(ckpt).d_in
+            if saved_d_in is not None and saved_d_in != plan.d_in:
+                raise ValueError(f"--resume: activations have d_in {plan.d_in}, the checkpoint {saved_d_in}")
+        return plan, ckpt
+
+    def _build_sae(self, plan: DataPlan) -> JumpReLUSAE:
+        c = self.config
+        meta = {k: v for k, v in plan.metadata.items() if v is not None}
+        meta["trained_with"] = "jumpscope"
+        sae = JumpReLUSAE.create(plan.d_in, c.d_sae, threshold=c.threshold_init, seed=c.seed,
+                                 bandwidth=c.bandwidth, metadata=meta)
+        return sae.to(self.device)
+
+    def _input_scale(self, plan: DataPlan) -> float:
+        """s with E‖s·x‖² = 1 on the first `norm_tokens` rows of block 0 (summed over ranks)."""
+        if not self.config.normalize:
+            return 1.0
+        src = plan.buffer.source
+        n = min(self.config.norm_tokens, src.block_size(0))
+        x = src.rows(0, torch.arange(n)).double()
+        total, count = self.dist.all_reduce_floats(float(x.pow(2).sum()), float(x.shape[0]))
+        mean_sq = total / max(count, 1.0)
+        if not mean_sq > 0:
+            raise ValueError("activations are all zero; cannot normalise them")
+        return 1.0 / math.sqrt(mean_sq)
+
+    def _optimizer(self, sae: JumpReLUSAE) -> torch.optim.Adam:
+        c = self.config
+        weights = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+        return torch.optim.Adam(
+            [{"params": weights, "lr": self.sched.lr}, {"params": [sae.log_threshold], "lr": self.sched.threshold_lr}],
+            betas=(float(c.adam_beta1), float(c.adam_beta2)), eps=c.adam_eps,
+        )
+
+    # --- the loop --------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        c, sched, dist = self.config, self.sched, self.dist
+        plan, ckpt = self._prepare()
+        torch.manual_seed(c.seed)
+        sae = self._build_sae(plan)
+        opt = self._optimizer(sae)
+        controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 else None
+        stats = LatentStats(c.d_sae, dead_window=sched.dead_window)
+        final_stats = LatentStats(c.d_sae, dead_window=sched.dead_window)  # densities for sparsity.safetensors
+        start = 0
+        if ckpt is not None:
+            start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats)
+        else:
+            sae.input_scale.fill_(self._input_scale(plan))
+        config_json = json.dumps(self.config.to_json() | {"d_in": plan.d_in}, indent=2, sort_keys=True)
+        if dist.is_main:  # every check passed: now the output folder appears
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / CONFIG_FILE, config_json)
+            self._trim_metrics(start)
+        plan.commit(dist.is_main)
+        dist.barrier()
+
+        weights = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.log_threshold]
+        interval = _Interval(c.d_sae)
+        bar = tqdm(total=sched.total_steps, initial=start, disable=not (c.progress and dist.is_main),
+                   desc="train", unit="step", dynamic_ncols=True)
+        t0 = time.time()
+        for step in range(start, sched.total_steps):
+            x = plan.buffer.next_batch().to(self.device, non_blocking=True)
+            factor = lr_factor(step, sched)
+            opt.param_groups[0]["lr"] = sched.lr * factor
+            opt.param_groups[1]["lr"] = sched.threshold_lr * factor
+            lam = controller.lam if controller else warmed_lambda(step, c.l0_coefficient, sched.l0_warmup)
+            with self._autocast():
+                out = sae(x, lam)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            dist.average_gradients(weights)
+            self._constrain_decoder_grad(sae)
+            if c.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(weights, c.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
+            n_global = c.batch_size
+            l0_batch = float(counts.sum()) / n_global
+            stats.update_counts(counts, n_global)
+            if step >= sched.lr_decay_start:
+                final_stats.update_counts(counts, n_global)
+            if controller:
+                controller.update(step, l0_batch)
+            interval.add(out, x, l0_batch)
+            done = step + 1
+            bar.update(1)
+            if done % sched.log_every == 0 or done == sched.total_steps:
+                record = interval.flush(dist) | {
+                    "step": done, "total_steps": sched.total_steps, "tokens": done * c.batch_size,
+                    "dead_fraction": stats.dead_fraction(), "dead_window": sched.dead_window,
+                    "dense_fraction": finite_or_none(stats.dense_fraction()), "lambda": lam,
+                    "lr": sched.lr * factor, "threshold_lr": sched.threshold_lr * factor,
+                    "l0_target": controller.target_at(step) if controller else None,
+                    "elapsed_s": round(time.time() - t0, 3),
+                }
+                bar.set_postfix(l0=f"{record['l0']:.1f}", fvu=f"{record['fvu'] or float('nan'):.3f}")
+                if dist.is_main:
+                    self._log_metrics(record)
+            if sched.checkpoint_every and done % sched.checkpoint_every == 0 and done < sched.total_steps:
+                self._checkpoint(done, sae, opt, plan, controller, stats, final_stats, config_json)
+        bar.close()
+        if dist.is_main:
+            self._save_final(sae, final_stats if final_stats.tokens else stats)
+        dist.barrier()
+        return self.out
+
+    def _autocast(self):
+        if self.use_autocast:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @staticmethod
+    @torch.no_grad()
+    def _constrain_decoder_grad(sae: JumpReLUSAE) -> None:
+        """Remove the gradient component parallel to each (unit-norm) W_dec row before the update."""
+        g, w = sae.W_dec.grad, sae.W_dec
+        if g is not None:
+            g.sub_((g * w).sum(1, keepdim=True) * w)
+
+    # --- outputs ---------------------------------------------------------------------------------------------
+    def _log_metrics(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+        log.debug("step %s: %s", record["step"], record)
+
+    def _trim_metrics(self, step: int) -> None:
+        """On resume, drop metrics lines logged after the checkpoint (they will be logged again)."""
+        path = self.out / METRICS_FILE
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+    def _save_final(self, sae: JumpReLUSAE, stats: LatentStats) -> None:
+        """Native SAE files (normalisation folded) moved into --out next to metrics and checkpoints."""
+        sae = sae.float().cpu()
+        tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=self.out))
+        try:
+            sae.save(str(tmp / "sae"), sparsity=stats.log10_density().float())
+            for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json"):  # cfg.json last
+                os.replace(tmp / "sae" / name, self.out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("saved SAE to %s", self.out)
+
+    def _checkpoint(self, step, sae, opt, plan, controller, stats, final_stats, config_json) -> None:
+        if not self.dist.is_main:
+            return
+        opt_t, opt_meta = optimizer_tensors(opt)
+        tensors = {f"sae.{k}": v for k, v in sae.state_dict().items()} | opt_t | rng_tensors()
+        tensors |= {f"stats.{k}": v for k, v in stats.state_dict().items()}
+        tensors |= {f"final_stats.{k}": v for k, v in final_stats.state_dict().items()}
+        state = {"step": step, "tokens": step * self.config.batch_size, "buffer": plan.buffer.state_dict(),
+                 "controller": controller.state_dict() if controller else None, "optimizer": opt_meta}
+        save_checkpoint(self.out, step, tensors, state, config_json, keep=self.config.keep_checkpoints)
+
+    def _restore(self, ckpt, sae, opt, plan, controller, stats, final_stats) -> int:
+        tensors, state = load_checkpoint(ckpt)
+        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+        load_optimizer_tensors(opt, tensors, state["optimizer"])
+        stats.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("stats.")})
+        final_stats.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("final_stats.")})
+        if controller and state.get("controller"):
+            controller.load_state_dict(state["controller"])
+        plan.buffer.load_state_dict(state["buffer"])
+        restore_rng(tensors)
+        log.info("resumed from %s (step %d)", ckpt, state["step"])
+        return int(state["step"])
+
+
+class _Interval:
+    """Averages over the steps between two metrics lines (FVU with the interval's global mean)."""
+
+    def __init__(self, d_sae: int) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.n, self.loss, self.mse, self.l0 = 0, 0.0, 0.0, 0.0
+        self.fvu = FVUAccumulator()
+
+    def add(self, out, x: torch.Tensor, l0_batch: float) -> None:
+        self.n += 1
+        self.loss += float(out.loss.detach())
+        self.mse += float(out.mse.detach())
+        self.l0 += l0_batch
+        self.fvu.update(x.float(), out.x_hat.detach().float())
+
+    def flush(self, dist: DistContext) -> dict:
+        loss, mse, sse, var = dist.all_reduce_floats(self.loss, self.mse, self.fvu.sse, self.fvu.total_variance)
+        n = max(self.n, 1) * dist.world
+        rec = {"loss": loss / n, "mse": mse / n, "l0": self.l0 / max(self.n, 1),
+               "fvu": finite_or_none(sse / var) if var > 0 else None}
+        self.reset()
+        return rec
