@@ -51,6 +51,25 @@ class Document:
 # animals, foods, vehicles, clothes, colours and weather alike). Rigid templates would let an SAE learn one
 # latent per (concept, template slot) instead of one per concept.
 NOUNS = ("animal", "food", "vehicle", "clothing", "thing")
+# Each noun concept has its own verbs (before it) and its own tails (after it as a subject), and each emotion
+# valence its own tails, so the LM has a reason to tell the concepts apart while the words inside a concept
+# stay interchangeable.
+NOUN_VERBS = {
+    "animal": ("fed", "chased", "petted", "followed"),
+    "food": ("ate", "cooked", "tasted", "shared"),
+    "vehicle": ("drove", "rode", "parked", "fixed"),
+    "clothing": ("wore", "washed", "folded", "mended"),
+    "thing": VERBS_PAST,
+}
+NOUN_TAILS = {
+    "animal": ("slept", "ran away", "barked", "hid"),
+    "food": ("tasted good", "went cold", "smelled sweet"),
+    "vehicle": ("drove off", "broke down", "honked"),
+    "clothing": ("fit well", "got wet", "was torn"),
+    "thing": ("fell over", "was new", "stood there"),
+}
+EMOTION_TAILS = {"positive_emotion": ("and smiled", "and laughed", "and sang"),
+                 "negative_emotion": ("and cried", "and frowned", "and sighed")}
 PREPOSITIONS = {
     "place": ("in", "to", "from", "near", "outside"),
     "weekday": ("on", "by", "before", "after", "until"),
@@ -74,21 +93,19 @@ class _Grammar:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
 
-    def noun_phrase(self, capital: bool = False) -> str:
+    def noun_phrase(self, capital: bool = False, noun: str | None = None) -> str:
         r = self.rng
-        noun = "{" + r.choice(NOUNS) + "}"
+        noun = "{" + (noun or r.choice(NOUNS)) + "}"
         adj = ""
         if r.random() < 0.35:
             adj = "{colour} and {colour} " if r.random() < 0.15 else "{colour} "
         if r.random() < 0.15 and not capital:  # number words stay lower-case: never sentence-initial
-            det = "{number}"
-        else:
-            det = r.choice(DETERMINERS)
-            det = det.capitalize() if capital else det
-        return f"{det} {adj}{noun}"
+            return f"{{number}} of the {adj}{noun}"
+        det = r.choice(DETERMINERS)
+        return f"{det.capitalize() if capital else det} {adj}{noun}"
 
     def subject(self, capital: bool = True) -> str:
-        return "{name}" if self.rng.random() < 0.4 else self.noun_phrase(capital=capital)
+        return "{name}" if self.rng.random() < 0.4 else self.noun_phrase(capital=capital, noun="animal")
 
     def adverbials(self, most: int = 2) -> str:
         out = ""
@@ -100,12 +117,24 @@ class _Grammar:
     def predicate(self) -> str:
         r = self.rng.random()
         if r < 0.55:
-            return "{verb} " + self.noun_phrase()
+            noun = self.rng.choice(NOUNS)
+            return f"{self.rng.choice(NOUN_VERBS[noun])} {self.noun_phrase(noun=noun)}"
         if r < 0.85:
-            return "{linking} {" + self.rng.choice(("positive_emotion", "negative_emotion", "colour")) + "}"
+            concept = self.rng.choice(("positive_emotion", "negative_emotion", "colour"))
+            tail = ""
+            if concept in EMOTION_TAILS:
+                tail = " " + self.rng.choice(EMOTION_TAILS[concept])
+            return "{linking} {" + concept + "}" + tail
         return "went" + f" {self.rng.choice(PREPOSITIONS['place'])} {{place}}"
 
     def clause(self) -> str:
+        r = self.rng.random()
+        if r < 0.2:  # a noun or the weather as the subject, with a tail that only it takes
+            noun = self.rng.choice(NOUNS)
+            tail = self.rng.choice(NOUN_TAILS[noun])
+            return f"{self.noun_phrase(capital=True, noun=noun)} {tail}{self.adverbials(1)}"
+        if r < 0.28:
+            return f"The {{weather}} {self.rng.choice(('came', 'cleared', 'returned'))}{self.adverbials(1)}"
         return f"{self.subject()} {self.predicate()}{self.adverbials()}"
 
     def question(self) -> str:

@@ -1,0 +1,112 @@
+"""The demo bundle in the cache directory: find it, or build it atomically when it is missing.
+
+Layout of `<cache>/demo/`: `model/` (HF folder), `sae/` (native SAE folder with train_config.json,
+metrics.jsonl, eval.json and index.db), `corpus/` (train/val JSONL), `eval_docs.jsonl` (labelled documents),
+`lm_metrics.json`, `report.json`, `build.json`. The folder is built as a temporary sibling and renamed into
+place, so it is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.demo.build import BUILD_FILE, MODEL_DIR, REPORT_FILE, SAE_DIR, BuildConfig, Progress, build_bundle
+
+log = logging.getLogger(__name__)
+
+DEMO_NAME = "demo"
+SMALL_NAME = "demo-small"
+
+
+@dataclass(frozen=True)
+class DemoBundle:
+    """Paths of a complete demo bundle."""
+
+    root: Path
+    model_dir: Path
+    sae_dir: Path
+    report_path: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike) -> DemoBundle:
+        root = Path(root)
+        return cls(root, root / MODEL_DIR, root / SAE_DIR, root / REPORT_FILE)
+
+    def is_complete(self) -> bool:
+        """True when every part the app and the report need is present."""
+        needed = (self.model_dir / "config.json", self.sae_dir / "cfg.json", self.sae_dir / "eval.json",
+                  self.sae_dir / "index.db", self.report_path, self.root / BUILD_FILE)
+        return all(p.exists() for p in needed)
+
+
+def default_cache_dir() -> Path:
+    """$JUMPSCOPE_CACHE, else ~/.cache/jumpscope."""
+    env = os.environ.get("JUMPSCOPE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "jumpscope"
+
+
+def bundle_root(cache_dir: str | os.PathLike | None = None, small: bool = False) -> Path:
+    """Where the (small) demo bundle lives in a cache directory."""
+    return Path(cache_dir or default_cache_dir()).expanduser() / (SMALL_NAME if small else DEMO_NAME)
+
+
+def _log_progress(message: str, fraction: float) -> None:
+    log.info("demo build %3.0f%%: %s", 100 * fraction, message)
+
+
+def ensure_demo(cache_dir: str | os.PathLike | None = None, progress: Progress | None = None,
+                small: bool = False) -> DemoBundle:
+    """The demo bundle in `cache_dir`, built first when it is missing or incomplete.
+
+    `progress(message, fraction)` is called during a build (default: log lines).
+    """
+    bundle = DemoBundle.at(bundle_root(cache_dir, small))
+    if bundle.is_complete():
+        return bundle
+    log.info("building the demo bundle in %s (a few minutes on a CPU, once)", bundle.root)
+    return build_demo(cache_dir, progress=progress, small=small)
+
+
+def build_demo(cache_dir: str | os.PathLike | None = None, progress: Progress | None = None,
+               small: bool = False, config: BuildConfig | None = None) -> DemoBundle:
+    """(Re)build the bundle into a temporary sibling folder, then swap it into place."""
+    root = bundle_root(cache_dir, small)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    cfg = config or (BuildConfig.small() if small else BuildConfig())
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+    try:
+        build_bundle(tmp, cfg, progress=progress or _log_progress, final_root=root)
+        _swap_into_place(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    bundle = DemoBundle.at(root)
+    log.info("demo bundle ready in %s (%.1f MB)", root, bundle_size(root) / 1e6)
+    return bundle
+
+
+def _swap_into_place(tmp: Path, root: Path) -> None:
+    """Rename `tmp` to `root`; an existing bundle is moved aside first and removed after the swap."""
+    old = None
+    if root.exists():
+        old = root.with_name(f".{root.name}.old-{os.getpid()}")
+        os.replace(root, old)
+    os.replace(tmp, root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def bundle_size(root: str | os.PathLike) -> int:
+    """Bytes on disk of every file under `root`."""
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def build_info(root: str | os.PathLike) -> dict:
+    """The build.json of a bundle (config, stage seconds, threads)."""
+    return json.loads((Path(root) / BUILD_FILE).read_text())
