@@ -42,12 +42,26 @@ def position_keys(latent: torch.Tensor, pos: torch.Tensor, seed: int = 0) -> tor
     return _mix32(x ^ (latent.long() & _M32))
 
 
-def group_rank(group: torch.Tensor, *keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sort entries by (group, *keys) ascending; return (order, sorted groups, rank of each within its group)."""
-    order = torch.arange(group.numel(), device=group.device)
-    for k in reversed(keys):
-        order = order[torch.argsort(k[order], stable=True)]
-    order = order[torch.argsort(group[order], stable=True)]
+def desc_key(values: torch.Tensor) -> torch.Tensor:
+    """An int64 in [0, 2**32) that sorts float32 values in descending order (−inf last)."""
+    b = values.float().contiguous().view(torch.int32).long() & _M32
+    asc = torch.where(b >= 0x80000000, (~b) & _M32, b | 0x80000000)
+    return _M32 - asc
+
+
+def group_rank(group: torch.Tensor, key: torch.Tensor, tiebreak: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sort entries by (group, key, tiebreak) ascending; return (order, sorted groups, rank within group).
+
+    `group` must lie in [0, 2**31) and `key` in [0, 2**32): one sort on group·2**32 + key suffices unless two
+    entries share both, which is rare, and then a stable pre-sort by `tiebreak` decides.
+    """
+    comp = (group << 32) | key
+    order = torch.argsort(comp, stable=True)
+    sc = comp[order]
+    if sc.numel() > 1 and bool((sc[1:] == sc[:-1]).any()):
+        pre = torch.argsort(tiebreak, stable=True)
+        order = pre[torch.argsort(comp[pre], stable=True)]
     g = group[order]
     idx = torch.arange(g.numel(), device=g.device)
     first = torch.ones_like(g, dtype=torch.bool)
@@ -136,7 +150,7 @@ def select_topk(lat: torch.Tensor, val: torch.Tensor, pos: torch.Tensor, n: int,
     out_pos = torch.full((n, k), -1, dtype=torch.long, device=val.device)
     keep = val > float("-inf")
     lat, val, pos = lat[keep], val[keep], pos[keep]
-    order, g, rank = group_rank(lat, -val, pos)
+    order, g, rank = group_rank(lat, desc_key(val), pos)
     ok = rank < k
     out_val[g[ok], rank[ok]] = val[order][ok].float()
     out_pos[g[ok], rank[ok]] = pos[order][ok]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from app.index.state import group_rank
+from app.index.state import desc_key, group_rank
 
 
 def greedy_windows(group: torch.Tensor, pos: torch.Tensor, val: torch.Tensor, separation: int,
@@ -21,7 +21,7 @@ def greedy_windows(group: torch.Tensor, pos: torch.Tensor, val: torch.Tensor, se
     Each round takes the best remaining entry of every group and drops the entries that overlap it, so the
     number of rounds is at most `limit` and the work shrinks as entries are taken or dropped.
     """
-    order, _, _ = group_rank(group, -val, pos)  # best first within each group
+    order, _, _ = group_rank(group, desc_key(val), pos)  # best first within each group
     idx, g, p = order, group[order], pos[order]
     taken: list[torch.Tensor] = []
     for _ in range(limit):

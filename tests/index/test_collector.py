@@ -90,3 +90,10 @@ def test_default_settings_match_brute_force():
     acts = synthetic_acts(n_rows=16, d=6, seed=5)
     st = run_collector(acts, cfg, [list(range(i, i + 4)) for i in range(0, 16, 4)]).state
     assert_matches_brute(st, acts, cfg)
+
+
+def test_desc_key_orders_floats_descending():
+    from app.index.state import desc_key
+
+    v = torch.tensor([0.5, float("-inf"), 3.0, 1e-8, 2.5, 1e30, -1.0, 0.0])
+    assert v[torch.argsort(desc_key(v))].tolist() == sorted(v.tolist(), reverse=True)
