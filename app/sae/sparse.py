@@ -36,10 +36,15 @@ from app.sae.jumprelu import rectangle
 SPARSE_MAX_DENSITY = 0.05
 
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
-    """CSR matrix from COO pairs already sorted by row (row-major, as `nonzero` returns them)."""
+def _crow(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """CSR row pointers of row indices already sorted (row-major, as `nonzero` returns them)."""
     crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
     torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=crow[1:])
+    return crow
+
+
+def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+    """CSR matrix [n_rows, n_cols] from row pointers, column indices and values."""
     with warnings.catch_warnings():  # "CSR support is in beta" is noise here
         warnings.simplefilter("ignore")
         return torch.sparse_csr_tensor(crow, cols, values, (n_rows, n_cols), check_invariants=False)
@@ -78,24 +83,23 @@ class SparseJumpReLULoss(torch.autograd.Function):
         else:
             pre = torch.addmm(b_enc, x_in, W_enc)
         # Candidates for A ∪ N (a superset), classified below with the reference's exact expressions.
-        rows, cols = (pre > theta - bandwidth).nonzero().unbind(1)
+        rows, cols = (pre > theta - bandwidth).nonzero().t().contiguous()  # contiguous: sorts/gathers are faster
         vals = pre[rows, cols]
-        th = theta[cols]
-        active = vals > th
-        a_rows, a_cols, a_vals = rows[active], cols[active], vals[active]
+        act = (vals > theta[cols]).nonzero().squeeze(1)  # positions of the active pairs among the candidates
+        a_rows, a_cols, a_vals = rows[act], cols[act], vals[act]
         # f = pre·H(pre − θ), written into pre's own buffer (no second [n, d_sae] allocation).
         f = pre.zero_()
         f[a_rows, a_cols] = a_vals
-        f_csr = _csr(a_rows, a_cols, a_vals, n, d_sae)
+        f_csr = _csr(_crow(a_rows, n), a_cols, a_vals, n, d_sae)
         x_hat = torch.sparse.mm(f_csr, W_dec).add_(b_dec)
         diff = x_hat - x_n
         mse = diff.pow(2).sum(-1).mean()
-        l0 = active.sum().to(pre.dtype) / n
+        l0 = torch.tensor(act.numel(), dtype=pre.dtype, device=pre.device) / n
 
         ctx.bandwidth = bandwidth
         ctx.n = n
         ctx.autocast_device = x_in.device.type
-        ctx.save_for_backward(x_in, W_enc, W_dec, theta, rows, cols, vals, active, diff)
+        ctx.save_for_backward(x_in, W_enc, W_dec, theta, rows, cols, vals, act, diff)
         ctx.set_materialize_grads(False)
         return x_hat, f, mse, l0
 
@@ -106,14 +110,14 @@ class SparseJumpReLULoss(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad_x_hat, grad_f, grad_mse, grad_l0):
-        x_in, W_enc, W_dec, theta, rows, cols, vals, active, diff = ctx.saved_tensors
+        x_in, W_enc, W_dec, theta, rows, cols, vals, act, diff = ctx.saved_tensors
         eps, n = ctx.bandwidth, ctx.n
         d_in, d_sae = W_enc.shape
         # g = ∂L/∂x̂ (dense [n, d_in], cheap).
         g_mse = torch.zeros_like(diff) if grad_mse is None else diff * (2.0 / n * grad_mse)
         g = g_mse if grad_x_hat is None else g_mse + grad_x_hat
         # ∂L/∂f on the candidate pairs: SDDMM g·W_decᵀ sampled at (rows, cols).
-        pattern = _csr(rows, cols, torch.zeros_like(vals), n, d_sae)
+        pattern = _csr(_crow(rows, n), cols, torch.zeros_like(vals), n, d_sae)
         gf = torch.sparse.sampled_addmm(pattern, g, W_dec.t(), beta=0.0).values()
         if grad_f is not None:
             gf = gf + grad_f[rows, cols]
@@ -127,20 +131,21 @@ class SparseJumpReLULoss(torch.autograd.Function):
         grad_theta = torch.zeros_like(theta).index_add_(0, cols, g_th)
 
         # pre: ∂L/∂pre = ∂L/∂f on active pairs, zero elsewhere.
-        a_rows, a_cols = rows[active], cols[active]
-        g_pre = gf[active]
-        f_vals = vals[active]
+        a_rows, a_cols = rows[act], cols[act]
+        g_pre = gf[act]
+        f_vals = vals[act]
         grad_b_enc = torch.zeros_like(theta).index_add_(0, a_cols, g_pre)
         # Transposed (latent-major) CSR of the active pairs serves both weight gradients.
         order = _col_order(a_cols)
         t_rows, t_cols = a_cols[order], a_rows[order]
-        grad_W_dec = torch.sparse.mm(_csr(t_rows, t_cols, f_vals[order], d_sae, n), g)
+        t_crow = _crow(t_rows, d_sae)
+        grad_W_dec = torch.sparse.mm(_csr(t_crow, t_cols, f_vals[order], d_sae, n), g)
         grad_W_enc = None
         if ctx.needs_input_grad[2]:
-            grad_W_enc = torch.sparse.mm(_csr(t_rows, t_cols, g_pre[order], d_sae, n), x_in).t().contiguous()
+            grad_W_enc = torch.sparse.mm(_csr(t_crow, t_cols, g_pre[order], d_sae, n), x_in).t().contiguous()
         grad_x_in = None
         if ctx.needs_input_grad[1]:
-            grad_x_in = torch.sparse.mm(_csr(a_rows, a_cols, g_pre, n, d_sae), W_enc.t())
+            grad_x_in = torch.sparse.mm(_csr(_crow(a_rows, n), a_cols, g_pre, n, d_sae), W_enc.t())
         grad_x_n = -g_mse if ctx.needs_input_grad[0] else None
         grad_b_dec = g.sum(0)
         return grad_x_n, grad_x_in, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, grad_theta, None
