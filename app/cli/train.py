@@ -63,6 +63,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--log-every", int, "steps between metrics lines (default min(100, steps/20))"),
     ("--checkpoint-every", int, "steps between checkpoints, 0 = none (default min(1000, steps/4))"),
     ("--keep-checkpoints", int, "checkpoints kept on disk (default 2)"),
+    ("--stop-at-step", int, "pause after this step (checkpoint written); continue later with --resume"),
     ("--dead-window", int, "N tokens of 'dead = not active over the last N tokens' (default min(1e7, T/4))"),
 ]
 

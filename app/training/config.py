@@ -88,6 +88,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # checkpoints kept on disk (the newest and the one before it)
     dead_window: int | None = None  # N of "dead over the last N tokens"; None: min(10M, tokens // 4)
     progress: bool = True  # tqdm progress bar (rank 0 only)
+    stop_at_step: int | None = None  # pause: checkpoint and return once this step is done (resume later)
 
     def __post_init__(self) -> None:
         self._check_source()
@@ -150,6 +151,8 @@ class TrainConfig:
             (self.dead_window is None or self.dead_window > 0,
              f"--dead-window must be positive, got {self.dead_window}"),
             (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
+            (self.stop_at_step is None or self.stop_at_step > 0,
+             f"--stop-at-step must be positive, got {self.stop_at_step}"),
         ]
         for ok, message in checks:
             if not ok:

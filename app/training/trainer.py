@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 # Fields that must match between a run and its --resume (the rest, e.g. logging cadence, may change).
 _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
-                "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens")
+                "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
+                "bandwidth", "threshold_init", "normalize")
 
 
 def train(config: TrainConfig) -> Path:
@@ -191,8 +192,14 @@ class Trainer:
                 bar.set_postfix(l0=f"{record['l0']:.1f}", fvu=f"{record['fvu'] or float('nan'):.3f}")
                 if dist.is_main:
                     self._log_metrics(record)
-            if sched.checkpoint_every and done % sched.checkpoint_every == 0 and done < sched.total_steps:
+            pause = c.stop_at_step is not None and done == c.stop_at_step and done < sched.total_steps
+            if (sched.checkpoint_every and done % sched.checkpoint_every == 0 and done < sched.total_steps) or pause:
                 self._checkpoint(done, sae, opt, plan, controller, stats, final_stats, config_json)
+            if pause:
+                bar.close()
+                log.info("paused at step %d; continue with --resume", done)
+                dist.barrier()
+                return self.out
         bar.close()
         if dist.is_main:
             self._save_final(sae, final_stats if final_stats.tokens else stats)

@@ -1,0 +1,84 @@
+"""TrainConfig validation and the run-length dependent schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.training.config import TrainConfig
+from app.training.schedule import L0Controller, lr_factor, warmed_lambda
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(activations="a.safetensors", d_sae=64, target_l0=8.0, tokens=4096 * 100, out="o")
+    return TrainConfig(**(base | kw))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(target_l0=None), "exactly one of"),
+        (dict(l0_coefficient=1.0), "exactly one of"),
+        (dict(target_l0=64.0), "--target-l0"),
+        (dict(target_l0=-1.0), "--target-l0"),
+        (dict(d_sae=0), "--d-sae"),
+        (dict(tokens=100), "--tokens"),
+        (dict(lr=2.0), "--lr"),
+        (dict(lr=0.0), "--lr"),
+        (dict(bandwidth=0.0), "--bandwidth"),
+        (dict(adam_beta2=1.0), "betas"),
+        (dict(lr_decay_fraction=1.5), "--lr-decay-fraction"),
+        (dict(model="m", corpus="c", layer=0), "not both"),
+        (dict(activations=None, model="m"), "--corpus"),
+        (dict(activations=None, model="m", corpus="c"), "--layer"),
+        (dict(activations=None, model="m", corpus="c", layer=0, hook="resid_mid"), "unknown --hook"),
+        (dict(out=""), "--out"),
+        (dict(batch_size=-4), "--batch-size"),
+    ],
+)
+def test_bad_values_are_rejected_on_construction(kw, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        _cfg(**kw)
+
+
+def test_long_runs_use_the_paper_recipe() -> None:
+    s = _cfg(tokens=4096 * 200_000).schedule()
+    assert s.total_steps == 200_000
+    assert s.lr == 7e-5 and s.threshold_lr == 7e-5
+    assert s.lr_warmup == 1000 and s.l0_warmup == 10_000
+    assert s.lr_decay_start == 160_000
+
+
+def test_short_runs_scale_warmups_and_learning_rates() -> None:
+    s = _cfg(tokens=4096 * 300).schedule()
+    assert s.total_steps == 300
+    assert s.lr_warmup == 15 and s.l0_warmup == 60  # 5 % and 20 % of the run
+    assert s.lr == pytest.approx(0.01) and s.threshold_lr == pytest.approx(10 / 300)
+    assert _cfg(tokens=4096 * 300, lr=1e-3).schedule().lr == 1e-3
+
+
+def test_lr_factor_warms_up_then_decays_to_zero() -> None:
+    s = _cfg(tokens=4096 * 100).schedule()
+    factors = [lr_factor(i, s) for i in range(100)]
+    assert factors[0] == pytest.approx(1 / s.lr_warmup) and max(factors) == 1.0
+    assert factors[-1] == pytest.approx(1 / 20) and all(a >= b for a, b in zip(factors[80:], factors[81:]))
+    assert warmed_lambda(0, 2.0, 10) == pytest.approx(0.2) and warmed_lambda(50, 2.0, 10) == 2.0
+
+
+def test_controller_raises_lambda_above_target_and_lowers_it_below() -> None:
+    c = L0Controller(target=10.0, warmup=0, rate=0.1)
+    lam0 = c.lam
+    c.update(0, 100.0)
+    assert c.lam > lam0
+    lam1 = c.lam
+    c.update(1, 1.0)
+    assert c.lam < lam1
+    ramp = L0Controller(target=10.0, warmup=100, rate=0.1)
+    ramp.update(0, 1000.0)
+    assert 10.0 < ramp.target_at(50) < 1000.0 and ramp.target_at(99) == 10.0
+
+
+def test_json_round_trip(tmp_path) -> None:
+    cfg = _cfg(out=str(tmp_path / "o"), lr=1e-3)
+    cfg.save(tmp_path)
+    back = TrainConfig.load(tmp_path)
+    assert back == cfg

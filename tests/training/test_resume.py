@@ -1,0 +1,58 @@
+"""Checkpoints resume exactly: N steps straight == N/2 steps, pause, --resume."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from app.sae import load_sae
+from app.training.activations import save_activation_file
+from app.training.checkpoint import list_checkpoints
+from app.training.config import TrainConfig
+from app.training.trainer import train
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(activations=str(data), d_sae=16, target_l0=3.0, tokens=64 * 20, batch_size=64,
+                buffer_tokens=200, checkpoint_every=3, log_every=5, out=str(out), progress=False)
+    return TrainConfig(**(base | kw))
+
+
+def _metrics(out) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
+def test_pause_and_resume_gives_identical_weights(tmp_path) -> None:
+    data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8) + 0.3)
+    straight = train(_cfg(data, tmp_path / "a"))
+    paused = train(_cfg(data, tmp_path / "b", stop_at_step=10))
+    assert not (paused / "cfg.json").exists()  # not finished: no SAE yet
+    ckpts = list_checkpoints(paused)
+    assert [p.name for p in ckpts] == ["step-00000009", "step-00000010"]  # the previous one is kept
+    resumed = train(_cfg(data, tmp_path / "b", resume=True))
+    a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert torch.equal(load_file(str(straight / "sparsity.safetensors"))["sparsity"],
+                       load_file(str(resumed / "sparsity.safetensors"))["sparsity"])
+    assert _metrics(straight) == _metrics(resumed)  # lines after the pause were not duplicated
+    assert len(_metrics(straight)) == 4 and _metrics(straight)[-1]["step"] == 20
+
+
+def test_final_folder_loads_with_normalisation_folded(tmp_path) -> None:
+    x = torch.randn(400, 8) * 30.0  # far from unit norm: the input scale matters
+    data = save_activation_file(tmp_path / "acts.safetensors", x)
+    out = train(_cfg(data, tmp_path / "o", tokens=64 * 6))
+    sae = load_sae(out)
+    assert float(sae.input_scale) == 1.0
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["d_in"] == 8 and cfg["_schedule"]["total_steps"] == 6
+    with torch.no_grad():
+        f = sae.encode(x[:50])
+        assert sae.decode(f).abs().mean() > 1.0  # reconstructions come back in raw units
+    rows = _metrics(out)
+    keys = {"step", "total_steps", "tokens", "loss", "mse", "l0", "fvu", "dead_fraction", "lambda", "lr"}
+    assert keys <= set(rows[-1]) and rows[-1]["tokens"] == 6 * 64
