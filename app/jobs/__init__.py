@@ -4,7 +4,7 @@ Nothing here imports the web stack; `app.web.routes.admin` puts an HTTP face on 
 """
 
 from app.jobs.spec import JobSpec, JobSpecError, confine_path
-from app.jobs.store import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, JobRecord, JobStore
+from app.jobs.store import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, JobRecord, JobStore, JobStoreError
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -14,5 +14,6 @@ __all__ = [
     "JobSpec",
     "JobSpecError",
     "JobStore",
+    "JobStoreError",
     "confine_path",
 ]

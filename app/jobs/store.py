@@ -88,6 +88,10 @@ class JobRecord:
         return asdict(self)
 
 
+class JobStoreError(RuntimeError):
+    """The jobs database cannot be used (damaged, not SQLite, or from a newer JumpScope)."""
+
+
 class JobStore:
     """SQLite-backed job records; safe to share between threads (one connection behind a lock)."""
 
@@ -98,17 +102,23 @@ class JobStore:
         # isolation_level=None: explicit transactions only; every write below is one statement or BEGIN..COMMIT.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # job records are small; never lose a committed one
-            self._db.execute("PRAGMA busy_timeout=10000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path}: job database schema v{version} is newer than this JumpScope (v{SCHEMA_VERSION})"
-                )
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")  # job records are small; never lose a committed one
+                self._db.execute("PRAGMA busy_timeout=10000")
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise JobStoreError(f"{self.path}: job database schema v{version} is newer than this "
+                                        f"JumpScope (v{SCHEMA_VERSION}); upgrade JumpScope")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.DatabaseError, JobStoreError) as e:
+            self._db.close()
+            if isinstance(e, JobStoreError):
+                raise
+            raise JobStoreError(f"{self.path}: the jobs database is damaged or not SQLite ({e}); move it aside "
+                                "and restart to begin a fresh one") from None
 
     def close(self) -> None:
         """Close the connection (records stay on disk)."""

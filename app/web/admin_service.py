@@ -12,7 +12,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from app.jobs import JobRecord, JobSpec, JobSpecError, JobStore
+from app.jobs import JobRecord, JobSpec, JobSpecError, JobStore, JobStoreError
 from app.jobs.metrics import series
 from app.jobs.runner import JobConflict, JobRunner
 
@@ -50,7 +50,12 @@ def get_runner(app: FastAPI) -> JobRunner:
         if runner is None:
             settings = app.state.settings
             data_dir = Path(settings.data_dir)
-            store = JobStore(data_dir / "jobs" / "jobs.db")
+            try:
+                store = JobStore(data_dir / "jobs" / "jobs.db")
+            except JobStoreError as e:
+                # The explorer keeps serving; only the admin answers 503 with what to fix.
+                log.error("admin jobs disabled: %s", e)
+                raise HTTPException(503, f"training jobs are unavailable: {e}") from None
             runner = JobRunner(store, data_dir, n_gpus=train_gpus(settings), device=settings.device,
                                on_success=_register_with(app))
             runner.start()

@@ -93,9 +93,6 @@ def test_corrupt_index_db_is_a_clear_error_and_the_rest_still_works(tmp_path, re
             rel_services.saes.pop(sae_id, None)
 
 
-@pytest.mark.xfail(reason="W2 (app/web/admin_service.py get_runner, run from the admin lifespan): JobStore() on a "
-                          "damaged jobs.db raises sqlite3.DatabaseError at start-up, so the whole app fails to start "
-                          "instead of serving the explorer and answering the admin with a clear error", strict=False)
 def test_corrupt_jobs_db_keeps_the_explorer_running(tmp_path, rel_services, make_settings):
     settings = make_settings()
     jobs_db = settings.data_dir / "jobs" / "jobs.db"

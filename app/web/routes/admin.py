@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 
 from app.jobs import JobSpec
 from app.web.admin_service import JobOut, act, find_job, get_runner, job_out, launch, runner_of
@@ -24,7 +24,10 @@ from app.web.routes import admin_pages
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the job runner with the server (recovering jobs of a previous run); stop watching on shutdown."""
     if getattr(app.state, "settings", None) is not None:
-        get_runner(app)
+        try:
+            get_runner(app)
+        except HTTPException:
+            pass  # a damaged jobs.db: logged by get_runner; the rest of the app serves, the admin says why
     yield
     runner = getattr(app.state, "job_runner", None)
     if runner is not None:
