@@ -78,23 +78,28 @@ class SparseJumpReLULoss(torch.autograd.Function):
     @staticmethod
     def _forward(ctx, x_n, x_in, W_enc, b_enc, W_dec, b_dec, theta, bandwidth: float, lo: torch.dtype | None):
         n, d_sae = x_in.shape[0], W_enc.shape[1]
+        # pre = (x_in·W_enc) + b_enc as the reference computes it (matmul, then bias), but the bias is added
+        # only at candidate pairs: no [n, d_sae] pass for it (addmm would first copy it into every row).
         if lo is not None and lo != W_enc.dtype:
-            pre = torch.addmm(b_enc.to(lo), x_in.to(lo), W_enc.to(lo)).to(W_enc.dtype)
+            xw = torch.mm(x_in.to(lo), W_enc.to(lo)).to(W_enc.dtype)
         else:
-            pre = torch.addmm(b_enc, x_in, W_enc)
-        # Candidates for A ∪ N (a superset), classified below with the reference's exact expressions.
-        rows, cols = (pre > theta - bandwidth).nonzero().t().contiguous()  # contiguous: sorts/gathers are faster
-        vals = pre[rows, cols]
+            xw = torch.mm(x_in, W_enc)
+        # Candidates for A ∪ N: a superset (window widened to ε, plus a margin for the rounding of the bias
+        # addition), classified below with the reference's exact expressions.
+        cut = theta - b_enc - bandwidth
+        cut -= 1e-4 * (theta.abs() + b_enc.abs() + bandwidth)
+        rows, cols = (xw > cut).nonzero().t().contiguous()  # contiguous index vectors sort/gather faster
+        vals = xw[rows, cols] + b_enc[cols]
         act = (vals > theta[cols]).nonzero().squeeze(1)  # positions of the active pairs among the candidates
         a_rows, a_cols, a_vals = rows[act], cols[act], vals[act]
-        # f = pre·H(pre − θ), written into pre's own buffer (no second [n, d_sae] allocation).
-        f = pre.zero_()
+        # f = pre·H(pre − θ), written into the matmul's buffer (no second [n, d_sae] allocation).
+        f = xw.zero_()
         f[a_rows, a_cols] = a_vals
         f_csr = _csr(_crow(a_rows, n), a_cols, a_vals, n, d_sae)
         x_hat = torch.sparse.mm(f_csr, W_dec).add_(b_dec)
         diff = x_hat - x_n
         mse = diff.pow(2).sum(-1).mean()
-        l0 = torch.tensor(act.numel(), dtype=pre.dtype, device=pre.device) / n
+        l0 = torch.tensor(act.numel(), dtype=f.dtype, device=f.device) / n
 
         ctx.bandwidth = bandwidth
         ctx.n = n
