@@ -127,7 +127,18 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> Path:
         c, sched, dist = self.config, self.sched, self.dist
-        plan, ckpt = self._prepare()
+        try:
+            plan, ckpt = self._prepare()
+            failed: Exception | None = None
+        except (ValueError, OSError) as e:
+            plan, ckpt, failed = None, None, e
+        # Every rank passes its checks before rank 0 creates anything (and all fail together otherwise).
+        (n_failed,) = dist.all_reduce_floats(1.0 if failed else 0.0)
+        if failed is not None:
+            raise failed
+        if n_failed:
+            raise RuntimeError("another rank failed its input checks; see its log")
+        assert plan is not None
         torch.manual_seed(c.seed)
         sae = self._build_sae(plan)
         opt = self._optimizer(sae)
