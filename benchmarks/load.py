@@ -54,12 +54,14 @@ def tiny_fixture(root: Path) -> tuple[str, str]:
 
 
 def demo_fixture() -> tuple[str, str] | None:
-    """(model dir, SAE dir) of the demo bundle, built on first use; None when this build has no demo."""
+    """(model dir, SAE dir) of the demo bundle, built on first use; None when this build has no working demo."""
     try:
         from app.demo.bundle import ensure_demo
-    except ImportError:
+
+        bundle = ensure_demo()
+    except Exception as e:  # no demo in this build, or its build failed: fall back to the tiny fixture
+        print(f"demo bundle unavailable ({type(e).__name__}: {e}); using a tiny model", file=sys.stderr)
         return None
-    bundle = ensure_demo()
     return str(bundle.model_dir), str(bundle.sae_dir)
 
 
