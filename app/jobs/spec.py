@@ -25,6 +25,11 @@ class JobSpecError(ValueError):
     """A launch request that cannot be run as asked; the message says what to fix (HTTP 400)."""
 
 
+# Sparsity when a job names neither λ nor a target: a typical L0 for residual-stream SAEs (Gemma Scope's
+# released SAEs span roughly 20–150).
+DEFAULT_TARGET_L0 = 32.0
+
+
 class JobSpec(BaseModel):
     """A training job: train from a text corpus through an LM hook, or from a cached activation file."""
 
@@ -62,6 +67,11 @@ class JobSpec(BaseModel):
             raise ValueError("a corpus job needs 'model'")
         if self.l0_coefficient is not None and self.target_l0 is not None:
             raise ValueError("give either 'l0_coefficient' (λ) or 'target_l0', not both")
+        if self.l0_coefficient is None and self.target_l0 is None:
+            # `jumpscope train` needs one of the two; small test SAEs get a proportionally small target.
+            self.target_l0 = min(DEFAULT_TARGET_L0, self.d_sae / 8)
+        if self.target_l0 is not None and self.target_l0 >= self.d_sae:
+            raise ValueError(f"'target_l0' must be below d_sae ({self.d_sae}), got {self.target_l0}")
         return self
 
     @property

@@ -60,9 +60,12 @@ def test_confine_refuses_symlink_escape(root, tmp_path):
 
 def test_spec_shapes():
     JobSpec(d_sae=8, tokens=100, activations="a.safetensors")
-    JobSpec(d_sae=8, tokens=100, model="gpt2", corpus="c.txt", hook="mlp_out", layer=3, target_l0=40)
+    JobSpec(d_sae=64, tokens=100, model="gpt2", corpus="c.txt", hook="mlp_out", layer=3, target_l0=40)
+    assert JobSpec(d_sae=8, tokens=100, activations="a").target_l0 == 1  # default: min(32, d_sae / 8)
+    assert JobSpec(d_sae=4096, tokens=100, activations="a").target_l0 == 32
     for bad in [
         dict(d_sae=8, tokens=100),  # no source
+        dict(d_sae=8, tokens=100, activations="a", target_l0=8),  # target L0 not below d_sae
         dict(d_sae=8, tokens=100, activations="a", corpus="c", model="m"),  # both sources
         dict(d_sae=8, tokens=100, corpus="c"),  # corpus without a model
         dict(d_sae=8, tokens=100, activations="a", l0_coefficient=1.0, target_l0=10),
