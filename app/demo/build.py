@@ -32,19 +32,19 @@ class BuildConfig:
     """Every size of the demo build; saved as build.json in the bundle."""
 
     seed: int = 0  # world, LM and SAE seed
-    train_docs: int = 8000  # documents the LM and SAE train on
+    train_docs: int = 20000  # documents the LM and SAE train on (~1M tokens)
     val_docs: int = 400  # held-out documents: LM validation loss, SAE eval, index corpus
     eval_docs: int = 600  # held-out documents with labels: concept F1 in the report
     vocab_size: int = 1024  # BPE vocabulary cap (the world needs ~850)
     d_model: int = 64  # LM width
-    n_layers: int = 3  # LM blocks; the SAE reads the middle one
-    lm_steps: int = 300  # LM optimiser steps
+    n_layers: int = 2  # LM blocks; the SAE reads the residual stream between the halves
+    lm_steps: int = 400  # LM optimiser steps
     lm_batch_size: int = 32  # LM rows per step
     lm_lr: float = 5e-3  # LM peak learning rate
     context_size: int = 64  # tokens per row for LM, SAE, eval and index
     d_sae: int = 256  # SAE latents
     target_l0: float = 12.0  # SAE target L0 (the trainer's controller adapts λ)
-    sae_tokens: int = 1_600_000  # SAE training tokens
+    sae_tokens: int = 1_000_000  # SAE training tokens
     sae_batch_size: int = 4096  # SAE tokens per step
     sae_lr: float | None = 4e-3  # SAE peak learning rate (None: the trainer's auto rule)
     sae_threshold_init: float = 0.1  # θ at init in normalised units (short run: start near the pre-act scale)
@@ -68,8 +68,8 @@ class BuildConfig:
 
     @property
     def layer(self) -> int:
-        """The middle block whose resid_post the SAE reads."""
-        return self.n_layers // 2
+        """The block whose resid_post is the middle of the residual stream (block 0 of 2, 1 of 3 or 4)."""
+        return (self.n_layers - 1) // 2
 
     @classmethod
     def small(cls) -> BuildConfig:

@@ -97,8 +97,8 @@ class _Grammar:
         r = self.rng
         noun = "{" + (noun or r.choice(NOUNS)) + "}"
         adj = ""
-        if r.random() < 0.35:
-            adj = "{colour} and {colour} " if r.random() < 0.15 else "{colour} "
+        if r.random() < 0.35:  # colours often come in runs, so a colour makes another colour likely
+            adj = r.choice(("{colour} ", "{colour} and {colour} ", "{colour}, {colour} and {colour} "))
         if r.random() < 0.15 and not capital:  # number words stay lower-case: never sentence-initial
             return f"{{number}} of the {adj}{noun}"
         det = r.choice(DETERMINERS)
@@ -129,11 +129,11 @@ class _Grammar:
 
     def clause(self) -> str:
         r = self.rng.random()
-        if r < 0.2:  # a noun or the weather as the subject, with a tail that only it takes
+        if r < 0.35:  # a noun or the weather as the subject, with a tail that only it takes
             noun = self.rng.choice(NOUNS)
             tail = self.rng.choice(NOUN_TAILS[noun])
             return f"{self.noun_phrase(capital=True, noun=noun)} {tail}{self.adverbials(1)}"
-        if r < 0.28:
+        if r < 0.43:
             return f"The {{weather}} {self.rng.choice(('came', 'cleared', 'returned'))}{self.adverbials(1)}"
         return f"{self.subject()} {self.predicate()}{self.adverbials()}"
 
@@ -255,7 +255,7 @@ def generate_document(rng: random.Random, min_passages: int = 3, max_passages: i
         if i and not "".join(w.parts[-1:]).endswith("\n"):
             w.write("\n" if kind == "list" else " ")
         if kind == "narrative":
-            colours = rng.random() < 0.1
+            colours = rng.random() < 0.2
             w.sentence(rng.choice(COLOUR_LISTS) if colours else w.grammar.clause() + ".")
         elif kind == "question":
             w.sentence(w.grammar.question())

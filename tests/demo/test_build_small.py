@@ -30,7 +30,7 @@ def test_bundle_is_complete_and_loadable(small_bundle):
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     sae = load_sae(bundle.sae_dir)
     assert sae.cfg.metadata["model_name"] == str(bundle.model_dir)  # points at the final place
-    assert sae.cfg.metadata["hook_name"] == "blocks.1.hook_resid_post"
+    assert sae.cfg.metadata["hook_name"] == "blocks.0.hook_resid_post"
     lm = load_lm(sae.cfg.metadata["model_name"])
     assert lm.d_model == sae.d_in
     assert (bundle.sae_dir / "metrics.jsonl").read_text().strip()
