@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from app.cli import demo, index, serve, train
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
         # One line that says what to fix; no traceback for bad input.
         print(f"jumpscope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:  # a damaged index.db or jobs.db
+        print(f"jumpscope {args.command}: error: database unreadable ({e}); restore it from a backup or "
+              "delete it to rebuild", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"jumpscope {args.command}: interrupted", file=sys.stderr)
