@@ -5,7 +5,9 @@ rules that depend on the run length (see `schedule()` and README "Training"):
 - warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp);
 - `lr=None` means auto: max(7e-5, min(1e-2, 3 / steps)) — the paper's 7e-5 for runs of ≥ 43k steps;
 - `threshold_lr=None` means auto: max(lr, 10 / steps), so log θ can travel ~10 nats (θ init 0.001 → the
-  scale of the pre-activations) even in a few hundred Adam steps.
+  scale of the pre-activations) even in a few hundred Adam steps;
+- `bandwidth=None` means auto: max(0.001, min(0.02, 6 / steps)) — the paper's ε for runs of ≥ 6k steps, a
+  wider window (more pre-activations give θ a gradient, fewer latents die) for short runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Schedule:
 
     total_steps: int  # optimiser steps = tokens // batch_size
     lr: float  # peak learning rate of the weights
+    bandwidth: float  # ε of the θ straight-through gradient
     threshold_lr: float  # peak learning rate of log θ
     lr_warmup: int  # steps of linear LR warm-up
     lr_decay_start: int  # step where the linear decay to 0 begins
@@ -56,7 +59,7 @@ class TrainConfig:
     d_sae: int = 0  # number of latents (required)
     d_in: int | None = None  # expected activation width; None: taken from the data (a mismatch is an error)
     threshold_init: float = 0.001  # θ at init, in normalised units
-    bandwidth: float = 0.001  # ε of the straight-through θ gradient, in normalised units
+    bandwidth: float | None = None  # ε of the θ straight-through gradient (normalised units); None: auto
     normalize: bool = True  # scale inputs by one scalar so E‖x‖² = 1 (folded into the weights when saving)
     norm_tokens: int = 65_536  # sample size for estimating that scalar
     # --- sparsity: exactly one of the two -------------------------------------------------------------------
@@ -64,7 +67,7 @@ class TrainConfig:
     target_l0: float | None = None  # target mean L0; λ is then adapted by a controller (see schedule.py)
     l0_warmup_steps: int = 10_000  # λ warm-up from 0 (λ mode) / target ramp from dense (target mode)
     l0_warmup_fraction: float = 0.2  # short runs: the L0 warm-up is at most this fraction of the run
-    controller_rate: float = 0.1  # target mode: per-step gain of log λ on log(L0 / target), clipped to ±1
+    controller_rate: float = 0.05  # target mode: per-step gain of log λ on log(L0 / target), clipped to ±1
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = 0  # training tokens in total (required); steps = tokens // batch_size
     batch_size: int = 4096  # tokens per optimiser step (global, over all ranks)
@@ -130,7 +133,7 @@ class TrainConfig:
             (self.threshold_lr is None or 0 < self.threshold_lr <= 1,
              f"--threshold-lr must be in (0, 1], got {self.threshold_lr}"),
             (0 < self.threshold_init < 1e6, f"--threshold-init must be > 0, got {self.threshold_init}"),
-            (0 < self.bandwidth < 1e6, f"--bandwidth must be > 0, got {self.bandwidth}"),
+            (self.bandwidth is None or 0 < self.bandwidth < 1e6, f"--bandwidth must be > 0, got {self.bandwidth}"),
             (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "Adam betas must be in [0, 1)"),
             (0 < self.adam_eps < 1, f"--adam-eps must be in (0, 1), got {self.adam_eps}"),
             (self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}"),
@@ -164,13 +167,14 @@ class TrainConfig:
         steps = max(1, self.tokens // self.batch_size)
         lr = self.lr if self.lr is not None else max(7e-5, min(1e-2, 3.0 / steps))
         threshold_lr = self.threshold_lr if self.threshold_lr is not None else max(lr, min(0.1, 10.0 / steps))
+        bandwidth = self.bandwidth if self.bandwidth is not None else max(0.001, min(0.02, 6.0 / steps))
         lr_warmup = min(self.lr_warmup_steps, math.ceil(self.lr_warmup_fraction * steps))
         l0_warmup = min(self.l0_warmup_steps, math.ceil(self.l0_warmup_fraction * steps))
         decay_start = steps - int(self.lr_decay_fraction * steps)
         dead = self.dead_window if self.dead_window is not None else max(1, min(10_000_000, self.tokens // 4))
         log_every = self.log_every if self.log_every is not None else max(1, min(100, steps // 20))
         ckpt = self.checkpoint_every if self.checkpoint_every is not None else max(1, min(1000, steps // 4))
-        return Schedule(steps, lr, threshold_lr, lr_warmup, decay_start, l0_warmup, dead, log_every, ckpt)
+        return Schedule(steps, lr, bandwidth, threshold_lr, lr_warmup, decay_start, l0_warmup, dead, log_every, ckpt)
 
     # --- persistence -----------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class Trainer:
         meta = {k: v for k, v in plan.metadata.items() if v is not None}
         meta["trained_with"] = "jumpscope"
         sae = JumpReLUSAE.create(plan.d_in, c.d_sae, threshold=c.threshold_init, seed=c.seed,
-                                 bandwidth=c.bandwidth, metadata=meta)
+                                 bandwidth=self.sched.bandwidth, metadata=meta)
         return sae.to(self.device)
 
     def _input_scale(self, plan: DataPlan) -> float:

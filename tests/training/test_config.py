@@ -43,7 +43,7 @@ def test_bad_values_are_rejected_on_construction(kw, message) -> None:
 def test_long_runs_use_the_paper_recipe() -> None:
     s = _cfg(tokens=4096 * 200_000).schedule()
     assert s.total_steps == 200_000
-    assert s.lr == 7e-5 and s.threshold_lr == 7e-5
+    assert s.lr == 7e-5 and s.threshold_lr == 7e-5 and s.bandwidth == 0.001
     assert s.lr_warmup == 1000 and s.l0_warmup == 10_000
     assert s.lr_decay_start == 160_000
 
@@ -53,6 +53,7 @@ def test_short_runs_scale_warmups_and_learning_rates() -> None:
     assert s.total_steps == 300
     assert s.lr_warmup == 15 and s.l0_warmup == 60  # 5 % and 20 % of the run
     assert s.lr == pytest.approx(0.01) and s.threshold_lr == pytest.approx(10 / 300)
+    assert s.bandwidth == pytest.approx(0.02)
     assert _cfg(tokens=4096 * 300, lr=1e-3).schedule().lr == 1e-3
 
 
