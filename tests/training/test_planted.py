@@ -26,7 +26,7 @@ def test_cli_defaults_recover_a_planted_dictionary(tmp_path) -> None:
     with torch.no_grad():
         f = sae.encode(held_out)
         x_hat = sae.decode(f)
-    w = sae.W_dec / sae.W_dec.norm(dim=1, keepdim=True)
+    w = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=1, keepdim=True)
     cosine = float((dirs @ w.T).max(1).values.mean())
     l0 = float((f > 0).sum(1).double().mean())
     score = fvu(held_out, x_hat)
