@@ -49,17 +49,23 @@ class _CEAccumulator:
         self.clean = self.sae = self.zero = self.kl = 0.0
 
     def update(self, clean: torch.Tensor, spliced: torch.Tensor, zero: torch.Tensor, targets: torch.Tensor,
-               counted: torch.Tensor) -> None:
-        """Logits [B, T, V] of the three runs; targets [B, T] (next tokens); counted [B, T] bool."""
-        lp_clean = F.log_softmax(_wide(clean[counted]), -1)
-        lp_sae = F.log_softmax(_wide(spliced[counted]), -1)
-        lp_zero = F.log_softmax(_wide(zero[counted]), -1)
-        tgt = targets[counted].unsqueeze(-1)
-        self.count += int(tgt.shape[0])
-        self.clean -= float(lp_clean.gather(-1, tgt).sum(dtype=torch.float64))
-        self.sae -= float(lp_sae.gather(-1, tgt).sum(dtype=torch.float64))
-        self.zero -= float(lp_zero.gather(-1, tgt).sum(dtype=torch.float64))
-        self.kl += float((lp_clean.exp() * (lp_clean - lp_sae)).sum(dtype=torch.float64))
+               counted: torch.Tensor, chunk: int = 1024) -> None:
+        """Logits [B, T, V] of the three runs; targets [B, T] (next tokens); counted [B, T] bool.
+
+        Rows are processed `chunk` positions at a time so the float32 log-softmax temporaries stay small
+        even for 256k-token vocabularies."""
+        flat = [t.reshape(-1, t.shape[-1]) for t in (clean, spliced, zero)]
+        where = counted.reshape(-1).nonzero().squeeze(1)
+        tgt_all = targets.reshape(-1)[where]
+        for start in range(0, where.shape[0], chunk):
+            idx = where[start : start + chunk]
+            lp_clean, lp_sae, lp_zero = (F.log_softmax(_wide(t[idx]), -1) for t in flat)
+            tgt = tgt_all[start : start + chunk].unsqueeze(-1)
+            self.count += int(tgt.shape[0])
+            self.clean -= float(lp_clean.gather(-1, tgt).sum(dtype=torch.float64))
+            self.sae -= float(lp_sae.gather(-1, tgt).sum(dtype=torch.float64))
+            self.zero -= float(lp_zero.gather(-1, tgt).sum(dtype=torch.float64))
+            self.kl += float((lp_clean.exp() * (lp_clean - lp_sae)).sum(dtype=torch.float64))
 
     def means(self) -> dict[str, float]:
         n = max(self.count, 1)

@@ -183,3 +183,21 @@ def test_cli_eval_bad_input(tiny_lm, corpus, tmp_path, capsys, change, message) 
     assert rc == 2
     assert len(err.splitlines()) == 1 and message in err
     assert not (folder / "eval.json").exists()
+
+
+def test_ce_accumulator_chunking_is_exact() -> None:
+    """Chunked log-softmax (bounded memory for big vocabularies) gives the unchunked sums."""
+    from app.training.evaluate import _CEAccumulator
+
+    gen = torch.Generator().manual_seed(0)
+    logits = [torch.randn(3, 7, 11, generator=gen) for _ in range(3)]
+    targets = torch.randint(0, 11, (3, 7), generator=gen)
+    counted = torch.rand(3, 7, generator=gen) > 0.3
+    whole, chunked = _CEAccumulator(), _CEAccumulator()
+    whole.update(*logits, targets, counted)
+    chunked.update(*logits, targets, counted, chunk=4)
+    assert chunked.count == whole.count == int(counted.sum())
+    for key, value in whole.means().items():
+        assert chunked.means()[key] == pytest.approx(value, rel=1e-6), key
+    want = F.cross_entropy(logits[0][counted], targets[counted])
+    assert whole.means()["ce_clean"] == pytest.approx(float(want), rel=1e-6)
