@@ -42,10 +42,10 @@ class BuildConfig:
     lm_batch_size: int = 32  # LM rows per step
     lm_lr: float = 5e-3  # LM peak learning rate
     context_size: int = 64  # tokens per row for LM, SAE, eval and index
-    d_sae: int = 256  # SAE latents
+    d_sae: int = 1024  # SAE latents (256 merged concepts with unrelated tokens: F1 0.59 vs 0.76)
     target_l0: float = 12.0  # SAE target L0 (the trainer's controller adapts λ)
     sae_tokens: int = 1_000_000  # SAE training tokens
-    sae_batch_size: int = 4096  # SAE tokens per step
+    sae_batch_size: int = 1024  # SAE tokens per step (~1000 steps over the corpus)
     sae_lr: float | None = 4e-3  # SAE peak learning rate (None: the trainer's auto rule)
     sae_threshold_init: float = 0.1  # θ at init in normalised units (short run: start near the pre-act scale)
     eval_tokens: int = 16_384  # tokens for the SAE eval (L0, FVU, ΔLM loss)

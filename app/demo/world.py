@@ -46,14 +46,15 @@ class Document:
         return [self.text[s.start:s.end] for s in self.spans if s.concept == concept]
 
 
-# Sentences come from a small grammar (`_Grammar`) so that every concept word appears after many different
-# words and in many sentence shapes, and the words before a slot are shared across concepts ("the" precedes
-# animals, foods, vehicles, clothes, colours and weather alike). Rigid templates would let an SAE learn one
-# latent per (concept, template slot) instead of one per concept.
+# Sentences come from a small grammar (`_Grammar`) built on three rules, each measured against the SAE's
+# concept F1 (README "Demo"):
+# - every concept word appears in many sentence shapes, and the words before a slot are mostly shared across
+#   concepts ("the" precedes animals, foods, vehicles, clothes …), so a latent cannot be "concept in slot S";
+# - what FOLLOWS a word depends on its concept (an animal barks, a weekday has a morning, a place has a
+#   station, a positive emotion makes one smile), so the LM must carry the concept at the word itself;
+# - colours are topical: a fifth of the stories are colourful (most noun phrases coloured, colour lists),
+#   the rest have none — so "a colour is here" also predicts more colours, which the steering check uses.
 NOUNS = ("animal", "food", "vehicle", "clothing", "thing")
-# Each noun concept has its own verbs (before it) and its own tails (after it as a subject), and each emotion
-# valence its own tails, so the LM has a reason to tell the concepts apart while the words inside a concept
-# stay interchangeable.
 NOUN_VERBS = {
     "animal": ("fed", "chased", "petted", "followed"),
     "food": ("ate", "cooked", "tasted", "shared"),
@@ -68,73 +69,136 @@ NOUN_TAILS = {
     "clothing": ("fit well", "got wet", "was torn"),
     "thing": ("fell over", "was new", "stood there"),
 }
-EMOTION_TAILS = {"positive_emotion": ("and smiled", "and laughed", "and sang"),
-                 "negative_emotion": ("and cried", "and frowned", "and sighed")}
-PREPOSITIONS = {
-    "place": ("in", "to", "from", "near", "outside"),
-    "weekday": ("on", "by", "before", "after", "until"),
-    "name": ("with", "for", "beside", "like"),
-    "weather": ("in the", "after the", "despite the", "during the"),
-}
-LIST_INTROS = ("{name} packed:", "To buy on {weekday}:", "In the {colour} bag:", "Things seen in {place}:",
-               "Our list:")
+# An emotion is preceded and followed by its valence's actions: "smiled and felt glad", "felt sad and cried".
+VALENCE_ACTS = {"positive_emotion": ("smiled", "laughed", "cheered", "sang"),
+                "negative_emotion": ("cried", "frowned", "sighed", "wept")}
+VALENCE_NOUNS = {"positive_emotion": ("smile", "grin", "laugh", "cheer"),  # "a glad smile", "a sad frown"
+                 "negative_emotion": ("frown", "sigh", "tear", "groan")}
+EMOTIONS = tuple(VALENCE_ACTS)
+PLACE_PREPS = ("in", "to", "from", "near", "around")
+PLACE_NOUNS = ("station", "market", "zoo", "museum", "park")  # "the Paris station": a place names a spot
+WEEKDAY_PREPS = ("on", "by", "until", "every", "since")
+DAY_PARTS = ("morning", "evening", "night", "afternoon")  # "on Monday morning"
+NAME_PREPS = ("with", "for", "beside", "like")
+WEATHER_VERBS = ("fell", "stopped", "passed", "lasted")  # what weather does: "while the snow fell"
+WEATHER_PHRASES = ("in the {weather}", "while the {weather} {weather_verb}", "after the {weather} {weather_verb}",
+                   "until the {weather} {weather_verb}")
+LIST_INTROS = ("{name} packed:", "To buy on {weekday}:", "Things seen in {place}:", "Our list:")
+COLOUR_LIST_INTRO = "In the {colour} bag:"
 ARITHMETIC_INTROS = ("{name} counted:", "On the board:", "The {animal} learned that", "In {place} we wrote")
 COLOUR_LISTS = ("Her favourite colours are {colour}, {colour} and {colour}.",
-                "The flag was {colour}, {colour} and {colour}.")
+                "The flag was {colour}, {colour} and {colour}.",
+                "{name} painted it {colour} and {colour}.")
+# Colour patterns: colour after colour ("the lights blinked red green red"), so a colour predicts a colour.
+COLOUR_PATTERNS = ("The lights blinked", "The beads went", "The stripes were", "{name} painted the wall",
+                   "The kite had stripes of")
 
 _SLOT = re.compile(r"(\{\w+\})")
 _FILLERS = {"thing": THINGS, "verb": VERBS_PAST, "verb_base": VERBS_BASE, "speech": SPEECH_VERBS,
-            "linking": LINKING_VERBS}
+            "linking": LINKING_VERBS, "weather_verb": WEATHER_VERBS}
 
 
 class _Grammar:
-    """Random templates ("{slot}" words, literal text) for noun phrases, clauses and questions."""
+    """Random templates ("{slot}" words, literal text) for noun phrases, clauses and questions.
 
-    def __init__(self, rng: random.Random) -> None:
+    `colourful` is the story's topic switch: colours appear only in colourful stories, and often there.
+    """
+
+    def __init__(self, rng: random.Random, colourful: bool = False) -> None:
         self.rng = rng
+        self.colourful = colourful
+
+    def colours(self) -> str:
+        """"" or a colour adjective run before a noun (a colour makes another colour likely)."""
+        if not self.colourful or self.rng.random() < 0.6:
+            return ""
+        return self.rng.choice(("{colour} ", "{colour} ", "{colour} and {colour} ", "{colour}, {colour} and {colour} "))
+
+    def colour_sentence(self) -> str:
+        """A colour list, or (mostly) a pattern of 3-6 colours in a row."""
+        if self.rng.random() < 0.2:
+            return self.rng.choice(COLOUR_LISTS)
+        return self.rng.choice(COLOUR_PATTERNS) + " {colour}" * self.rng.randint(3, 7) + "."
 
     def noun_phrase(self, capital: bool = False, noun: str | None = None) -> str:
         r = self.rng
-        noun = "{" + (noun or r.choice(NOUNS)) + "}"
-        adj = ""
-        if r.random() < 0.35:  # colours often come in runs, so a colour makes another colour likely
-            adj = r.choice(("{colour} ", "{colour} and {colour} ", "{colour}, {colour} and {colour} "))
+        noun = noun or r.choice(NOUNS)
+        slot = "{" + noun + "}"
+        if noun != "thing" and r.random() < 0.3:  # the concept's own follower, in any slot
+            slot += " that " + r.choice(NOUN_TAILS[noun])
+        adj = self.colours()
         if r.random() < 0.15 and not capital:  # number words stay lower-case: never sentence-initial
-            return f"{{number}} of the {adj}{noun}"
+            return f"{{number}} of the {adj}{slot}"
+        if r.random() < 0.15:  # a name's own follower: the possessive
+            return f"{{name}}'s {adj}{slot}"
         det = r.choice(DETERMINERS)
-        return f"{det.capitalize() if capital else det} {adj}{noun}"
+        return f"{det.capitalize() if capital else det} {adj}{slot}"
+
+    def person(self) -> str:
+        """A name, often with its follower (a possessive or "and {name}")."""
+        r = self.rng.random()
+        if r < 0.2:
+            return "{name} and {name}"
+        return "{name}"
 
     def subject(self, capital: bool = True) -> str:
-        return "{name}" if self.rng.random() < 0.4 else self.noun_phrase(capital=capital, noun="animal")
+        return self.person() if self.rng.random() < 0.4 else self.noun_phrase(capital=capital, noun="animal")
+
+    def adverbial(self) -> str:
+        r, kind = self.rng, self.rng.choice(("place", "weekday", "name", "weather"))
+        if kind == "place":
+            if r.random() < 0.4:
+                return f" at the {{place}} {r.choice(PLACE_NOUNS)}"
+            if r.random() < 0.3:
+                return " from {place} to {place}"
+            return f" {r.choice(PLACE_PREPS)} {{place}}"
+        if kind == "weekday":
+            tail = f" {r.choice(DAY_PARTS)}" if r.random() < 0.6 else ""
+            return f" {r.choice(WEEKDAY_PREPS)} {{weekday}}{tail}"
+        if kind == "name":
+            return f" {r.choice(NAME_PREPS)} {self.person()}"
+        return " " + r.choice(WEATHER_PHRASES)
 
     def adverbials(self, most: int = 2) -> str:
-        out = ""
-        for _ in range(self.rng.randint(0, most)):
-            kind = self.rng.choice(tuple(PREPOSITIONS))
-            out += f" {self.rng.choice(PREPOSITIONS[kind])} {{{kind}}}"
-        return out
+        return "".join(self.adverbial() for _ in range(self.rng.randint(0, most)))
+
+    def emotion(self) -> str:
+        """A feeling with its valence's action or look right before or after it."""
+        r = self.rng
+        valence = r.choice(EMOTIONS)
+        act = r.choice(VALENCE_ACTS[valence])
+        x = r.random()
+        if x < 0.3:
+            return f"{act} and {{linking}} {{{valence}}}"
+        if x < 0.6:
+            return f"{{linking}} {{{valence}}} and {act}"
+        return f"gave a {{{valence}}} {r.choice(VALENCE_NOUNS[valence])}"
 
     def predicate(self) -> str:
         r = self.rng.random()
-        if r < 0.55:
+        if r < 0.5:
             noun = self.rng.choice(NOUNS)
             return f"{self.rng.choice(NOUN_VERBS[noun])} {self.noun_phrase(noun=noun)}"
+        if r < 0.6:
+            return f"{{verb}} {self.person()}"
         if r < 0.85:
-            concept = self.rng.choice(("positive_emotion", "negative_emotion", "colour"))
-            tail = ""
-            if concept in EMOTION_TAILS:
-                tail = " " + self.rng.choice(EMOTION_TAILS[concept])
-            return "{linking} {" + concept + "}" + tail
-        return "went" + f" {self.rng.choice(PREPOSITIONS['place'])} {{place}}"
+            if self.colourful and self.rng.random() < 0.3:
+                return "{linking} {colour}" + self.rng.choice(("", " and {colour}"))
+            return self.emotion()
+        return "went" + self.adverbial()
 
     def clause(self) -> str:
         r = self.rng.random()
-        if r < 0.35:  # a noun or the weather as the subject, with a tail that only it takes
+        if r < 0.3:  # a noun as the subject, with a tail that only it takes
             noun = self.rng.choice(NOUNS)
             tail = self.rng.choice(NOUN_TAILS[noun])
             return f"{self.noun_phrase(capital=True, noun=noun)} {tail}{self.adverbials(1)}"
-        if r < 0.43:
+        if r < 0.38:
             return f"The {{weather}} {self.rng.choice(('came', 'cleared', 'returned'))}{self.adverbials(1)}"
+        if r < 0.44:
+            return f"{{weekday}} {self.rng.choice(DAY_PARTS)} was {{{self.rng.choice(EMOTIONS)}}}"
+        if r < 0.5:
+            return f"{{place}} {self.rng.choice(PLACE_NOUNS)} was {self.rng.choice(('busy', 'quiet', 'closed'))}"
         return f"{self.subject()} {self.predicate()}{self.adverbials()}"
 
     def question(self) -> str:
@@ -144,17 +208,17 @@ class _Grammar:
         if r < 0.55:
             return f"Where is {self.noun_phrase()}?"
         if r < 0.75:
-            emotion = self.rng.choice(("positive_emotion", "negative_emotion"))
-            return f"Why was {self.subject(False)} so {{{emotion}}}?"
+            valence = self.rng.choice(EMOTIONS)
+            return f"Why was {self.subject(False)} so {{{valence}}} and {self.rng.choice(VALENCE_ACTS[valence])}?"
         return f"Who {{verb}} {self.noun_phrase()}{self.adverbials(1)}?"
 
 
 class _Writer:
     """Appends text to a document while recording the spans of what it writes."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, colourful: bool = False) -> None:
         self.rng = rng
-        self.grammar = _Grammar(rng)
+        self.grammar = _Grammar(rng, colourful)
         self.parts: list[str] = []
         self.length = 0
         self.spans: list[Span] = []
@@ -215,7 +279,8 @@ class _Writer:
 
     def bullet_list(self) -> None:
         """An intro line, then 2-4 lines of "- item"; each item's text is a `list_item`."""
-        start, _ = self.fill(self.rng.choice(LIST_INTROS))
+        intros = LIST_INTROS + ((COLOUR_LIST_INTRO,) if self.grammar.colourful else ())
+        start, _ = self.fill(self.rng.choice(intros))
         self._mark_first_word(start)
         for _ in range(self.rng.randint(2, 4)):
             self.write("\n- ")
@@ -241,13 +306,14 @@ class _Writer:
         return Document(text, sorted(self.spans, key=lambda s: (s.start, s.end, s.concept)))
 
 
+COLOURFUL_SHARE = 0.2  # stories about colours; the others mention none
 # Kinds of passage and their weights in a document.
 _PASSAGES = (("narrative", 6), ("dialogue", 2), ("question", 2), ("list", 1), ("arithmetic", 1))
 
 
 def generate_document(rng: random.Random, min_passages: int = 3, max_passages: int = 7) -> Document:
     """One short story of several passages, separated by spaces or, around lists, newlines."""
-    w = _Writer(rng)
+    w = _Writer(rng, colourful=rng.random() < COLOURFUL_SHARE)
     kinds = [k for k, _ in _PASSAGES]
     weights = [wt for _, wt in _PASSAGES]
     for i in range(rng.randint(min_passages, max_passages)):
@@ -255,8 +321,8 @@ def generate_document(rng: random.Random, min_passages: int = 3, max_passages: i
         if i and not "".join(w.parts[-1:]).endswith("\n"):
             w.write("\n" if kind == "list" else " ")
         if kind == "narrative":
-            colours = rng.random() < 0.2
-            w.sentence(rng.choice(COLOUR_LISTS) if colours else w.grammar.clause() + ".")
+            colours = w.grammar.colourful and rng.random() < 0.6
+            w.sentence(w.grammar.colour_sentence() if colours else w.grammar.clause() + ".")
         elif kind == "question":
             w.sentence(w.grammar.question())
         elif kind == "dialogue":
