@@ -110,15 +110,15 @@ class _Grammar:
 
     def colours(self) -> str:
         """"" or a colour adjective run before a noun (a colour makes another colour likely)."""
-        if not self.colourful or self.rng.random() < 0.6:
+        if not self.colourful or self.rng.random() < 0.7:
             return ""
-        return self.rng.choice(("{colour} ", "{colour} ", "{colour} and {colour} ", "{colour}, {colour} and {colour} "))
+        return self.rng.choice(("{colour} ", "{colour} ", "{colour} ", "{colour} and {colour} "))
 
     def colour_sentence(self) -> str:
         """A colour list, or (mostly) a pattern of 3-6 colours in a row."""
-        if self.rng.random() < 0.2:
+        if self.rng.random() < 0.1:
             return self.rng.choice(COLOUR_LISTS)
-        return self.rng.choice(COLOUR_PATTERNS) + " {colour}" * self.rng.randint(3, 7) + "."
+        return self.rng.choice(COLOUR_PATTERNS) + " {colour}" * self.rng.randint(4, 8) + "."
 
     def noun_phrase(self, capital: bool = False, noun: str | None = None) -> str:
         r = self.rng
@@ -182,7 +182,7 @@ class _Grammar:
         if r < 0.6:
             return f"{{verb}} {self.person()}"
         if r < 0.85:
-            if self.colourful and self.rng.random() < 0.3:
+            if self.colourful and self.rng.random() < 0.2:
                 return "{linking} {colour}" + self.rng.choice(("", " and {colour}"))
             return self.emotion()
         return "went" + self.adverbial()
