@@ -14,11 +14,13 @@ With pre = x_in·W_enc + b_enc, active pairs A = {pre > θ} and the STE window N
 where g = ∂L/∂x̂ (= 2(x̂ − x)/n for the mse term). Only `pre` itself needs the dense [n, d_in]×[d_in, d_sae]
 matmul, so at a trained SAE's L0 (≈ 0.4 % of latents) a step costs about one dense matmul instead of five.
 The sparse products use CSR tensors (`torch.sparse.mm`, `torch.sparse.sampled_addmm`), which run on MKL on
-CPU and cuSPARSE on CUDA; measured on the 2-core dev CPU they beat gathered index_select/index_add by ~7×.
+CPU and cuSPARSE on CUDA; on the 2-core dev CPU the CSR SDDMM ran ~7× faster than a chunked gather-and-dot
+over the same pairs, and the CSR products take ~30–40 ms each at (768, 16384, 4096 tokens, L0 64) against
+~700 ms for the encoder matmul.
 
-Candidates for A ∪ N are selected with the looser test pre > θ − ε and then classified with the reference's
-own expressions (pre > θ and K((pre − θ)/ε) on the gathered values), so pairs on the pre == θ boundary and at
-the window's edges get exactly the reference's treatment whatever the rounding of θ − ε.
+Candidates for A ∪ N are selected with the looser test pre > θ − ε (less a rounding margin) and then
+classified with the reference's own expressions (pre > θ and K((pre − θ)/ε) on the gathered values), so pairs
+on the pre == θ boundary and at the window's edges get exactly the reference's treatment.
 """
 
 from __future__ import annotations
