@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 
@@ -19,10 +21,56 @@ def prepare_input(sae: JumpReLUSAE, h: torch.Tensor) -> torch.Tensor:
     return x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
 
 
+@contextmanager
+def bookkeeping_threads(device: torch.device | str) -> Iterator[None]:
+    """Run the many small element-wise ops of the index on one CPU thread (no-op on a GPU).
+
+    With several intra-op threads, every op waits until all of them got a time slice; on a loaded shared
+    machine that made the collector 5–10× slower than on one thread (benchmarks/index_throughput.py), while
+    these memory-bound ops gain little from a second thread on an idle one. Matmuls keep every thread.
+    """
+    n = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class ActiveEntries(NamedTuple):
+    """The active (position, latent) pairs of an [N, C] block of activations, in row-major order."""
+
+    token: torch.Tensor  # int64 [E] row of the block (index into the batch's positions)
+    latent: torch.Tensor  # int64 [E] column of the block (latent offset within the chunk)
+    value: torch.Tensor  # float32 [E] activation (> 0)
+    n_latents: int  # C, the chunk width
+
+
+def _entries(active: torch.Tensor, values: torch.Tensor) -> ActiveEntries:
+    n_lat = active.shape[1]
+    flat = active.view(-1).nonzero().squeeze(1)  # one scan of the [N, C] mask
+    return ActiveEntries(flat // n_lat, flat % n_lat, values.reshape(-1).index_select(0, flat).float(), n_lat)
+
+
+def active_entries(acts: torch.Tensor) -> ActiveEntries:
+    """The entries > 0 of dense activations [N, C]."""
+    return _entries(acts > 0, acts)
+
+
 def encode_chunk(sae: JumpReLUSAE, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     """JumpReLU activations of latents lo..hi for prepared inputs x [N, d_in] (same math as sae.encode)."""
-    pre = x @ sae.W_enc[:, lo:hi] + sae.b_enc[lo:hi]
-    return pre * (pre > sae.threshold[lo:hi])
+    pre = torch.addmm(sae.b_enc[lo:hi], x, sae.W_enc[:, lo:hi])
+    return pre.masked_fill_(pre <= sae.threshold[lo:hi], 0.0)
+
+
+def encode_active(sae: JumpReLUSAE, x: torch.Tensor, lo: int, hi: int) -> ActiveEntries:
+    """The active entries of latents lo..hi for prepared inputs x [N, d_in], without a dense masked copy."""
+    pre = torch.addmm(sae.b_enc[lo:hi], x, sae.W_enc[:, lo:hi])
+    with bookkeeping_threads(pre.device):
+        return _entries(pre > sae.threshold[lo:hi], pre)
 
 
 def encode_pairs(sae: JumpReLUSAE, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,14 @@ import torch
 from tqdm import tqdm
 
 from app.index import distributed
-from app.index.activations import corpus_rows, encode_chunk, keep_mask, prepare_input, reference_norm
+from app.index.activations import (
+    bookkeeping_threads,
+    corpus_rows,
+    encode_active,
+    keep_mask,
+    prepare_input,
+    reference_norm,
+)
 from app.index.collector import Collector
 from app.index.config import IndexConfig
 from app.index.finalize import finalize_index
@@ -93,9 +100,12 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
     target_rows = math.ceil(tokens / ctx)
     new_rows = 0
     if rows_done < target_rows:
+        first_h = None  # the reference batch is batch 0 (rank 0's): its capture is reused, not redone
         if cfg.outlier_factor > 0 and norm_ref is None:
-            first = torch.tensor(list(corpus_rows(lm, corpus, ctx, 0, min(per, target_rows))), dtype=torch.long)
-            norm_ref = reference_norm(lm, first, capture(lm, first, None, *hook))
+            if rank == 0:
+                first = torch.tensor(list(corpus_rows(lm, corpus, ctx, 0, min(per, target_rows))), dtype=torch.long)
+                first_h = capture(lm, first, None, *hook)
+                norm_ref = reference_norm(lm, first, first_h)
             norm_ref = distributed.broadcast_float(norm_ref)
         t0, last_commit, batches_since = time.perf_counter(), time.perf_counter(), 0
         bar = tqdm(total=(target_rows - rows_done) * ctx, unit="tok", disable=not progress or rank != 0)
@@ -105,7 +115,8 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
             want = min((start // per + 1) * per, target_rows) - start  # batches stay aligned to B rows
             batch = [row for _, row in zip(range(want), rows_iter, strict=False)]
             if (start // per) % size == rank and batch:
-                _index_batch(lm, sae, hook, collector, batch, start, cfg, norm_ref)
+                _index_batch(lm, sae, hook, collector, batch, start, cfg, norm_ref, first_h if start == 0 else None)
+                first_h = None
             start += len(batch)
             bar.update(len(batch) * ctx)
             batches_since += 1
@@ -135,18 +146,21 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
 
 
 def _index_batch(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], collector: Collector,
-                 batch: list[list[int]], first_row: int, cfg: IndexConfig, norm_ref: float | None) -> None:
-    """Capture, mask and encode one batch of rows and fold it into the collector, latent chunk by chunk."""
+                 batch: list[list[int]], first_row: int, cfg: IndexConfig, norm_ref: float | None,
+                 h: torch.Tensor | None = None) -> None:
+    """Capture (unless `h` is given), mask and encode one batch of rows and fold it in, latent chunk by chunk."""
     ids = torch.tensor(batch, dtype=torch.long)
-    h = capture(lm, ids, None, *hook)
-    keep = keep_mask(lm, ids, h, cfg.outlier_factor, norm_ref)
-    b, t = keep.nonzero(as_tuple=True)
-    x = prepare_input(sae, h[b, t])
+    if h is None:
+        h = capture(lm, ids, None, *hook)
+    with bookkeeping_threads(h.device):
+        keep = keep_mask(lm, ids, h, cfg.outlier_factor, norm_ref)
+        b, t = keep.nonzero(as_tuple=True)
+        x = prepare_input(sae, h[b, t])
     row = b + first_row
     pos = row * cfg.context_size + t
     for lo in range(0, sae.d_sae, cfg.latent_chunk):
         hi = min(lo + cfg.latent_chunk, sae.d_sae)
-        collector.update(lo, encode_chunk(sae, x, lo, hi), pos, row)
+        collector.update(lo, encode_active(sae, x, lo, hi), pos, row)
     collector.tokens += int(b.numel())
 
 

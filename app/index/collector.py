@@ -1,22 +1,27 @@
 """Streaming update of the per-latent index state from one batch of SAE activations.
 
-Only the active entries of the batch are touched (activations are sparse), and entries that can no longer
-reach a latent's top-k or reservoirs are dropped first, so after a short warm-up the work per batch is
-close to the cost of finding the non-zeros.
+Only the active entries of the batch are touched (activations are sparse). Every active entry feeds the
+moments (count, sum, max, histogram); then one vectorised admission mask, built from per-latent thresholds
+of the state *before* the batch, keeps only the entries that can still change the top-k (value >= the
+current k-th best) or a reservoir (hash key <= the m-th smallest key of its sub-interval, or a value beyond
+the current grid). Only those candidates are sorted and merged, so once the buffers have filled a batch
+costs a few passes over its non-zeros.
 """
 
 from __future__ import annotations
 
 import torch
 
+from app.index.activations import ActiveEntries, active_entries, bookkeeping_threads
 from app.index.config import IndexConfig
 from app.index.state import (
+    EMPTY_KEY,
+    HistBinner,
     IndexState,
     _flat_reservoir,
     exponents,
-    hist_bins,
-    hist_edges,
-    position_keys,
+    latent_keys,
+    position_mix,
     rebucket,
     select_bottom,
     select_topk,
@@ -33,48 +38,74 @@ class Collector:
         self.cfg = cfg
         self.d_sae = d_sae
         self.state = state.to(device) if state is not None else IndexState.empty(d_sae, cfg, device)
-        self.edges = hist_edges(cfg).to(device)
+        self.binner = HistBinner(cfg, device)
         self.tokens = tokens  # positions that entered the statistics (special tokens / outliers excluded)
+        self.entries = 0  # active (position, latent) entries folded in by this collector
+        self.candidates = 0  # ... of which passed the admission mask (went on to be sorted / merged)
 
     @torch.no_grad()
-    def update(self, lo: int, acts: torch.Tensor, pos: torch.Tensor, row: torch.Tensor) -> None:
-        """Fold activations `acts` [N, C] of latents lo..lo+C at N positions (global `pos`, corpus `row`).
+    def update(self, lo: int, acts: torch.Tensor | ActiveEntries, pos: torch.Tensor, row: torch.Tensor) -> None:
+        """Fold activations of latents lo..lo+C at N positions (global `pos`, corpus `row`, both [N]).
 
-        Call once per latent chunk of a batch; every row of the batch must be in the same call set.
+        `acts` is either the dense [N, C] activations or their `ActiveEntries`. Call once per latent chunk
+        of a batch; every row of the batch must be in the same call set.
         """
+        with bookkeeping_threads(pos.device):
+            self._update(lo, acts if isinstance(acts, ActiveEntries) else active_entries(acts), pos, row)
+
+    def _update(self, lo: int, ent: ActiveEntries, pos: torch.Tensor, row: torch.Tensor) -> None:
         cfg, st = self.cfg, self.state
-        n_lat = acts.shape[1]
+        ii, jj, val, n_lat = ent.token, ent.latent, ent.value, ent.n_latents
         hi = lo + n_lat
-        ii, jj = (acts > 0).nonzero(as_tuple=True)
-        val = acts[ii, jj].float()
-        p, r = pos[ii], row[ii]
 
         # Moments over every active entry.
         old_max = st.max[lo:hi].clone()
         st.count[lo:hi] += torch.bincount(jj, minlength=n_lat)
         st.total[lo:hi].index_add_(0, jj, val.double())
         st.max[lo:hi] = st.max[lo:hi].scatter_reduce(0, jj, val, "amax")
-        nb = self.edges.numel() - 1
-        st.hist[lo:hi] += torch.bincount(jj * nb + hist_bins(val, self.edges), minlength=n_lat * nb).view(n_lat, nb)
+        nb = cfg.n_hist_bins
+        st.hist[lo:hi] += torch.bincount(jj * nb + self.binner(val), minlength=n_lat * nb).view(n_lat, nb)
 
-        # Top-k candidates: at least the current k-th best, then non-overlapping within each (latent, row).
-        cand = (val >= st.top_val[lo:hi, -1][jj]).nonzero(as_tuple=True)[0]
-        rows_local = torch.unique(r[cand], return_inverse=True)[1]
+        # Admission mask (see the module docstring), then the exact merges on the candidates only.
+        cand_top = val >= st.top_val[lo:hi, -1].index_select(0, jj)
+        key, cand_res = self._reservoir_admission(lo, old_max, ii, jj, val, pos)
+        cand = (cand_top | cand_res).nonzero().squeeze(1)
+        self.entries += val.numel()
+        self.candidates += cand.numel()
+        ii, jj, val, key = ii[cand], jj[cand], val[cand], key[cand]
+        cand_top, cand_res = cand_top[cand], cand_res[cand]
+        p, r = pos[ii], row[ii]
+
+        # Top-k: at least the current k-th best, then non-overlapping within each (latent, row).
+        kt = cand_top.nonzero().squeeze(1)
+        rows_local = torch.unique(r[kt], return_inverse=True)[1]
         n_rows = int(rows_local.max()) + 1 if rows_local.numel() else 1
-        kept = cand[greedy_windows(jj[cand] * n_rows + rows_local, p[cand], val[cand], cfg.separation, cfg.top_k)]
-
-        # Reservoir candidates: a key above the m-th smallest of its current sub-interval can never get in
-        # (sub-intervals only merge as the max grows), unless the value lies beyond the current grid.
-        key = position_keys(jj + lo, p, cfg.seed)
-        e_old = exponents(old_max)[jj]
-        beyond = val.double() > torch.ldexp(torch.ones_like(val, dtype=torch.float64), e_old)
-        mth = st.res_key[lo:hi][jj, sub_index(val, e_old, cfg.n_subintervals), -1]
-        rcand = (beyond | (key <= mth)).nonzero(as_tuple=True)[0]
-
+        kept = kt[greedy_windows(jj[kt] * n_rows + rows_local, p[kt], val[kt], cfg.separation, cfg.top_k)]
         self._merge_topk(lo, jj[kept], val[kept], p[kept])
+
+        rc = cand_res.nonzero().squeeze(1)
         e_new = exponents(st.max[lo:hi])
         regrid = (e_new != exponents(old_max)) & (old_max > 0)
-        self._merge_reservoirs(lo, regrid, e_new, jj[rcand], key[rcand], p[rcand], val[rcand])
+        self._merge_reservoirs(lo, regrid, e_new, jj[rc], key[rc], p[rc], val[rc])
+
+    def _reservoir_admission(self, lo: int, old_max: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor,
+                             val: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hash key, may-enter mask) of every entry against the reservoirs before this batch.
+
+        A key above the m-th smallest of its current sub-interval can never get in (sub-intervals only
+        merge as the max grows, which lowers that m-th key), unless the value lies beyond the current grid
+        (value > 2**e): those, and entries of not-yet-full sub-intervals, are always candidates.
+        """
+        cfg, st = self.cfg, self.state
+        n_sub = cfg.n_subintervals
+        key = latent_keys(position_mix(pos, cfg.seed).index_select(0, ii), jj + lo)
+        # Sub-interval as in `sub_index` (val·S·2**-e is exact in float64); S marks "beyond the grid".
+        two = torch.tensor(2.0, dtype=torch.float64, device=val.device)
+        scale = torch.pow(two, -exponents(old_max)).mul_(n_sub)
+        s = val.double().mul_(scale.index_select(0, jj)).ceil_().clamp_(max=n_sub + 1).long().sub_(1)
+        mth = st.res_key[lo:lo + old_max.numel(), :, -1]
+        table = torch.cat([mth, torch.full_like(mth[:, :1], EMPTY_KEY)], 1).view(-1)
+        return key, key <= table.index_select(0, jj * (n_sub + 1) + s)
 
     def _merge_topk(self, lo: int, lat: torch.Tensor, val: torch.Tensor, pos: torch.Tensor) -> None:
         """Fold window-filtered candidates into the top-k of the latents they belong to."""

@@ -34,12 +34,30 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def position_keys(latent: torch.Tensor, pos: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A 32-bit pseudo-random key per (latent, global position), identical on every device and run."""
+def position_mix(pos: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The latent-independent half of `position_keys` (computed once per position, shared by its latents)."""
     s = _mix32(torch.tensor(seed & _M32, dtype=torch.long, device=pos.device))
     x = _mix32((pos & _M32) ^ s)
-    x = _mix32(x ^ ((pos >> 32) & _M32))
-    return _mix32(x ^ (latent.long() & _M32))
+    return _mix32(x ^ ((pos >> 32) & _M32))
+
+
+def latent_keys(mixed: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """`position_keys` from `position_mix(pos)` of each entry: one mix per (latent, position), in place."""
+    x = mixed ^ (latent.long() & _M32)
+    for _ in range(2):
+        y = x >> 16
+        y ^= x
+        y *= _MIX
+        y &= _M32
+        x = y
+    y = x >> 16
+    y ^= x
+    return y
+
+
+def position_keys(latent: torch.Tensor, pos: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A 32-bit pseudo-random key per (latent, global position), identical on every device and run."""
+    return latent_keys(position_mix(pos, seed), latent)
 
 
 def desc_key(values: torch.Tensor) -> torch.Tensor:
@@ -92,6 +110,28 @@ def hist_bins(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """Bin of each value; values outside the edges go to the first / last bin."""
     b = torch.bucketize(values.double(), edges.to(values.device), right=True) - 1
     return b.clamp(0, edges.numel() - 2)
+
+
+class HistBinner:
+    """`hist_bins` for float32 values without a binary search: a log10 guess, then an exact one-step fix.
+
+    The fix compares against the float64 edges rounded *up* to float32, which for a float32 value v is the
+    same test as v >= edge in float64. float32 log10 is off by far less than a bin, so one step suffices.
+    """
+
+    def __init__(self, cfg: IndexConfig, device: torch.device | str = "cpu") -> None:
+        edges = hist_edges(cfg)
+        up = edges.float()
+        up = torch.where(up.double() < edges, torch.nextafter(up, torch.tensor(float("inf"))), up)
+        self.up = up.to(device)
+        self.n_bins, self.lo, self.per_decade = cfg.n_hist_bins, float(cfg.hist_min_exp), cfg.hist_bins_per_decade
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        g = values.float().log10().sub_(self.lo).mul_(self.per_decade).floor_()
+        b = g.clamp_(0, self.n_bins - 1).long()
+        b -= ((values < self.up.index_select(0, b)) & (b > 0)).long()
+        b += ((values >= self.up.index_select(0, b + 1)) & (b < self.n_bins - 1)).long()
+        return b
 
 
 @dataclass
