@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from app.fsio import fsync_dir, fsync_file
 from app.sae.jumprelu import JumpReLUSAE, SAEConfig
 
 CFG_FILE = "cfg.json"
@@ -55,7 +56,7 @@ def save_native(sae: JumpReLUSAE, folder: str | os.PathLike, sparsity: torch.Ten
             save_file({"sparsity": sparsity.detach().float().contiguous().cpu()}, str(tmp / SPARSITY_FILE))
         (tmp / CFG_FILE).write_text(cfg.dumps())
         for f in tmp.iterdir():
-            _fsync(f)
+            fsync_file(f)
         _carry_over(folder, tmp)
         _replace_dir(tmp, folder)
     except BaseException:
@@ -102,11 +103,6 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 def _replace_dir(tmp: Path, folder: Path) -> None:
     """Move `tmp` into place as `folder`; an existing folder is swapped out then removed."""
     if folder.exists():
@@ -118,25 +114,11 @@ def _replace_dir(tmp: Path, folder: Path) -> None:
         except BaseException:
             os.rename(old, folder)  # put the previous SAE back
             raise
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, folder)
-        _fsync_dir(folder.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        fsync_dir(folder.parent)
 
 
 def _previous_copy(folder: Path) -> Path | None:

@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from app.fsio import atomic_write_json, fsync_file
+
 log = logging.getLogger(__name__)
 
 ACTIVATIONS_KEY = "activations"
@@ -65,10 +67,13 @@ def save_activation_file(path: str | os.PathLike, activations: torch.Tensor) -> 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    save_file({ACTIVATIONS_KEY: activations.detach().contiguous().cpu()}, str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    try:
+        save_file({ACTIVATIONS_KEY: activations.detach().contiguous().cpu()}, str(tmp))
+        fsync_file(tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return p
 
 
@@ -187,9 +192,7 @@ def write_cache_manifest(folder: Path, key: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / "manifest.json"
     if not manifest.exists():
-        tmp = folder / f".manifest.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(key, indent=2, sort_keys=True))
-        os.replace(tmp, manifest)
+        atomic_write_json(manifest, key)
 
 
 def input_scale_from(sample: torch.Tensor) -> tuple[float, int]:

@@ -22,44 +22,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from app.fsio import fsync_dir, fsync_file
+
 CHECKPOINTS = "checkpoints"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 _NAME = re.compile(r"^step-(\d{8,})$")
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` via a temp file + fsync + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -121,11 +89,11 @@ def save_checkpoint(
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=1, sort_keys=True))
         (tmp / "train_config.json").write_text(config_json)
         for f in tmp.iterdir():
-            _fsync_file(f)
+            fsync_file(f)
         if final.exists():  # re-saving the same step after a resume: swap the old one out
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -185,7 +185,7 @@ class TrainConfig:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write train_config.json into `folder` atomically."""
-        from app.training.checkpoint import atomic_write_text
+        from app.fsio import atomic_write_text
 
         path = Path(folder) / CONFIG_FILE
         atomic_write_text(path, json.dumps(self.to_json(), indent=2, sort_keys=True))

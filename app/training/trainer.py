@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from app.fsio import atomic_write_text
 from app.sae import JumpReLUSAE
 from app.training.checkpoint import (
-    atomic_write_text,
     latest_checkpoint,
     load_checkpoint,
     load_optimizer_tensors,

@@ -57,10 +57,10 @@ def _fail_on_call(monkeypatch, target, name: str, n: int) -> None:
     [
         (formats, "save_file", 1),  # weights
         (formats, "save_file", 2),  # sparsity
-        (formats, "_fsync", 2),
+        (formats, "fsync_file", 2),
         (os, "rename", 1),  # old folder out of the way
         (os, "rename", 2),  # new folder into place
-        (formats, "_fsync_dir", 1),
+        (formats, "fsync_dir", 1),
     ],
 )
 def test_interrupted_save_keeps_previous_sae(tmp_path, monkeypatch, target, name, n):
@@ -74,9 +74,9 @@ def test_interrupted_save_keeps_previous_sae(tmp_path, monkeypatch, target, name
     monkeypatch.undo()
     back = load_sae(folder)
     # Either the save never happened or (failure after the swap, before cleanup) it fully happened.
-    assert _same(back, old) or (_same(back, new) and name == "_fsync_dir")
+    assert _same(back, old) or (_same(back, new) and name == "fsync_dir")
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "sae"]
-    if name == "_fsync_dir":  # interrupted after the swap: the previous SAE may still sit aside
+    if name == "fsync_dir":  # interrupted after the swap: the previous SAE may still sit aside
         leftovers = [n for n in leftovers if not n.startswith(".sae.old-")]
     assert not leftovers, f"temporary folders left behind: {leftovers}"
     formats.save_native(new, folder)  # and the next save works despite anything left behind
