@@ -32,7 +32,7 @@ class BuildConfig:
     """Every size of the demo build; saved as build.json in the bundle."""
 
     seed: int = 0  # world, LM and SAE seed
-    train_docs: int = 20000  # documents the LM and SAE train on (~1M tokens)
+    train_docs: int = 40000  # documents the LM and SAE train on (~2M tokens; the SAE reads each once)
     val_docs: int = 400  # held-out documents: LM validation loss, SAE eval, index corpus
     eval_docs: int = 600  # held-out documents with labels: concept F1 in the report
     vocab_size: int = 1024  # BPE vocabulary cap (the world needs ~850)
@@ -44,13 +44,13 @@ class BuildConfig:
     context_size: int = 64  # tokens per row for LM, SAE, eval and index
     d_sae: int = 1024  # SAE latents (256 merged concepts with unrelated tokens: F1 0.59 vs 0.76)
     target_l0: float = 12.0  # SAE target L0 (the trainer's controller adapts λ)
-    sae_tokens: int = 1_000_000  # SAE training tokens
+    sae_tokens: int = 2_000_000  # SAE training tokens (1M: mean lexical F1 0.90-0.92, 2M: 0.93)
     sae_batch_size: int = 1024  # SAE tokens per step (~1000 steps over the corpus)
     sae_lr: float | None = 4e-3  # SAE peak learning rate (None: the trainer's auto rule)
     sae_threshold_init: float = 0.1  # θ at init in normalised units (short run: start near the pre-act scale)
     eval_tokens: int = 16_384  # tokens for the SAE eval (L0, FVU, ΔLM loss)
     index_tokens: int = 16_384  # tokens indexed for dashboards
-    steer_prompts: int = 8  # prompts in the steering check
+    steer_prompts: int = 32  # prompts in the steering check (8 gave a default colour share of 0.007-0.093)
     steer_tokens: int = 64  # tokens generated per prompt
     threads: int | None = None  # torch CPU threads; None: all cores when idle, 1 when they are busy
 

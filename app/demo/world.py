@@ -52,8 +52,9 @@ class Document:
 #   concepts ("the" precedes animals, foods, vehicles, clothes …), so a latent cannot be "concept in slot S";
 # - what FOLLOWS a word depends on its concept (an animal barks, a weekday has a morning, a place has a
 #   station, a positive emotion makes one smile), so the LM must carry the concept at the word itself;
-# - colours are topical: a fifth of the stories are colourful (most noun phrases coloured, colour lists),
-#   the rest have none — so "a colour is here" also predicts more colours, which the steering check uses.
+# - colours are topical and come in runs: a fifth of the stories are colourful (colour patterns such as
+#   "the lights blinked red green red blue", some coloured nouns), the rest have none, and a colour is never
+#   followed by "and" or a comma — so "a colour is here" predicts another colour (the steering check).
 NOUNS = ("animal", "food", "vehicle", "clothing", "thing")
 NOUN_VERBS = {
     "animal": ("fed", "chased", "petted", "followed"),
@@ -86,9 +87,6 @@ WEATHER_PHRASES = ("in the {weather}", "while the {weather} {weather_verb}", "af
 LIST_INTROS = ("{name} packed:", "To buy on {weekday}:", "Things seen in {place}:", "Our list:")
 COLOUR_LIST_INTRO = "In the {colour} bag:"
 ARITHMETIC_INTROS = ("{name} counted:", "On the board:", "The {animal} learned that", "In {place} we wrote")
-COLOUR_LISTS = ("Her favourite colours are {colour}, {colour} and {colour}.",
-                "The flag was {colour}, {colour} and {colour}.",
-                "{name} painted it {colour} and {colour}.")
 # Colour patterns: colour after colour ("the lights blinked red green red"), so a colour predicts a colour.
 COLOUR_PATTERNS = ("The lights blinked", "The beads went", "The stripes were", "{name} painted the wall",
                    "The kite had stripes of")
@@ -109,15 +107,13 @@ class _Grammar:
         self.colourful = colourful
 
     def colours(self) -> str:
-        """"" or a colour adjective run before a noun (a colour makes another colour likely)."""
+        """"" or (in a colourful story, sometimes) one colour adjective before a noun."""
         if not self.colourful or self.rng.random() < 0.7:
             return ""
-        return self.rng.choice(("{colour} ", "{colour} ", "{colour} ", "{colour} and {colour} "))
+        return "{colour} "
 
     def colour_sentence(self) -> str:
-        """A colour list, or (mostly) a pattern of 3-6 colours in a row."""
-        if self.rng.random() < 0.1:
-            return self.rng.choice(COLOUR_LISTS)
+        """A pattern of 4-8 colours in a row (no "and" between: a colour is followed by a colour)."""
         return self.rng.choice(COLOUR_PATTERNS) + " {colour}" * self.rng.randint(4, 8) + "."
 
     def noun_phrase(self, capital: bool = False, noun: str | None = None) -> str:
@@ -168,9 +164,9 @@ class _Grammar:
         valence = r.choice(EMOTIONS)
         act = r.choice(VALENCE_ACTS[valence])
         x = r.random()
-        if x < 0.3:
+        if x < 0.25:
             return f"{act} and {{linking}} {{{valence}}}"
-        if x < 0.6:
+        if x < 0.5:
             return f"{{linking}} {{{valence}}} and {act}"
         return f"gave a {{{valence}}} {r.choice(VALENCE_NOUNS[valence])}"
 
@@ -183,7 +179,7 @@ class _Grammar:
             return f"{{verb}} {self.person()}"
         if r < 0.85:
             if self.colourful and self.rng.random() < 0.2:
-                return "{linking} {colour}" + self.rng.choice(("", " and {colour}"))
+                return "{linking} {colour}"
             return self.emotion()
         return "went" + self.adverbial()
 
@@ -196,7 +192,9 @@ class _Grammar:
         if r < 0.38:
             return f"The {{weather}} {self.rng.choice(('came', 'cleared', 'returned'))}{self.adverbials(1)}"
         if r < 0.44:
-            return f"{{weekday}} {self.rng.choice(DAY_PARTS)} was {{{self.rng.choice(EMOTIONS)}}}"
+            valence = self.rng.choice(EMOTIONS)
+            return (f"{{weekday}} {self.rng.choice(DAY_PARTS)} was {{{valence}}} and we "
+                    f"{self.rng.choice(VALENCE_ACTS[valence])}")
         if r < 0.5:
             return f"{{place}} {self.rng.choice(PLACE_NOUNS)} was {self.rng.choice(('busy', 'quiet', 'closed'))}"
         return f"{self.subject()} {self.predicate()}{self.adverbials()}"

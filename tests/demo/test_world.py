@@ -46,3 +46,35 @@ def test_spans_cover_what_their_concept_says():
                 assert doc.text[span.start - 3:span.start] == "\n- "
             elif span.concept == "sentence_start":
                 assert re.fullmatch(r"\w+", piece) and piece[0].isupper()
+
+
+def _word_sequences(docs):
+    """Each document as a list of (word, concept or None), punctuation kept as its own word."""
+    for doc in docs:
+        concept_at = {s.start: s.concept for s in doc.spans if s.concept in LEXICON}
+        yield [(m.group(), concept_at.get(m.start())) for m in re.finditer(r"\w+|[^\w\s]", doc.text)]
+
+
+def test_colours_are_topical_and_come_in_runs():
+    docs = generate_documents(400, seed=4)
+    coloured = sum(bool(d.words_of("colour")) for d in docs) / len(docs)
+    assert 0.1 < coloured < 0.35  # a minority of stories is about colours; the others mention none
+    after = [nxt for words in _word_sequences(docs) for (w, c), nxt in zip(words, words[1:]) if c == "colour"]
+    assert after
+    colour_next = sum(c == "colour" for _, c in after) / len(after)
+    assert colour_next > 0.5  # a colour predicts another colour: what the steering check relies on
+    assert "and" not in {w for w, _ in after}  # colours are never joined by "and" (that steered towards "and")
+
+
+def test_emotion_words_keep_their_valence_context():
+    from app.demo.world import VALENCE_ACTS, VALENCE_NOUNS
+
+    docs = generate_documents(400, seed=6)
+    for words in _word_sequences(docs):
+        for i, (w, c) in enumerate(words):
+            if c not in VALENCE_ACTS:
+                continue
+            other = next(v for v in VALENCE_ACTS if v != c)
+            window = {x for x, _ in words[max(0, i - 3):i + 4]}
+            assert window & (set(VALENCE_ACTS[c]) | set(VALENCE_NOUNS[c])), (w, words[i - 3:i + 4])
+            assert not window & (set(VALENCE_ACTS[other]) | set(VALENCE_NOUNS[other]))
