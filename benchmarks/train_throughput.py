@@ -33,6 +33,7 @@ import torch
 
 from app.config import resolve_device, resolve_dtype
 from app.sae.jumprelu import JumpReLUSAE
+from app.training.step import training_step
 from benchmarks.matmul_rate import dense_matmul_flops
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,8 @@ def _batch(n: int, d_in: int, device: torch.device, seed: int) -> torch.Tensor:
 def train_step(
     sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, lam: float, sparse: bool | None
 ) -> torch.Tensor:
-    """One SPEC §2 step; returns the batch L0 (detached)."""
-    opt.zero_grad(set_to_none=True)
-    out = sae(x, lam, sparse=sparse)
-    out.loss.backward()
-    with torch.no_grad():
-        w, g = sae.W_dec, sae.W_dec.grad  # rows are unit norm: remove the radial component, in one pass
-        g.addcmul_(w, torch.linalg.vecdot(g, w).unsqueeze(1), value=-1.0)
-    torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-    opt.step()
-    with torch.no_grad():
-        sae.W_dec.div_(torch.linalg.vector_norm(sae.W_dec, dim=1, keepdim=True))
-    return out.l0.detach()
+    """One SPEC §2 step exactly as the trainer runs it; returns the batch L0 (detached)."""
+    return training_step(sae, opt, x, lam, grad_clip=1.0, sparse=sparse).l0.detach()
 
 
 def make_optimizer(sae: JumpReLUSAE, fused: bool) -> torch.optim.Adam:

@@ -35,6 +35,7 @@ from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
+from app.training.step import training_step
 
 log = logging.getLogger(__name__)
 
@@ -170,17 +171,8 @@ class Trainer:
             opt.param_groups[0]["lr"] = sched.lr * factor
             opt.param_groups[1]["lr"] = sched.threshold_lr * factor
             lam = controller.lam if controller else warmed_lambda(step, c.l0_coefficient, sched.l0_warmup)
-            with self._autocast():
-                out = sae(x, lam)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            dist.average_gradients(weights)
-            self._constrain_decoder_grad(sae)
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(weights, c.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            out = training_step(sae, opt, x, lam, grad_clip=c.grad_clip, autocast=self._autocast(),
+                                average_gradients=lambda: dist.average_gradients(weights))
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size
             l0_batch = float(counts.sum()) / n_global
@@ -222,14 +214,6 @@ class Trainer:
         if self.use_autocast:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    @staticmethod
-    @torch.no_grad()
-    def _constrain_decoder_grad(sae: JumpReLUSAE) -> None:
-        """Remove the gradient component parallel to each (unit-norm) W_dec row before the update."""
-        g, w = sae.W_dec.grad, sae.W_dec
-        if g is not None:
-            g.sub_((g * w).sum(1, keepdim=True) * w)
 
     # --- outputs ---------------------------------------------------------------------------------------------
     def _log_metrics(self, record: dict) -> None:
