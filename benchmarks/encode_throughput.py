@@ -1,6 +1,6 @@
 """SAE encode throughput (tokens/s) and its ratio to the machine's dense-matmul rate.
 
-    python benchmarks/encode_throughput.py --d-in 768 --d-sae 24576 --batch 1024 --steps 10
+    .venv/bin/python -m benchmarks.encode_throughput --d-in 768 --d-sae 24576 --batch 1024 --steps 10
 
 Encoding is one [B, d_in] @ [d_in, d_sae] matmul plus the JumpReLU mask, so the dense-matmul rate
 (2·d_in·d_sae FLOPs per token) is its ceiling: `matmul_ratio` close to 1 means nothing else costs.
@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app.config import resolve_device, resolve_dtype  # noqa: E402
-from app.sae import JumpReLUSAE  # noqa: E402
-from benchmarks.matmul_rate import dense_matmul_flops  # noqa: E402
+from app.config import resolve_device, resolve_dtype
+from app.sae import JumpReLUSAE
+from benchmarks.matmul_rate import dense_matmul_flops
 
 
 def main() -> None:

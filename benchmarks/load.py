@@ -6,8 +6,8 @@ clients for `--duration` seconds, each cycling through POST /api/encode, GET /ap
 (random latent) and POST /api/steer. Prints one JSON line: requests, errors (must be 0), throughput,
 p50/p99 per route, and the server's RSS before (after warm-up) and after the run, plus its peak.
 
-    .venv/bin/python benchmarks/load.py                       # 32 clients × 60 s
-    .venv/bin/python benchmarks/load.py --tiny --clients 8 --duration 5
+    .venv/bin/python -m benchmarks.load                       # 32 clients × 60 s
+    .venv/bin/python -m benchmarks.load --tiny --clients 8 --duration 5
 """
 
 from __future__ import annotations
@@ -15,54 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-WORDS = ("the red fox jumps over a lazy dog while seven wizards judge boxing matches near the river and "
-         "children sing about apples bread and warm morning light in paris today").split()
+from benchmarks.server import WORDS, demo_fixture, start_server, tiny_fixture
+
 ROUTES = ("encode", "dashboard", "steer")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tiny_fixture(root: Path) -> tuple[str, str]:
-    """A tiny random Llama and a random JumpReLU SAE on its layer-1 residual stream (seconds to build)."""
-    from app.lm.tiny import save_tiny_model, train_tokenizer
-    from app.sae import JumpReLUSAE
-
-    tok = train_tokenizer([" ".join(WORDS)] * 50, vocab_size=400)
-    model = save_tiny_model(root / "model", "llama", tok, d_model=64, n_layers=3, max_positions=256)
-    sae = JumpReLUSAE.create(64, 512, threshold=0.05, seed=0,
-                             metadata={"model_name": str(model), "hook_name": "blocks.1.hook_resid_post",
-                                       "context_size": 64})
-    sae.save(root / "sae")
-    return str(model), str(root / "sae")
-
-
-def demo_fixture() -> tuple[str, str] | None:
-    """(model dir, SAE dir) of the demo bundle, built on first use; None when this build has no working demo."""
-    try:
-        from app.demo.bundle import ensure_demo
-
-        bundle = ensure_demo()
-    except Exception as e:  # no demo in this build, or its build failed: fall back to the tiny fixture
-        print(f"demo bundle unavailable ({type(e).__name__}: {e}); using a tiny model", file=sys.stderr)
-        return None
-    return str(bundle.model_dir), str(bundle.sae_dir)
 
 
 def rss_mb(pid: int) -> float:
@@ -71,29 +35,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def start_server(model: str, sae: str, data_dir: Path, steer_tokens: int) -> tuple[subprocess.Popen, str]:
-    """`jumpscope serve` on 127.0.0.1 and a free port; returns once /api/health answers."""
-    port = _free_port()
-    env = {**os.environ, "JUMPSCOPE_MAX_NEW_TOKENS": str(max(steer_tokens, 1)), "JUMPSCOPE_MAX_PROMPT_TOKENS": "256"}
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--model", model, "--sae", sae,
-                               "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
-                               "--data-dir", str(data_dir)],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            if httpx.get(base + "/api/health", timeout=2).status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            err = server.stderr.read().decode(errors="replace")[-2000:] if server.poll() is not None else ""
-            server.kill()
-            raise SystemExit(f"the server did not start\n{err}")
-        time.sleep(0.25)
 
 
 class Load:
@@ -164,7 +105,8 @@ def run(clients: int, duration: float, tiny: bool, steer_tokens: int) -> dict:
         paths = None if tiny else demo_fixture()
         source = "demo" if paths else "tiny"
         model, sae = paths or tiny_fixture(Path(tmp))
-        server, base = start_server(model, sae, Path(tmp) / "data", steer_tokens)
+        env = {"JUMPSCOPE_MAX_NEW_TOKENS": str(max(steer_tokens, 1)), "JUMPSCOPE_MAX_PROMPT_TOKENS": "256"}
+        server, base = start_server(model, sae, Path(tmp) / "data", env)
         try:
             peak = 0.0
             # Warm-up: every route a few times, so one-off allocations are in the "before" figure.

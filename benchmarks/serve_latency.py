@@ -6,7 +6,7 @@ is unavailable, a tiny random model + SAE built here). For a machine-independent
 times the service functions called directly in this process on the same model, and reports
 `http_overhead_ratio` = HTTP p50 / direct p50.
 
-    .venv/bin/python benchmarks/serve_latency.py [--tiny] [--requests 64]
+    .venv/bin/python -m benchmarks.serve_latency [--tiny] [--requests 64]
 """
 
 from __future__ import annotations
@@ -14,49 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches near "
-         "the old river bank and children sing about apples bread and warm morning light").split()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tiny_fixture(root: Path) -> tuple[str, str]:
-    """A tiny random Llama (d_model 64, 4 layers) and a random SAE on its layer-2 residual stream."""
-    from app.lm.tiny import save_tiny_model, train_tokenizer
-    from app.sae import JumpReLUSAE
-
-    tok = train_tokenizer([" ".join(WORDS)] * 50, vocab_size=400)
-    model = save_tiny_model(root / "model", "llama", tok, d_model=64, n_layers=4, max_positions=512)
-    sae = JumpReLUSAE.create(64, 1024, threshold=0.05, seed=0,
-                             metadata={"model_name": str(model), "hook_name": "blocks.2.hook_resid_post",
-                                       "context_size": 128})
-    sae.save(root / "sae")
-    return str(model), str(root / "sae")
-
-
-def demo_fixture() -> tuple[str, str] | None:
-    try:
-        from app.demo.bundle import ensure_demo
-    except ImportError:
-        return None
-    bundle = ensure_demo()
-    return str(bundle.model_dir), str(bundle.sae_dir)
+from benchmarks.server import WORDS, demo_fixture, start_server, tiny_fixture
 
 
 def prompt_of(n_tokens: int, count) -> str:
@@ -132,23 +97,9 @@ def main() -> None:
     steer_body = {"prompt": steer_prompt, "interventions": interventions, "max_new_tokens": 32,
                   "temperature": 0.7, "seed": 0}
 
-    port = _free_port()
-    env = {**os.environ, "JUMPSCOPE_MAX_PROMPT_TOKENS": "512", "JUMPSCOPE_MAX_NEW_TOKENS": "64"}
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--model", model, "--sae", sae,
-                               "--device", "cpu", "--port", str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    env = {"JUMPSCOPE_MAX_PROMPT_TOKENS": "512", "JUMPSCOPE_MAX_NEW_TOKENS": "64"}
+    server, base = start_server(model, sae, Path(tmp.name) / "data", env)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(base + "/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.25)
         results = {"source": source, "model": model, "encode_prompt_tokens": len(lm.token_ids(prompt)),
                    "steer_new_tokens": 32, "torch_threads": __import__("torch").get_num_threads()}
         n_steer = max(4, args.requests // 4)
