@@ -31,6 +31,7 @@ from app.index.activations import (
 from app.index.collector import Collector
 from app.index.config import IndexConfig
 from app.index.finalize import finalize_index
+from app.index.state import IndexState
 from app.index.store import connect, get_meta, load_state, save_state, set_meta
 from app.lm.hooks import capture, parse_hook_name
 from app.lm.model import LanguageModel
@@ -66,8 +67,11 @@ def _check_or_start(conn: sqlite3.Connection, fingerprint: dict, restart: bool) 
 @torch.no_grad()
 def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, tokens: int,
               db_path: str | os.PathLike, cfg: IndexConfig, restart: bool = False,
-              sae_dir: str | os.PathLike | None = None, progress: bool = False) -> Path:
-    """Index `corpus` up to `tokens` tokens in total (resuming / extending `db_path`), then finalise it."""
+              sae_dir: str | os.PathLike | None = None, progress: bool = False, finalize: bool = True) -> Path:
+    """Index `corpus` up to `tokens` tokens in total (resuming / extending `db_path`), then finalise it.
+
+    `finalize=False` stops after the pass (status stays "building"; the next run finalises).
+    """
     hook_name = sae.cfg.metadata.get("hook_name")
     if not hook_name:
         raise ValueError("the SAE's cfg.json metadata has no hook_name: cannot tell where to read activations")
@@ -96,6 +100,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
     if rank != 0:
         reader.close()
     collector = Collector(sae.d_sae, cfg, sae.device, state, tokens_seen if rank == 0 else 0)
+    committed = collector.state  # the state of every rank's batches so far (merged at each commit)
     ctx, per = cfg.context_size, cfg.batch_contexts
     target_rows = math.ceil(tokens / ctx)
     new_rows = 0
@@ -124,7 +129,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
             round_end = (start // per) % size == 0 or start >= target_rows or exhausted
             due = batches_since >= cfg.commit_every * size or time.perf_counter() - last_commit >= cfg.commit_seconds
             if round_end and (due or start >= target_rows or exhausted):
-                _commit(conn, collector, cfg, start, norm_ref)
+                committed = _commit(conn, collector, cfg, start, norm_ref)
                 new_rows += start - rows_done
                 rows_done, last_commit, batches_since = start, time.perf_counter(), 0
             if exhausted:
@@ -136,10 +141,11 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
                 set_meta(conn, "pass_seconds", get_meta(conn, "pass_seconds", 0.0) + time.perf_counter() - t0)
     if rank == 0:
         status = get_meta(conn, "status")
-        if new_rows or status != "complete":
+        if finalize and (new_rows or status != "complete"):
             with conn:
                 set_meta(conn, "status", "finalizing")
-            finalize_index(conn, lm, sae, hook, collector.state, cfg, corpus, norm_ref)
+            # Under torchrun the collector holds this rank's batches only: finalise the merged state.
+            finalize_index(conn, lm, sae, hook, committed.to(sae.device), cfg, corpus, norm_ref)
         conn.close()
     distributed.barrier()
     return db_path
@@ -165,8 +171,11 @@ def _index_batch(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], col
 
 
 def _commit(conn: sqlite3.Connection | None, collector: Collector, cfg: IndexConfig, rows_done: int,
-            norm_ref: float | None) -> None:
-    """Write the (merged, under torchrun) running state and the progress counters in one transaction."""
+            norm_ref: float | None) -> IndexState | None:
+    """Write the (merged, under torchrun) running state and the progress counters in one transaction.
+
+    Returns the merged state on rank 0 (None on the other ranks).
+    """
     merged = distributed.gather_merged(collector.state, cfg)
     tokens = collector.tokens
     if distributed.world()[1] > 1:
@@ -176,7 +185,7 @@ def _commit(conn: sqlite3.Connection | None, collector: Collector, cfg: IndexCon
         torch.distributed.all_reduce(t)
         tokens = int(t.item())
     if conn is None:
-        return
+        return None
     with conn:
         save_state(conn, merged.to("cpu"))
         set_meta(conn, "rows_done", rows_done)
@@ -185,6 +194,7 @@ def _commit(conn: sqlite3.Connection | None, collector: Collector, cfg: IndexCon
         set_meta(conn, "norm_reference", norm_ref)
         set_meta(conn, "status", "building")
         set_meta(conn, "committed_at", time.time())
+    return merged
 
 
 def _write_info(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE, cfg: IndexConfig,
