@@ -3,16 +3,17 @@
     .venv/bin/python benchmarks/index_throughput.py                 # CPU: small Llama-shaped model, 4k latents
     .venv/bin/python benchmarks/index_throughput.py --gemma2-2b --device cuda --tokens 10000000 --d-sae 16384
 
-Prints one JSON line. The index time is the pass itself (tokenising the corpus, capture, encode, the running
-statistics, commits to SQLite); the after-pass work (example windows, logits, neighbours) is reported
-separately (without the ablation loss effects, which cost LM forwards per shown example).
+Prints one JSON line.
 
-Warm-up and steady state are timed apart: the index first runs over `--warmup-tokens` (the top-k buffers and
-reservoirs fill, so most active entries are still merged), then is extended to `--tokens` (the same answer
-as one run; only entries that can change the state are merged). The baseline is timed over the same two
-token ranges. `ratio` is the steady-state one. Each repeat times both sides back to back (alternating which
-goes first) and the median over repeats is reported, so load from other processes on a shared machine
-affects both sides alike; the load average is printed alongside.
+* `ratio` (steady state) and `warmup_ratio`: the index's per-batch work (`index_batch`: capture, skip mask,
+  encode, running statistics) and the baseline (capture + `sae.encode`) are timed batch by batch,
+  alternating which goes first, over the same batches. A batch pair runs within a second or two, so load
+  from other processes on a shared machine hits both alike; the ratio is the median over batch pairs. The
+  first `--warmup-tokens` are the warm-up (top-k buffers and reservoirs still filling, so most active
+  entries are merged); the rest is the steady state (only entries that can change the state are merged).
+* `pass_tokens_per_s`: a real `run_index` over all the tokens afterwards (adds corpus tokenisation and the
+  SQLite commits), and the after-pass work (example windows, logits, neighbours; without the ablation
+  loss effects, which cost LM forwards per shown example) as `finalize_s_without_loss_effects`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from app.index.activations import corpus_rows
-from app.index.builder import run_index
+from app.index.activations import corpus_rows, reference_norm
+from app.index.builder import index_batch, run_index
+from app.index.collector import Collector
 from app.index.config import IndexConfig
 from app.index.store import connect, get_meta
 from app.lm.families import family_of
@@ -89,39 +91,56 @@ def baseline_seconds(lm, sae, hook, rows: torch.Tensor, batch: int) -> float:
     return time.perf_counter() - t0
 
 
-def index_seconds(lm, sae, corpus: Path, cfg: IndexConfig, db: Path, warm_tokens: int, tokens: int):
-    """(warm-up pass seconds, steady pass seconds, finalise seconds, L0) of one fresh index run."""
-    run_index(lm, sae, corpus, warm_tokens, db, cfg, finalize=False)
-    t1 = time.perf_counter()
-    with connect(db, readonly=True) as conn:
-        warm = float(get_meta(conn, "pass_seconds"))
-    run_index(lm, sae, corpus, tokens, db, cfg)  # extension: same answer as one run over `tokens`
-    total = time.perf_counter() - t1
-    with connect(db, readonly=True) as conn:
-        steady = float(get_meta(conn, "pass_seconds")) - warm
-        seen = float(get_meta(conn, "tokens_seen"))
-        l0 = sum(r[0] for r in conn.execute("SELECT count FROM latents")) / seen if seen else 0.0
-    return warm, steady, total - steady, l0
+def timed(fn, sync) -> float:
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def interleaved(lm, sae, hook, rows: torch.Tensor, cfg: IndexConfig) -> list[tuple[float, float]]:
+    """(baseline seconds, index seconds) per batch, the two timed back to back in alternating order."""
+    sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
+    per = cfg.batch_contexts
+    first = rows[:per].to(lm.device)
+    norm_ref = reference_norm(lm, first, capture(lm, first, None, *hook)) if cfg.outlier_factor > 0 else None
+    col = Collector(sae.d_sae, cfg, sae.device)
+    out = []
+    for b, start in enumerate(range(0, rows.shape[0], per)):
+        ids = rows[start:start + per]
+
+        def base(ids=ids):
+            h = capture(lm, ids, None, *hook)
+            sae.encode(h.reshape(-1, h.shape[-1]))
+
+        def index(ids=ids, start=start):
+            index_batch(lm, sae, hook, col, ids.tolist(), start, cfg, norm_ref)
+        if b % 2:
+            t_i, t_b = timed(index, sync), timed(base, sync)
+        else:
+            t_b, t_i = timed(base, sync), timed(index, sync)
+        out.append((t_b, t_i))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=49152, help="total tokens indexed (warm-up included)")
-    ap.add_argument("--warmup-tokens", type=int, default=16384, help="first part, timed separately")
-    ap.add_argument("--repeats", type=int, default=2, help="back-to-back timings of both sides; median kept")
+    ap.add_argument("--warmup-tokens", type=int, default=16384, help="first part, reported separately")
     ap.add_argument("--d-sae", type=int, default=4096)
     ap.add_argument("--context-size", type=int, default=128)
     ap.add_argument("--batch-contexts", type=int, default=16)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch intra-op threads for both sides (default: torch's)")
+    ap.add_argument("--no-pass", action="store_true", help="skip the end-to-end run_index pass")
     ap.add_argument("--gemma2-2b", action="store_true", help="Gemma-2-2B-shaped model, hook at layer 12")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx, per = args.context_size, args.batch_contexts
-    warm_rows = max(per, args.warmup_tokens // ctx // per * per)  # whole batches, so both parts align
-    n_rows = max(-(-args.tokens // ctx), warm_rows + per)
+    warm_batches = max(1, args.warmup_tokens // (ctx * per))
+    n_rows = max(-(-args.tokens // ctx), (warm_batches + 1) * per)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         n_par = max(200, n_rows * ctx // 80)
@@ -134,39 +153,37 @@ def main() -> None:
         sae = calibrated_sae(lm, hook, args.d_sae, rows)
         cfg = IndexConfig(context_size=ctx, batch_contexts=per, loss_effects=False)
         baseline_seconds(lm, sae, hook, rows[:per], per)  # warm-up of the kernels, not timed
-        runs = []
-        for rep in range(args.repeats):
-            def base():
-                return (baseline_seconds(lm, sae, hook, rows[:warm_rows], per),
-                        baseline_seconds(lm, sae, hook, rows[warm_rows:], per))
+        pairs = interleaved(lm, sae, hook, rows, cfg)
+        load_mid = os.getloadavg()[0]
+        result: dict = {}
+        if not args.no_pass:
+            db = Path(tmp) / "index.db"
+            t0 = time.perf_counter()
+            run_index(lm, sae, corpus, n_rows * ctx, db, cfg)
+            total = time.perf_counter() - t0
+            with connect(db, readonly=True) as conn:
+                pass_s, seen = float(get_meta(conn, "pass_seconds")), float(get_meta(conn, "tokens_seen"))
+                l0 = sum(r[0] for r in conn.execute("SELECT count FROM latents")) / seen
+            result = {"pass_tokens_per_s": round(n_rows * ctx / pass_s, 1),
+                      "finalize_s_without_loss_effects": round(total - pass_s, 2), "l0": round(l0, 1)}
+    warm, steady = pairs[:warm_batches], pairs[warm_batches:]
+    tok = per * ctx
 
-            def index(rep=rep):
-                return index_seconds(lm, sae, corpus, cfg, Path(tmp) / f"index{rep}.db", warm_rows * ctx,
-                                     n_rows * ctx)
-            if rep % 2 == 0:
-                b, i = base(), index()
-            else:
-                i, b = index(), base()
-            runs.append((b, i))
-    warm_tok, steady_tok = warm_rows * ctx, (n_rows - warm_rows) * ctx
-
-    def med(f):
-        return statistics.median(f(b, i) for b, i in runs)
+    def summary(part, prefix):
+        b, i = sum(p[0] for p in part), sum(p[1] for p in part)
+        return {f"{prefix}tokens_per_s": round(tok * len(part) / i, 1),
+                f"{prefix}baseline_tokens_per_s": round(tok * len(part) / b, 1),
+                f"{prefix}ratio": round(statistics.median(p[0] / p[1] for p in part), 3),
+                f"{prefix}ratio_quartiles": [round(q, 3) for q in
+                                             statistics.quantiles([p[0] / p[1] for p in part], n=4)[::2]]
+                if len(part) > 1 else None}
 
     print(json.dumps({
-        "tokens": n_rows * ctx, "warmup_tokens": warm_tok, "d_sae": args.d_sae, "d_model": lm.d_model,
-        "hook": f"blocks.{hook[1]}.hook_{hook[0]}", "device": str(lm.device), "l0": round(runs[-1][1][3], 1),
-        "tokens_per_s": round(med(lambda b, i: steady_tok / i[1]), 1),
-        "baseline_tokens_per_s": round(med(lambda b, i: steady_tok / b[1]), 1),
-        "ratio": round(med(lambda b, i: b[1] / i[1]), 3),
-        "warmup_tokens_per_s": round(med(lambda b, i: warm_tok / i[0]), 1),
-        "warmup_baseline_tokens_per_s": round(med(lambda b, i: warm_tok / b[0]), 1),
-        "warmup_ratio": round(med(lambda b, i: b[0] / i[0]), 3),
-        "overall_ratio": round(med(lambda b, i: (b[0] + b[1]) / (i[0] + i[1])), 3),
-        "ratios": [round(b[1] / i[1], 3) for b, i in runs],
-        "finalize_s_without_loss_effects": round(med(lambda b, i: i[2]), 2),
-        "repeats": args.repeats, "threads": torch.get_num_threads(),
-        "load_avg": [round(load_before, 1), round(os.getloadavg()[0], 1)], "cpus": os.cpu_count(),
+        "tokens": n_rows * ctx, "warmup_tokens": warm_batches * tok, "d_sae": args.d_sae, "d_model": lm.d_model,
+        "hook": f"blocks.{hook[1]}.hook_{hook[0]}", "device": str(lm.device),
+        **summary(steady, ""), **summary(warm, "warmup_"), **result,
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "load_avg": [round(load_before, 1), round(load_mid, 1), round(os.getloadavg()[0], 1)],
     }))
 
 

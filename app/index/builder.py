@@ -120,7 +120,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
             want = min((start // per + 1) * per, target_rows) - start  # batches stay aligned to B rows
             batch = [row for _, row in zip(range(want), rows_iter, strict=False)]
             if (start // per) % size == rank and batch:
-                _index_batch(lm, sae, hook, collector, batch, start, cfg, norm_ref, first_h if start == 0 else None)
+                index_batch(lm, sae, hook, collector, batch, start, cfg, norm_ref, first_h if start == 0 else None)
                 first_h = None
             start += len(batch)
             bar.update(len(batch) * ctx)
@@ -151,9 +151,9 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
     return db_path
 
 
-def _index_batch(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], collector: Collector,
-                 batch: list[list[int]], first_row: int, cfg: IndexConfig, norm_ref: float | None,
-                 h: torch.Tensor | None = None) -> None:
+def index_batch(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], collector: Collector,
+                batch: list[list[int]], first_row: int, cfg: IndexConfig, norm_ref: float | None,
+                h: torch.Tensor | None = None) -> None:
     """Capture (unless `h` is given), mask and encode one batch of rows and fold it in, latent chunk by chunk."""
     ids = torch.tensor(batch, dtype=torch.long)
     if h is None:
