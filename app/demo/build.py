@@ -32,7 +32,7 @@ class BuildConfig:
     """Every size of the demo build; saved as build.json in the bundle."""
 
     seed: int = 0  # world, LM and SAE seed
-    train_docs: int = 40000  # documents the LM and SAE train on (~2M tokens; the SAE reads each once)
+    train_docs: int = 42000  # documents the LM and SAE train on (~2.2M tokens; the SAE reads each once)
     val_docs: int = 400  # held-out documents: LM validation loss, SAE eval, index corpus
     eval_docs: int = 600  # held-out documents with labels: concept F1 in the report
     vocab_size: int = 1024  # BPE vocabulary cap (the world needs ~850)
