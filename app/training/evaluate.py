@@ -14,11 +14,9 @@ never spliced or ablated and are never counted:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from app.fsio import atomic_write_json
 from app.lm.hooks import intervene, parse_hook_name
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
@@ -182,18 +181,7 @@ def evaluate_sae(
 
 def save_eval(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write `result` as JSON atomically (temp file + fsync + os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".eval-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, result)
 
 
 def format_summary(result: dict[str, Any]) -> str:
