@@ -6,10 +6,10 @@ import random
 
 import pytest
 import torch
-from tests.index._index_brute import HOOK, N_ROWS
 
 from app.index.config import IndexConfig
 from app.lm.hooks import capture
+from tests.index._index_brute import HOOK, N_ROWS
 
 WORDS = ("the red fox cat dog jumps over lazy river Alice Bob said apples bread Paris rain sunny bird sang "
          "cold morning slept green warm blue 3 4 7 + = ? ! , .").split()

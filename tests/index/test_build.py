@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tests.index._index_brute import HOOK, N_ROWS, assert_matches_brute
 
 from app.index import collector as collector_mod
 from app.index.activations import corpus_rows, keep_mask
 from app.index.builder import run_index
 from app.index.store import connect, get_meta, load_state
 from app.lm.hooks import capture
+from tests.index._index_brute import HOOK, N_ROWS, assert_matches_brute
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 
 import torch
-from tests.index._index_brute import assert_matches_brute
 
 from app.index.collector import Collector
 from app.index.config import IndexConfig
 from app.index.state import merge
+from tests.index._index_brute import assert_matches_brute
 
 CFG = IndexConfig(context_size=40, top_k=4, n_intervals=3, per_interval=2, interval_subdivisions=2,
                   window_before=3, window_after=2, hist_min_exp=-2, hist_max_exp=2, hist_bins_per_decade=2)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from tests.index.test_collector import CFG, run_collector, synthetic_acts
 
 from app.index.activations import active_entries, encode_active, encode_chunk
 from app.index.config import IndexConfig
 from app.index.state import HistBinner, hist_bins, hist_edges, latent_keys, position_keys, position_mix
 from app.sae import JumpReLUSAE
+from tests.index.test_collector import CFG, run_collector, synthetic_acts
 
 _M32 = 0xFFFFFFFF
 

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from tests.index._index_brute import HOOK
 
 from app.index.activations import corpus_rows
 from app.index.service import (
@@ -19,6 +18,7 @@ from app.index.service import (
     set_explanation,
 )
 from app.lm.hooks import capture, intervene
+from tests.index._index_brute import HOOK
 
 EXAMPLE_KEYS = {"tokens", "token_ids", "values", "center", "max", "loss_effect"}
 
