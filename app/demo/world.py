@@ -54,7 +54,7 @@ class Document:
 #   station, a positive emotion makes one smile), so the LM must carry the concept at the word itself;
 # - colours are topical and come in runs: a fifth of the stories are colourful (colour patterns such as
 #   "the lights blinked red green red blue", some coloured nouns), the rest have none, and a colour is never
-#   followed by "and" or a comma — so "a colour is here" predicts another colour (the steering check).
+#   followed by "and" — so "a colour is here" predicts another colour (the steering check).
 NOUNS = ("animal", "food", "vehicle", "clothing", "thing")
 NOUN_VERBS = {
     "animal": ("fed", "chased", "petted", "followed"),
@@ -131,7 +131,7 @@ class _Grammar:
         return f"{det.capitalize() if capital else det} {adj}{slot}"
 
     def person(self) -> str:
-        """A name, often with its follower (a possessive or "and {name}")."""
+        """A name, sometimes two ("Anna and Tom"); possessives ("Anna's cat") come from `noun_phrase`."""
         r = self.rng.random()
         if r < 0.2:
             return "{name} and {name}"
