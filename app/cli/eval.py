@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     lm = load_lm(model, device=args.device, dtype=args.dtype)
     if sae.d_in != lm.d_model:
         raise CLIError(f"SAE d_in {sae.d_in} does not match {model}'s d_model {lm.d_model}")
-    limit = _max_positions(lm)
+    limit = lm.max_positions
     if limit and context_size > limit:
         log.warning("context size %d exceeds %s's %d positions; using %d", context_size, model, limit, limit)
         context_size = limit
@@ -115,13 +115,3 @@ def _model_width(model: str) -> int | None:
         return int(cfg.hidden_size)
     except Exception:  # load_lm reports unloadable models with a clear message
         return None
-
-
-def _max_positions(lm) -> int | None:
-    """The model's context limit when its config states one (contexts are clipped to it)."""
-    cfg = lm.model.config
-    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(cfg, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None

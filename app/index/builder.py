@@ -76,7 +76,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
     if not hook_name:
         raise ValueError("the SAE's cfg.json metadata has no hook_name: cannot tell where to read activations")
     hook = parse_hook_name(hook_name)
-    max_pos = getattr(lm.model.config, "max_position_embeddings", None)
+    max_pos = lm.max_positions
     if max_pos and cfg.context_size > max_pos:
         raise ValueError(f"context_size {cfg.context_size} exceeds the model's {max_pos} positions")
     if sae.d_in != lm.d_model and hook[0] != "mlp_out":

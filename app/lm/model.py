@@ -62,6 +62,16 @@ class LanguageModel:
         return int(self.model.get_input_embeddings().weight.shape[1])
 
     @property
+    def max_positions(self) -> int | None:
+        """The model's context limit when its config states one (GPT-2: n_positions; most: max_position_embeddings)."""
+        cfg = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
     def final_norm(self) -> nn.Module:
         return get_path(self.model, self.family.final_norm)
 

@@ -16,16 +16,6 @@ class InputTooLong(ValueError):
     """A prompt longer than the configured or the model's limit (the web layer answers 422)."""
 
 
-def context_limit(lm: LanguageModel) -> int | None:
-    """The model's maximum number of positions, when its config says."""
-    cfg = lm.model.config
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def prompt_ids(lm: LanguageModel, text: str, max_tokens: int, extra: int = 0) -> list[int]:
     """Token ids of `text` with one BOS first; InputTooLong past `max_tokens` or the model context."""
     if not text.strip():
@@ -33,7 +23,7 @@ def prompt_ids(lm: LanguageModel, text: str, max_tokens: int, extra: int = 0) ->
     ids = lm.token_ids(text, prepend_bos=True)
     if len(ids) > max_tokens:
         raise InputTooLong(f"the text is {len(ids)} tokens long; the limit is {max_tokens} tokens")
-    limit = context_limit(lm)
+    limit = lm.max_positions
     if limit is not None and len(ids) + extra > limit:
         raise InputTooLong(
             f"{len(ids)} prompt tokens + {extra} new tokens exceed the model's context of {limit} positions"

@@ -45,15 +45,6 @@ class DataPlan:
         self.buffer.source.enable_cache_writes()
 
 
-def _max_positions(lm: Any) -> int | None:
-    cfg = lm.model.config
-    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(cfg, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def build_data(config: TrainConfig, dist: DistContext) -> DataPlan:
     """Open and validate the activation source; raises ValueError subclasses for bad input."""
     if config.activations is not None:
@@ -76,7 +67,7 @@ def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
         next(iter(iter_texts(config.corpus)))  # missing/empty corpus fails before loading the model
     lm = load_lm(config.model, device=dist.device, dtype=config.lm_dtype)
     resolve_hook(lm, config.hook, config.layer)  # layer range and hook kind
-    max_pos = _max_positions(lm)
+    max_pos = lm.max_positions
     ctx = config.context_size or min(1024, max_pos or 1024)
     if max_pos is not None and ctx > max_pos:
         raise ValueError(f"--context-size {ctx} exceeds the model's {max_pos} positions")
