@@ -60,7 +60,8 @@ def _demo_paths(cache: Path | None) -> dict:
         raise CLIError("the demo bundle is not available in this build; pass --model and --sae") from None
     log.info("no model or SAE given: serving the demo bundle (built on first use)")
     bundle = ensure_demo(cache)
-    return {"model": str(bundle.model_dir), "saes": [Path(bundle.sae_dir)]}
+    return {"model": str(bundle.model_dir), "saes": [Path(bundle.sae_dir)],
+            "demo_report": Path(bundle.report_path)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     saes: list[Path] = Field(default_factory=list, description="SAE folders (or Gemma Scope params.npz) to load")
     data_dir: Path = Field(Path(".jumpscope"), description="where jobs, their SAEs and the jobs DB live")
     corpus_root: Path | None = Field(None, description="training corpora must lie under this folder")
+    demo_report: Path | None = Field(None, description="the demo bundle's report.json, shown at /report; set by"
+                                     " `jumpscope serve` when it serves the demo (unset: no report page)")
     admin_token: SecretStr | None = Field(None, description="bearer token for /admin and /api/admin; unset = off")
     device: str = Field("auto", description="torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
     dtype: str = Field("auto", description="LM dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16")

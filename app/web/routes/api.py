@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request
 
 from app.steering import Intervention, ablation_effect, encode_text, steer
 from app.web import latent_data
+from app.web.report import ReportUnavailable, load_report
 from app.web.schemas import (
     AblateRequest,
     AblateResponse,
@@ -107,3 +109,13 @@ async def ablate(body: AblateRequest, request: Request) -> dict[str, Any]:
     result = await services.run(ablation_effect, services.lm, entry.sae, body.text, body.latents,
                                 top_n=body.top_n, max_tokens=settings.max_prompt_tokens)
     return {**result, "sae": entry.id}
+
+
+@router.get("/report", responses={404: {"description": "no demo report configured, or its file is missing or "
+                                                      "unreadable"}})
+async def demo_report(request: Request) -> dict[str, Any]:
+    """The embedded demo's validation report (report.json of `jumpscope demo build`) as written."""
+    try:
+        return await anyio.to_thread.run_sync(load_report, _settings(request).demo_report)
+    except ReportUnavailable as e:
+        raise HTTPException(404, str(e)) from None

@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import anyio.to_thread
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, steer
 from app.web import latent_data
+from app.web.report import ReportUnavailable, report_context
 from app.web.services import Services, UnknownSAE
 from app.web.settings import Settings
 
@@ -252,3 +254,15 @@ async def ablate_page(request: Request) -> Response:
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
     return render(request, "ablate.html", "partials/_ablate_result.html", ctx, status)
+
+
+# --- demo report ---------------------------------------------------------------------------------------
+@router.get("/report")
+async def report_page(request: Request) -> Response:
+    """The demo's validation report: headline figures against their targets, each concept's best latent."""
+    settings, services = _ctx(request)
+    try:
+        ctx = await anyio.to_thread.run_sync(report_context, services, settings.demo_report)
+    except ReportUnavailable as e:
+        raise HTTPException(404, str(e)) from None
+    return render(request, "report.html", "report.html", ctx)
