@@ -52,3 +52,11 @@ def test_contexts_start_with_bos_and_have_fixed_length(tmp_path, tiny_tokenizer)
     assert a.shape == (4, 16) and a.equal(b)
     with pytest.raises(CorpusError, match="fewer tokens"):
         load_contexts(tiny_tokenizer, tmp_path / "c.txt", 100000)
+
+
+def test_hf_dataset_without_the_datasets_package_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as on a machine without `datasets`
+    with pytest.raises(CorpusError, match="'datasets' package is not installed"):
+        list(iter_texts("hf:some/corpus:train"))

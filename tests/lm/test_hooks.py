@@ -123,3 +123,61 @@ def test_unknown_family_names_what_to_add(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path)
     with pytest.raises(UnknownFamilyError, match="add a Family row.*app/lm/families.py"):
         load_lm(tmp_path, device="cpu")
+
+
+
+class _TupleBlock(torch.nn.Module):
+    """A block returning (hidden, attention weights) as transformers 4.x decoder blocks do."""
+
+    def __init__(self, d: int, seed: int):
+        super().__init__()
+        self.mlp = torch.nn.Linear(d, d)
+        torch.nn.init.normal_(self.mlp.weight, generator=torch.Generator().manual_seed(seed))
+
+    def forward(self, hidden_states, **kwargs):
+        return (hidden_states + torch.tanh(self.mlp(hidden_states)), None)
+
+
+class _TupleStack(torch.nn.Module):
+    """A decoder stack that unpacks tuple block outputs, like the 4.x model loops."""
+
+    def __init__(self, d: int, n: int):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, d)
+        self.layers = torch.nn.ModuleList(_TupleBlock(d, i) for i in range(n))
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False, **kwargs):
+        h = self.emb(input_ids)
+        for block in self.layers:
+            h = block(h)[0]
+        return h
+
+
+def _fake_lm(stack):
+    from types import SimpleNamespace
+
+    from app.lm.families import Family
+
+    return SimpleNamespace(layers=stack.layers, n_layers=len(stack.layers), base_model=stack, device="cpu",
+                           family=Family("layers", "attn", "mlp", "norm", "emb"))
+
+
+def test_tuple_block_outputs_are_handled():
+    torch.manual_seed(0)
+    stack = _TupleStack(8, 3)
+    lm = _fake_lm(stack)
+    ids = torch.randint(0, 50, (2, 5))
+    h = stack.emb(ids)
+    outs = []
+    for block in stack.layers:
+        h = block(h)[0]
+        outs.append(h)
+    assert torch.allclose(capture(lm, ids, None, "resid_post", 1), outs[1])
+    assert torch.allclose(capture(lm, ids, None, "resid_pre", 1), outs[0])
+    v = torch.randn(8)
+    with intervene(lm, "resid_post", 0, lambda x, offset: x + v):
+        edited = stack(ids)
+    with intervene(lm, "resid_pre", 1, lambda x, offset: x + v):
+        same_point = stack(ids)
+    assert not torch.allclose(edited, stack(ids))
+    assert torch.allclose(edited, same_point, atol=1e-6)
