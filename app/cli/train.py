@@ -3,6 +3,7 @@
     jumpscope train --model M --hook resid_post --layer L --corpus PATH --d-sae N \\
         (--l0-coefficient λ | --target-l0 K) --tokens T --out DIR [...]
     jumpscope train --activations FILE --d-sae N --target-l0 K --tokens T --out DIR
+    (no --l0-coefficient/--target-l0: target L0 min(32, d_sae/8); no --tokens with --activations: one pass)
 
 Every flag maps to a field of app.training.config.TrainConfig (same name, dashes for underscores).
 Bad input fails before any work with one line and exit code 2; under torchrun the same command trains
@@ -80,6 +81,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _activation_rows(path: str) -> int:
+    """Rows in an activation file, read from its header (the full checks run before training starts)."""
+    from safetensors import safe_open
+
+    from app.training.activations import ACTIVATIONS_KEY, inspect_activation_file
+
+    try:
+        with safe_open(path, framework="pt") as fh:
+            return int(fh.get_slice(ACTIVATIONS_KEY).get_shape()[0])
+    except Exception:  # missing, unreadable or wrong key: let the full check say what is wrong
+        return inspect_activation_file(path)[0]
+
+
 def config_from_args(args: argparse.Namespace):
     """TrainConfig from parsed flags (unset flags keep the config defaults)."""
     from app.training.config import TrainConfig
@@ -89,7 +103,9 @@ def config_from_args(args: argparse.Namespace):
     if "d_sae" not in values:
         raise CLIError("--d-sae is required")
     if "tokens" not in values:
-        raise CLIError("--tokens is required")
+        if values.get("activations") is None:
+            raise CLIError("--tokens is required when training from a model and corpus")
+        values["tokens"] = _activation_rows(values["activations"])  # default: one pass over the file
     return TrainConfig(**values, out=args.out, resume=args.resume, normalize=not args.no_normalize,
                        progress=not args.no_progress)
 

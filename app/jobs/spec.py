@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.training.config import default_target_l0
+
 # Mirrors app.lm.hooks.HOOK_KINDS (not imported: that pulls in torch/transformers; a test keeps them equal).
 HOOK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -23,11 +25,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 
 class JobSpecError(ValueError):
     """A launch request that cannot be run as asked; the message says what to fix (HTTP 400)."""
-
-
-# Sparsity when a job names neither λ nor a target: a typical L0 for residual-stream SAEs (Gemma Scope's
-# released SAEs span roughly 20–150).
-DEFAULT_TARGET_L0 = 32.0
 
 
 class JobSpec(BaseModel):
@@ -68,8 +65,7 @@ class JobSpec(BaseModel):
         if self.l0_coefficient is not None and self.target_l0 is not None:
             raise ValueError("give either 'l0_coefficient' (λ) or 'target_l0', not both")
         if self.l0_coefficient is None and self.target_l0 is None:
-            # `jumpscope train` needs one of the two; small test SAEs get a proportionally small target.
-            self.target_l0 = min(DEFAULT_TARGET_L0, self.d_sae / 8)
+            self.target_l0 = default_target_l0(self.d_sae)  # the trainer's own default, stated in the record
         if self.target_l0 is not None and self.target_l0 >= self.d_sae:
             raise ValueError(f"'target_l0' must be below d_sae ({self.d_sae}), got {self.target_l0}")
         return self

@@ -24,6 +24,16 @@ from app.lm.hooks import HOOK_KINDS
 CONFIG_FILE = "train_config.json"
 
 
+# Sparsity when neither λ nor a target L0 is named: a typical L0 for residual-stream SAEs (Gemma Scope's
+# released SAEs span roughly 20–150), smaller for small dictionaries.
+DEFAULT_TARGET_L0 = 32.0
+
+
+def default_target_l0(d_sae: int) -> float:
+    """The target L0 used when a run names neither --l0-coefficient nor --target-l0: min(32, d_sae / 8)."""
+    return min(DEFAULT_TARGET_L0, d_sae / 8)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Run-length dependent numbers derived from a TrainConfig (what the trainer actually uses)."""
@@ -117,8 +127,10 @@ class TrainConfig:
             raise ValueError("--out DIR is required")
 
     def _check_numbers(self) -> None:
-        if (self.l0_coefficient is None) == (self.target_l0 is None):
+        if self.l0_coefficient is not None and self.target_l0 is not None:
             raise ValueError("give exactly one of --l0-coefficient or --target-l0")
+        if self.l0_coefficient is None and self.target_l0 is None and self.d_sae > 0:
+            self.target_l0 = default_target_l0(self.d_sae)
         checks: list[tuple[bool, str]] = [
             (self.d_sae > 0, f"--d-sae must be a positive integer, got {self.d_sae}"),
             (self.d_in is None or self.d_in > 0, f"--d-in must be positive, got {self.d_in}"),

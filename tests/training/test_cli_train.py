@@ -49,7 +49,6 @@ def test_hyperparameter_and_output_problems(tmp_path, capsys) -> None:
     base = ("--activations", good, "--d-sae", "16", "--tokens", "8192")
     _fails_cleanly(capsys, out, *base, "--target-l0", "16", expect="--target-l0")
     _fails_cleanly(capsys, out, *base, "--target-l0", "2", "--lr", "3", expect="--lr")
-    _fails_cleanly(capsys, out, *base, expect="exactly one of")
     _fails_cleanly(capsys, out, *base, "--target-l0", "2", "--l0-coefficient", "1", expect="exactly one of")
     _fails_cleanly(capsys, out, "--activations", good, "--d-sae", "16", "--tokens", "10", "--target-l0", "2",
                    expect="--tokens")
@@ -70,3 +69,19 @@ def test_corpus_problems(tmp_path, capsys) -> None:
     _fails_cleanly(capsys, out, *common, "--corpus", str(tmp_path / "empty.txt"), expect="empty")
     (tmp_path / "c.txt").write_text("some text\n")
     _fails_cleanly(capsys, out, *common, "--corpus", str(tmp_path / "c.txt"), expect="cannot load model")
+
+
+def test_spec_minimal_form_trains_with_defaults(tmp_path, capsys) -> None:
+    """SPEC §8: `jumpscope train --activations FILE --d-sae N --out DIR` — one pass, default target L0."""
+    from app.sae import load_sae
+    from app.training.config import TrainConfig
+
+    acts = save_activation_file(tmp_path / "acts.safetensors", torch.randn(8192, 8))
+    rc, err = _run(capsys, "--activations", str(acts), "--d-sae", "32", "--out", str(tmp_path / "sae"))
+    assert rc == 0, err
+    cfg = TrainConfig.load(tmp_path / "sae")
+    assert cfg.tokens == 8192 and cfg.target_l0 == 4.0 and cfg.l0_coefficient is None
+    assert load_sae(tmp_path / "sae").d_sae == 32
+    rc, err = _run(capsys, "--model", "m", "--corpus", "c", "--layer", "0", "--d-sae", "32",
+                   "--out", str(tmp_path / "x"))
+    assert rc == 2 and "--tokens is required" in err[-1]

@@ -16,7 +16,6 @@ def _cfg(**kw) -> TrainConfig:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        (dict(target_l0=None), "exactly one of"),
         (dict(l0_coefficient=1.0), "exactly one of"),
         (dict(target_l0=64.0), "--target-l0"),
         (dict(target_l0=-1.0), "--target-l0"),
@@ -38,6 +37,12 @@ def _cfg(**kw) -> TrainConfig:
 def test_bad_values_are_rejected_on_construction(kw, message) -> None:
     with pytest.raises(ValueError, match=message):
         _cfg(**kw)
+
+
+def test_no_sparsity_flag_means_the_default_target_l0() -> None:
+    assert _cfg(target_l0=None).target_l0 == 8.0  # min(32, 64 / 8)
+    assert _cfg(target_l0=None, d_sae=16384).target_l0 == 32.0
+    assert _cfg(target_l0=None, l0_coefficient=0.5).target_l0 is None  # λ given: no target
 
 
 def test_long_runs_use_the_paper_recipe() -> None:
