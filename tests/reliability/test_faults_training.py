@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.jobs.fakes import tick_until
 from tests.reliability.conftest import ADMIN_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,15 +104,8 @@ def _weights(folder) -> dict[str, torch.Tensor]:
 
 
 def _tick_until(runner, job_id, pred, timeout=300.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        runner.tick()
-        rec = runner.get(job_id)
-        if pred(rec):
-            return rec
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; job is {rec.status}/{rec.phase}: {runner.log_tail(job_id)}")
-        time.sleep(interval)
+    """tick_until with the long timeout a real training job needs."""
+    return tick_until(runner, job_id, pred, timeout=timeout, interval=interval)
 
 
 @pytest.fixture
