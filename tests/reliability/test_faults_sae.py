@@ -21,6 +21,7 @@ import torch
 
 import app.sae.formats as formats
 from app.sae import JumpReLUSAE, load_sae
+from tests.reliability.faults import Boom, fail_on_call
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,24 +33,6 @@ def _sae(seed: int, d_in: int = 8, d_sae: int = 16) -> JumpReLUSAE:
 
 def _same(a: JumpReLUSAE, b: JumpReLUSAE) -> bool:
     return all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("W_enc", "W_dec", "b_enc", "b_dec"))
-
-
-class Boom(Exception):
-    """The injected fault."""
-
-
-def _fail_on_call(monkeypatch, target, name: str, n: int) -> None:
-    """Make `target.name` raise Boom on its n-th call (1-based); earlier calls go through."""
-    real = getattr(target, name)
-    calls = {"n": 0}
-
-    def wrapper(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Boom(f"{name} call {n}")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(target, name, wrapper)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +50,7 @@ def test_interrupted_save_keeps_previous_sae(tmp_path, monkeypatch, target, name
     folder = tmp_path / "sae"
     old = _sae(0)
     formats.save_native(old, folder, sparsity=torch.zeros(16))
-    _fail_on_call(monkeypatch, target, name, n)
+    fail_on_call(monkeypatch, target, name, n)
     new = _sae(1)
     with pytest.raises(Boom):
         formats.save_native(new, folder, sparsity=torch.zeros(16))

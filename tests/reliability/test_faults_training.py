@@ -20,6 +20,7 @@ import torch
 
 from tests.jobs.fakes import tick_until
 from tests.reliability.conftest import ADMIN_TOKEN
+from tests.reliability.faults import Boom, fail_on_call
 
 ROOT = Path(__file__).resolve().parents[2]
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -40,22 +41,6 @@ needs_trainer = pytest.mark.skipif(not _train_cli_ready(), reason="`jumpscope tr
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
-class Boom(Exception):
-    """The injected fault."""
-
-
-def _fail_on_call(monkeypatch, target, name: str, n: int) -> None:
-    real, calls = getattr(target, name), {"n": 0}
-
-    def wrapper(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Boom(f"{name} call {n}")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(target, name, wrapper)
-
-
 @pytest.mark.parametrize("where,n", [("save_file", 1), ("fsync_file", 2), ("rename", 1), ("fsync_dir", 1)])
 @pytest.mark.parametrize("same_step", [False, True])
 def test_interrupted_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeypatch, where, n, same_step):
@@ -64,7 +49,7 @@ def test_interrupted_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeyp
     ckpt.save_checkpoint(tmp_path, 10, tensors, {"step": 10}, "{}", keep=2)
     ckpt.save_checkpoint(tmp_path, 20, {"w": tensors["w"] + 1}, {"step": 20}, "{}", keep=2)
     target = os if where == "rename" else ckpt
-    _fail_on_call(monkeypatch, target, where, n)
+    fail_on_call(monkeypatch, target, where, n)
     step = 20 if same_step else 30  # same_step: re-saving a step after a resume replaces it
     with pytest.raises(Boom):
         ckpt.save_checkpoint(tmp_path, step, {"w": tensors["w"] * 100}, {"step": step}, "{}", keep=2)
