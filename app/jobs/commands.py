@@ -13,7 +13,6 @@ from pathlib import Path
 from app.jobs.spec import JobSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so `-m app.cli` works from any cwd
-NOT_AVAILABLE_MARKER = "not available yet"  # what a not-yet-built sub-command prints (app/cli/*.py)
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")  # present once training wrote the final SAE
 DEFAULT_INDEX_TOKENS = 1 << 20  # tokens indexed after training unless the spec says otherwise
 

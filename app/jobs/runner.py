@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs import procs
-from app.jobs.commands import NOT_AVAILABLE_MARKER, SAE_FILES, Step, child_env, pipeline
+from app.jobs.commands import SAE_FILES, Step, child_env, pipeline
 from app.jobs.metrics import METRICS_FILE, MetricsTail, progress_of
 from app.jobs.spec import JobSpec
 from app.jobs.store import ACTIVE_STATUSES, JobRecord, JobStore
@@ -44,7 +44,6 @@ class _Active:
     steps: list[Step]  # the current step first, then those still to run
     pid: int
     proc: subprocess.Popen | None  # None for a process adopted after a server restart
-    log_offset: int  # size of the log when the current step started (to read that step's output)
     pid_start: str | None = None  # start time of that pid, so a reused pid is not mistaken for the job
     term_sent_at: float | None = None  # when a cancel sent SIGTERM
 
@@ -106,7 +105,7 @@ class JobRunner:
             if not current:  # nothing we know how to continue: watch it end, then fail it
                 current = [Step("train", rec.phase, ())]
             log.info("job %s: adopting pid %s (still %s)", rec.id, rec.pid, rec.phase)
-            self._active[rec.id] = _Active(rec.id, current, rec.pid, None, _log_size(rec.log_path), rec.pid_start)
+            self._active[rec.id] = _Active(rec.id, current, rec.pid, None, rec.pid_start)
 
     def _steps(self, rec: JobRecord) -> list[Step]:
         """The pipeline still to run for a record (ValueError when its spec no longer validates)."""
@@ -231,9 +230,6 @@ class JobRunner:
             self._finish(act, status=None)
             return False
         ok = rc == 0 or (rc == "gone" and (step.name != "train" or _has_sae(rec)))
-        if not ok and step.name != "train" and NOT_AVAILABLE_MARKER in _read_from(rec.log_path, act.log_offset):
-            _append_log(rec.log_path, f"note: '{step.name}' is not available in this build yet; skipped")
-            ok = True
         if not ok:
             self._finish(act, status="failed", error=f"{step.name} failed ({_describe_rc(rc)}); see the log")
             return False
@@ -289,7 +285,6 @@ class JobRunner:
             return False
         step = steps[0]
         _append_log(rec.log_path, f"{step.name}: {' '.join(step.argv)}")
-        offset = _log_size(rec.log_path)
         try:
             with open(rec.log_path, "ab") as fh:
                 proc = subprocess.Popen(step.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -300,7 +295,7 @@ class JobRunner:
                               finished_at=time.time(), pid=None, pid_start=None)
             return False
         start = procs.process_start_time(proc.pid)
-        self._active[job_id] = _Active(job_id, list(steps), proc.pid, proc, offset, start)
+        self._active[job_id] = _Active(job_id, list(steps), proc.pid, proc, start)
         self.store.transition(job_id, ["running"], phase=step.phase, pid=proc.pid, pid_start=start)
         log.info("job %s: %s started (pid %d)", job_id, step.name, proc.pid)
         return True
@@ -339,24 +334,6 @@ def _describe_rc(rc: int | str) -> str:
     if isinstance(rc, int) and rc < 0:
         return f"killed by signal {-rc}"
     return f"exit code {rc}"
-
-
-def _log_size(path: str | Path) -> int:
-    try:
-        return Path(path).stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_from(path: str | Path, offset: int, limit: int = 65536) -> str:
-    """The log text written since `offset` (at most `limit` bytes, from the end)."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(offset, size - limit))
-            return fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 def _append_log(path: str | Path, line: str) -> None:

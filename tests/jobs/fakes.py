@@ -13,8 +13,8 @@ from app.jobs.runner import JobRunner
 FAKE_TRAIN = Path(__file__).with_name("fake_train.py")
 
 
-def fake_pipeline(steps: int = 5, sleep: float = 0.05, fail_at: int | None = None, post: str = "missing"):
-    """A pipeline_fn: fake train, then eval/index that say 'not available yet' (post="missing") or succeed."""
+def fake_pipeline(steps: int = 5, sleep: float = 0.05, fail_at: int | None = None, post: str = "ok"):
+    """A pipeline_fn: fake train, then eval/index that succeed (post="ok") or exit 2 (post="fail")."""
 
     def make(spec, out_dir, *, resume, **_):
         argv = [sys.executable, str(FAKE_TRAIN), str(out_dir), str(steps), str(sleep)]
@@ -23,8 +23,8 @@ def fake_pipeline(steps: int = 5, sleep: float = 0.05, fail_at: int | None = Non
         if fail_at is not None:
             argv += ["--fail-at", str(fail_at)]
         code = (
-            "import sys; print(\"jumpscope x: error: 'x' is not available yet in this build\"); sys.exit(2)"
-            if post == "missing" else "print('ok')"
+            "import sys; print('jumpscope eval: error: something went wrong'); sys.exit(2)"
+            if post == "fail" else "print('ok')"
         )
         trained = (out_dir / "cfg.json").exists() and resume
         train = [] if trained else [Step("train", "training", tuple(argv))]

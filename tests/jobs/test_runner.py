@@ -1,5 +1,5 @@
 """JobRunner against a fake trainer: launch, progress, success, failure, cancel (tree killed), resume,
-server restarts (dead process → failed, live process → adopted), and 'not available yet' post-steps."""
+server restarts (dead process → failed, live process → adopted), and failing post-steps."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_job_runs_to_success_and_registers(make_runner):
     assert done.attempts == 1 and done.finished_at >= done.started_at
     assert seen == [(rec.id, Path(done.out_dir))]
     log = r.log_tail(rec.id)
-    assert "fake train: done" in log and "not available in this build yet; skipped" in log
+    assert "fake train: done" in log and "eval done" in log and "index done" in log
     assert [row["step"] for row in r.metrics_rows(rec.id)] == [1, 2, 3, 4]
     with pytest.raises(JobConflict):
         r.cancel(rec.id)  # already finished
@@ -226,3 +226,11 @@ def test_unreadable_stored_spec_fails_the_job(make_runner, store, tmp_path):
     r.tick()
     got = r.get(rec.id)
     assert got.status == "failed" and "unreadable job spec" in got.error
+
+
+def test_a_failing_eval_step_fails_the_job(make_runner):
+    r = make_runner(pipeline_fn=fake_pipeline(steps=2, sleep=0.01, post="fail"))
+    rec = r.submit(SPEC)
+    done = tick_until(r, rec.id, lambda j: not j.active)
+    assert done.status == "failed" and "eval failed" in done.error
+    assert "something went wrong" in r.log_tail(rec.id)
