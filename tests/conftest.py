@@ -48,3 +48,19 @@ def tiny_lm(tiny_model_dir):
     from app.lm import load_lm
 
     return load_lm(tiny_model_dir("llama"), device="cpu")
+
+
+def build_tiny_index(sae_folder, tmp_path_factory) -> None:
+    """The real latent index (app.index) for a saved SAE on a tiny corpus, written to `sae_folder/index.db`."""
+    from app.index.builder import run_index
+    from app.index.config import IndexConfig
+    from app.lm import load_lm
+    from app.sae import load_sae
+
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text("\n\n".join(TINY_TEXTS))
+    sae = load_sae(sae_folder)
+    lm = load_lm(sae.cfg.metadata["model_name"], device="cpu")
+    cfg = IndexConfig(context_size=32, batch_contexts=4, top_k=5, n_intervals=3, per_interval=2,
+                      window_before=6, window_after=3)
+    run_index(lm, sae, corpus, 1024, sae_folder / "index.db", cfg, sae_dir=sae_folder)

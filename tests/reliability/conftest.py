@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.conftest import build_tiny_index
 from tests.steering.helpers import make_sae
 
 ADMIN_TOKEN = "reliability-admin-token-0123456789"
@@ -28,28 +29,8 @@ def rel_saes(tmp_path_factory, tiny_model_dir):
     other = make_sae(32, 48, seed=5)
     other.cfg.metadata["model_name"] = str(model_dir)
     other.save(plain)
-    _build_index(good, tmp_path_factory)
+    build_tiny_index(good, tmp_path_factory)
     return good, plain
-
-
-def _build_index(folder, tmp_path_factory) -> None:
-    """The real latent index (app.index) on a tiny corpus; skipped quietly while app.index lacks a builder."""
-    try:
-        from app.index.builder import run_index
-        from app.index.config import IndexConfig
-    except ImportError:
-        return
-    from app.lm import load_lm
-    from app.sae import load_sae
-    from tests.conftest import TINY_TEXTS
-
-    corpus = tmp_path_factory.mktemp("rel-corpus") / "corpus.txt"
-    corpus.write_text("\n\n".join(TINY_TEXTS))
-    sae = load_sae(folder)
-    lm = load_lm(sae.cfg.metadata["model_name"], device="cpu")
-    cfg = IndexConfig(context_size=32, batch_contexts=4, top_k=5, n_intervals=3, per_interval=2,
-                      window_before=6, window_after=3)
-    run_index(lm, sae, corpus, 1024, folder / "index.db", cfg, sae_dir=folder)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import build_tiny_index
 from tests.steering.helpers import make_sae
 
 
@@ -38,24 +39,8 @@ def plain_sae_folder(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def indexed(sae_folder, tmp_path_factory):
-    """Build the real latent index (app.index) for `sae_folder` on a tiny corpus; False when unavailable."""
-    try:
-        from app.index.builder import run_index
-        from app.index.config import IndexConfig
-        from app.index.service import latent_dashboard  # noqa: F401
-    except ImportError:
-        return False
-    from app.lm import load_lm
-    from app.sae import load_sae
-    from tests.conftest import TINY_TEXTS
-
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    corpus.write_text("\n\n".join(TINY_TEXTS))
-    sae = load_sae(sae_folder)
-    lm = load_lm(sae.cfg.metadata["model_name"], device="cpu")
-    cfg = IndexConfig(context_size=32, batch_contexts=4, top_k=5, n_intervals=3, per_interval=2,
-                      window_before=6, window_after=3)
-    run_index(lm, sae, corpus, 1024, sae_folder / "index.db", cfg, sae_dir=sae_folder)
+    """Build the real latent index (app.index) for `sae_folder` on a tiny corpus."""
+    build_tiny_index(sae_folder, tmp_path_factory)
     return True
 
 
