@@ -3,7 +3,6 @@ static files, security headers and error handlers. Nothing is built at import ti
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from app.web import viz
 from app.web.errors import install_error_handlers
 from app.web.middleware import BodySizeLimit, SecurityHeaders
-from app.web.routes import api, pages
+from app.web.routes import admin, api, pages
 from app.web.services import Services
 from app.web.settings import REPO_ROOT, Settings
 
@@ -42,23 +41,6 @@ def _vendor_files(settings: Settings) -> dict[str, Path]:
         "swagger-ui-bundle.js": swagger / "swagger-ui-bundle.js",
         "swagger-ui.css": swagger / "swagger-ui.css",
     }
-
-
-def _include_admin(app: FastAPI) -> None:
-    """The admin routes (app.web.routes.admin.router) when that module exists."""
-    try:
-        admin = importlib.import_module("app.web.routes.admin")
-    except ModuleNotFoundError as e:
-        if e.name != "app.web.routes.admin":
-            log.exception("admin routes disabled: a module they need is missing")
-        else:
-            log.info("admin routes not installed")
-        return
-    except ImportError:
-        log.exception("admin routes disabled: app.web.routes.admin failed to import")
-        return
-    app.include_router(admin.router)
-    app.state.admin_enabled = True  # included routers are not flattened into app.routes (FastAPI ≥ 0.16x)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -103,6 +85,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(api.router)
-    _include_admin(app)
+    app.include_router(admin.router)
     app.include_router(pages.router)
     return app

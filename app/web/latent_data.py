@@ -8,19 +8,11 @@ import random
 import sqlite3
 from typing import Any
 
+from app.index import service as index_service
 from app.steering import UnknownLatent, latent_weights_summary, suggest_value
 from app.web.services import SAEEntry, Services
 
 log = logging.getLogger(__name__)
-
-
-def index_service():
-    """app.index.service, or None while that package is not installed/landed."""
-    try:
-        from app.index import service
-    except ImportError:
-        return None
-    return service
 
 
 def check_latent(entry: SAEEntry, latent: int) -> None:
@@ -32,15 +24,14 @@ def check_latent(entry: SAEEntry, latent: int) -> None:
 def dashboard(services: Services, entry: SAEEntry, latent: int) -> dict[str, Any]:
     """The dashboard dict of SPEC §5 / the index contract, with `indexed` saying where it came from."""
     check_latent(entry, latent)
-    svc = index_service()
-    if svc is not None and entry.indexed:
+    if entry.indexed:
         try:
-            data = dict(svc.latent_dashboard(entry.index_db, latent))
-        except svc.IndexMissing:
+            data = dict(index_service.latent_dashboard(entry.index_db, latent))
+        except index_service.IndexMissing:
             log.info("no index for %s; showing weight-only data", entry.id)
         except sqlite3.DatabaseError as e:  # a damaged index.db: say so once per request, serve the weights
             log.error("index of %s at %s is damaged (%s); showing weight-only data", entry.id, entry.index_db, e)
-        except svc.LatentNotFound as e:
+        except index_service.LatentNotFound as e:
             raise UnknownLatent(str(e)) from None
         else:
             data["indexed"] = True
@@ -51,11 +42,10 @@ def dashboard(services: Services, entry: SAEEntry, latent: int) -> dict[str, Any
 def search(entry: SAEEntry, query: str, limit: int = 20) -> list[dict[str, Any]]:
     """Latents matching an index number, a top token or explanation text (index number only without an index)."""
     query = query.strip()
-    svc = index_service()
-    if svc is not None and entry.indexed:
+    if entry.indexed:
         try:
-            return list(svc.search_latents(entry.index_db, query, limit))
-        except (svc.IndexMissing, sqlite3.DatabaseError):
+            return list(index_service.search_latents(entry.index_db, query, limit))
+        except (index_service.IndexMissing, sqlite3.DatabaseError):
             pass
     if query.isdigit() and int(query) < entry.sae.d_sae:
         return [{"latent": int(query), "max": None, "density": None, "top_token": None, "explanation": None}]
@@ -65,17 +55,16 @@ def search(entry: SAEEntry, query: str, limit: int = 20) -> list[dict[str, Any]]
 def save_explanation(entry: SAEEntry, latent: int, text: str) -> None:
     """Store a latent's explanation in the SAE's index DB (ValueError without an index)."""
     check_latent(entry, latent)
-    svc = index_service()
     missing = ValueError(f"SAE {entry.id!r} has no index yet; run `jumpscope index` to enable explanations")
-    if svc is None or not entry.indexed:
+    if not entry.indexed:
         raise missing
     try:
-        svc.set_explanation(entry.index_db, latent, text.strip())
-    except svc.IndexMissing:
+        index_service.set_explanation(entry.index_db, latent, text.strip())
+    except index_service.IndexMissing:
         raise missing from None
     except sqlite3.DatabaseError as e:
         raise ValueError(f"the index of SAE {entry.id!r} is damaged ({e}); rebuild it with `jumpscope index`") from None
-    except svc.LatentNotFound as e:
+    except index_service.LatentNotFound as e:
         raise UnknownLatent(str(e)) from None
 
 
@@ -93,10 +82,9 @@ def default_value(services: Services, entry: SAEEntry, latent: int, mode: str) -
     """Default intervention strength: a multiple of the latent's max activation from the index if known."""
     check_latent(entry, latent)
     peak = None
-    svc = index_service()
-    if svc is not None and entry.indexed and mode != "ablate":
+    if entry.indexed and mode != "ablate":
         try:
-            peak = svc.latent_dashboard(entry.index_db, latent).get("max")
-        except (svc.IndexMissing, svc.LatentNotFound, sqlite3.DatabaseError):
+            peak = index_service.latent_dashboard(entry.index_db, latent).get("max")
+        except (index_service.IndexMissing, index_service.LatentNotFound, sqlite3.DatabaseError):
             peak = None
     return suggest_value(entry.sae, latent, mode, peak)

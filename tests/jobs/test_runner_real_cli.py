@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,15 +14,6 @@ import pytest
 
 from app.jobs.spec import JobSpec
 from tests.jobs.fakes import tick_until
-
-
-def _train_cli_ready() -> bool:
-    out = subprocess.run([sys.executable, "-m", "app.cli", "train", "--help"], capture_output=True, text=True,
-                         timeout=60, cwd=Path(__file__).resolve().parents[2])
-    return out.returncode == 0 and "--activations" in out.stdout
-
-
-pytestmark = pytest.mark.skipif(not _train_cli_ready(), reason="`jumpscope train --activations` is not built yet")
 
 
 @pytest.fixture

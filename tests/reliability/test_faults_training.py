@@ -2,16 +2,13 @@
 SIGKILLed mid-run is marked failed and, resumed, ends with exactly the weights of an uninterrupted run; a
 server restarted while a job runs keeps (and adopts) the job record.
 
-The job tests drive the real `jumpscope train --activations` on a tiny synthetic activation file; they are
-skipped while that command is not in the build.
+The job tests drive the real `jumpscope train --activations` on a tiny synthetic activation file.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,24 +24,14 @@ BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WEIGHTS = ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")
 
 
-def _train_cli_ready() -> bool:
-    try:
-        import app.training.trainer  # noqa: F401
-    except ImportError:
-        return False
-    out = subprocess.run([sys.executable, "-m", "app.cli", "train", "--help"], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
-    return out.returncode == 0 and "--activations" in out.stdout
-
-
-needs_trainer = pytest.mark.skipif(not _train_cli_ready(), reason="`jumpscope train --activations` not built yet")
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where,n", [("save_file", 1), ("fsync_file", 2), ("rename", 1), ("fsync_dir", 1)])
 @pytest.mark.parametrize("same_step", [False, True])
 def test_interrupted_checkpoint_leaves_the_previous_one_intact(tmp_path, monkeypatch, where, n, same_step):
-    ckpt = pytest.importorskip("app.training.checkpoint")
+    from app.training import checkpoint as ckpt
+
     tensors = {"w": torch.arange(6.0).reshape(2, 3)}
     ckpt.save_checkpoint(tmp_path, 10, tensors, {"step": 10}, "{}", keep=2)
     ckpt.save_checkpoint(tmp_path, 20, {"w": tensors["w"] + 1}, {"step": 20}, "{}", keep=2)
@@ -110,7 +97,6 @@ def runner(tmp_path):
     store.close()
 
 
-@needs_trainer
 @pytest.mark.slow  # three real training processes (~1-2 min on a busy 2-core box)
 @pytest.mark.timeout(900)
 def test_sigkilled_job_is_failed_and_resumes_to_the_uninterrupted_result(runner, acts):
@@ -140,7 +126,6 @@ def test_sigkilled_job_is_failed_and_resumes_to_the_uninterrupted_result(runner,
         assert torch.equal(a[k], b[k]), f"{k}: resumed run differs (max |Δ| {(a[k] - b[k]).abs().max():.3g})"
 
 
-@needs_trainer
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_server_restart_keeps_the_running_job(acts, make_settings, rel_services):

@@ -59,8 +59,6 @@ def test_malformed_and_oversized_bodies(client):
 
 
 def test_dashboard_from_index(client, indexed):
-    if not indexed:
-        pytest.skip("app.index is not available")
     enc = client.post("/api/encode", json={"text": "The red fox jumps over the lazy dog"}).json()
     latent = enc["top_latents"][0]["latent"]
     r = client.get(f"/api/saes/tiny-sae/latents/{latent}")

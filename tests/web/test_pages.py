@@ -71,8 +71,6 @@ def test_random_and_home_redirects(client):
 
 
 def test_explanation_save_search_and_escape(client, indexed):
-    if not indexed:
-        pytest.skip("app.index is not available")
     r = client.post("/latents/tiny-sae/5/explanation", data={"explanation": f"fruit words {XSS}"}, headers=HX)
     assert r.status_code == 200 and "saved" in r.text and XSS not in r.text
     assert client.get("/api/saes/tiny-sae/latents/5").json()["explanation"] == f"fruit words {XSS}"

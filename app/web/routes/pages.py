@@ -47,7 +47,7 @@ def render(request: Request, page: str, partial: str, ctx: dict[str, Any], statu
 
 
 def _admin_enabled(request: Request) -> bool:
-    return getattr(request.app.state, "admin_enabled", False) and request.app.state.settings.admin_token is not None
+    return request.app.state.settings.admin_token is not None
 
 
 def status_of(exc: Exception) -> int:
