@@ -1,16 +1,26 @@
 # Two commands on a fresh machine: `make serve` and `make test`. Both install what they need first.
+# They install exactly requirements/cpu.lock (hashed; made by requirements/lock.sh with uv from pyproject.toml),
+# torch from the local CPU wheel. `make test` also runs the fast suite against the newest releases pip resolves
+# today and against every declared lower bound (requirements/lowest.lock), so upstream drift shows up in CI.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU installs take the local CPU torch wheel (never a multi-GB CUDA build); see constraints-cpu.txt.
-PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q -c constraints-cpu.txt $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP := -m pip --disable-pip-version-check -q
+# The fast part of the suite: what the newest and lowest environments run.
+FAST := -m "not slow and not browser" -p no:cacheprovider
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test test-locked test-newest test-lowest lint lock bench clean
 
-$(VENV)/.installed: pyproject.toml constraints-cpu.txt package.json
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip setuptools wheel
-	$(PIP_INSTALL) -e ".[web,test]"
+# A locked venv: $(1) = venv folder, $(2) = lock file. No resolution happens: every pin and hash is in the lock.
+define locked_venv
+	rm -rf $(1) && $(PYTHON) -m venv $(1)
+	$(1)/bin/python $(PIP) install --require-hashes --no-deps $(WHEELS) -r $(2)
+	$(1)/bin/python $(PIP) install --no-deps -e .
+endef
+
+$(VENV)/.installed: requirements/cpu.lock pyproject.toml package.json package-lock.json
+	$(call locked_venv,$(VENV),requirements/cpu.lock)
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -19,11 +29,29 @@ install: $(VENV)/.installed
 serve: install
 	$(VENV)/bin/jumpscope serve
 
-test: install
+test: test-locked test-newest test-lowest
+
+test-locked: install
 	$(PY) -m pytest -q
+
+# Newest releases of every dependency (torch stays the local CPU wheel), resolved now, not locked.
+test-newest: install
+	rm -rf .venv-newest && $(PYTHON) -m venv .venv-newest
+	.venv-newest/bin/python $(PIP) install -c constraints-cpu.txt $(WHEELS) --upgrade ".[web,test,interop]"
+	.venv-newest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|tokenizers|safetensors|numpy|sae-lens|fastapi)=='
+	.venv-newest/bin/python -m pytest -q $(FAST)
+
+# Every declared lower bound (sae-lens is absent there: it needs transformers 5, so interop tests skip).
+test-lowest: install
+	$(call locked_venv,.venv-lowest,requirements/lowest.lock)
+	JUMPSCOPE_NO_INTEROP=1 .venv-lowest/bin/python -m pytest -q $(FAST)
 
 lint: install
 	$(VENV)/bin/ruff check app tests benchmarks
 
+# Regenerate both lock files after changing a range in pyproject.toml (needs uv: pip install uv).
+lock:
+	requirements/lock.sh
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache
+	rm -rf $(VENV) .venv-newest .venv-lowest node_modules .pytest_cache
