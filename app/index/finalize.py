@@ -17,11 +17,11 @@ import torch
 from app.index.activations import fetch_rows
 from app.index.config import IndexConfig
 from app.index.examples import ExampleSet, chosen_examples, loss_effects, window_index, window_values
-from app.index.logits import logit_effects
-from app.index.neighbors import decoder_neighbors
 from app.index.state import IndexState
 from app.index.store import ensure_vocab, set_meta, to_blob
+from app.lm.logit_lens import logit_effects
 from app.lm.model import LanguageModel
+from app.sae.geometry import decoder_directions, decoder_neighbors
 from app.sae.jumprelu import JumpReLUSAE
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
     chosen = ex.is_top & (ex.group < cfg.loss_effect_top)
     if cfg.loss_effects and bool(chosen.any()):
         loss[chosen] = loss_effects(lm, sae, hook, rows, _subset(ex, chosen), cfg)
-    w_dec = sae.W_dec.detach() / sae.input_scale
+    w_dec = decoder_directions(sae)
     logits = logit_effects(lm, w_dec, cfg.n_logits)
     nbr_ids, nbr_cos = decoder_neighbors(w_dec, cfg.n_neighbors)
     _, ix, _ = window_index(ex.pos, cfg)

@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
+from app.lm.logit_lens import logit_effects
 from app.lm.model import LanguageModel
+from app.sae.geometry import decoder_directions, decoder_neighbors
 from app.sae.jumprelu import JumpReLUSAE
 from app.steering.interventions import UnknownLatent
 
@@ -18,30 +20,25 @@ from app.steering.interventions import UnknownLatent
 def latent_weights_summary(lm: LanguageModel, sae: JumpReLUSAE, latent: int,
                            log10_density: torch.Tensor | None = None, n_logits: int = 10,
                            n_neighbors: int = 10) -> dict[str, Any]:
-    """Threshold, density (from sparsity.safetensors if any), top/bottom logits of W_dec[i] @ W_U and the
-    nearest latents by decoder cosine, in the dashboard's key layout (examples and histogram empty)."""
+    """Threshold, density (from sparsity.safetensors if any), top/bottom logit effects and the nearest latents
+    by decoder cosine, in the dashboard's key layout (examples and histogram empty).
+
+    Logit effects and neighbours are the index's own definitions (`app.lm.logit_lens.logit_effects`,
+    `app.sae.geometry.decoder_neighbors`), so a dashboard shows the same numbers with and without an index.
+    """
     if not 0 <= latent < sae.d_sae:
         raise UnknownLatent(f"latent {latent} does not exist: this SAE has latents 0..{sae.d_sae - 1}")
-    w_dec = sae.W_dec.detach().float()
-    d = w_dec[latent]
-    w_u = lm.unembed.detach().float().to(d.device)
-    logits = d @ w_u if w_u.shape[0] == d.shape[0] else None
-    tok = lm.tokenizer.decode
+    d = decoder_directions(sae, [latent])
 
-    def table(values: torch.Tensor, ids: torch.Tensor) -> list[dict[str, Any]]:
-        return [{"token": tok([int(i)]), "value": float(v)} for v, i in zip(values.tolist(), ids.tolist())]
+    def table(ids: torch.Tensor, values: torch.Tensor) -> list[dict[str, Any]]:
+        texts = lm.token_strs([int(i) for i in ids.tolist()])
+        return [{"token": t, "value": float(v)} for t, v in zip(texts, values.tolist(), strict=True)]
 
     top = bottom = []
-    if logits is not None:
-        k = min(n_logits, logits.numel())
-        top = table(*logits.topk(k))
-        v, i = (-logits).topk(k)
-        bottom = table(-v, i)
-    unit = w_dec / w_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    cos = unit @ unit[latent]
-    cos[latent] = -2.0  # never its own neighbour
-    k = min(n_neighbors, sae.d_sae - 1)
-    nv, ni = cos.topk(k)
+    if sae.d_in == lm.d_model:  # an SAE of another width has no logit effects through this LM
+        eff = logit_effects(lm, d, n_logits)
+        top, bottom = table(eff.top_ids[0], eff.top_vals[0]), table(eff.bot_ids[0], eff.bot_vals[0])
+    nbr_ids, nbr_cos = decoder_neighbors(decoder_directions(sae), n_neighbors, rows=[latent])
     density = None
     if log10_density is not None and latent < log10_density.numel():
         density = float(10.0 ** log10_density[latent].float())
@@ -58,7 +55,8 @@ def latent_weights_summary(lm: LanguageModel, sae: JumpReLUSAE, latent: int,
         "interval_examples": [],
         "top_logits": top,
         "bottom_logits": bottom,
-        "neighbors": [{"latent": int(i), "cosine": float(v)} for v, i in zip(nv.tolist(), ni.tolist())],
+        "neighbors": [{"latent": int(i), "cosine": float(c)}
+                      for i, c in zip(nbr_ids[0].tolist(), nbr_cos[0].tolist(), strict=True)],
         "explanation": None,
         "indexed": False,
     }
