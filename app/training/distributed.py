@@ -47,6 +47,11 @@ class DistContext:
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
         return self.all_reduce_sum(t).tolist()
 
+    def all_reduce_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of a float64 tensor over ranks, as a new CPU tensor (one all-reduce; the input is unchanged)."""
+        buf = t.detach().to(device=self._comm_device, dtype=torch.float64).clone()
+        return self.all_reduce_sum(buf).cpu()
+
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Replace each .grad by its mean over ranks (one flattened all-reduce)."""
         if not self.enabled:

@@ -66,6 +66,21 @@ class FVUAccumulator:
         if other.count and other.mean is not None and other.m2 is not None:
             self._merge_moments(other.count, other.mean, other.m2)
 
+    def moment_sums(self, d: int) -> torch.Tensor:
+        """float64 [4 + d]: (count, Σ‖x − x̂‖², Σ‖x − mean_local‖², count·‖mean_local‖², Σx per dimension).
+
+        Every entry adds across ranks or shards, so one all-reduce (sum) of this vector gives the global
+        moments; `fvu_from_moment_sums` then computes the FVU about the global mean. Keeping the local
+        centred sum apart leaves cancellation only in the (small) between-shard term.
+        """
+        out = torch.zeros(4 + d, dtype=torch.float64)
+        if self.count and self.mean is not None and self.m2 is not None:
+            mean = self.mean.detach().double().cpu()
+            out[0], out[1], out[2] = float(self.count), self.sse, float(self.m2.sum())
+            out[3] = self.count * float(mean.pow(2).sum())
+            out[4:] = mean * self.count
+        return out
+
     @property
     def total_variance(self) -> float:
         """Σ_tokens ‖x − μ‖²."""
@@ -84,6 +99,20 @@ class FVUAccumulator:
     def explained_variance(self) -> float:
         """1 − FVU."""
         return 1.0 - self.fvu()
+
+
+def fvu_from_moment_sums(sums: torch.Tensor) -> float:
+    """FVU from `FVUAccumulator.moment_sums` summed over shards: Σ‖x − x̂‖² / Σ‖x − μ‖², μ the global mean.
+
+    Σ‖x − μ‖² = Σ_r M2_r + Σ_r n_r‖μ_r‖² − ‖Σx‖² / N (within-shard plus between-shard variance).
+    """
+    s = sums.detach().to(torch.float64).cpu()
+    count, sse, within, mean_sq = (float(v) for v in s[:4])
+    if count <= 0:
+        return float("nan")
+    between = max(mean_sq - float(s[4:].pow(2).sum()) / count, 0.0)
+    var = within + between
+    return sse / var if var > 0 else float("nan")
 
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:

@@ -33,7 +33,7 @@ from app.training.checkpoint import (
 from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
-from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none
+from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
 from app.training.step import training_step
 
@@ -185,7 +185,7 @@ class Trainer:
             done = step + 1
             bar.update(1)
             if done % sched.log_every == 0 or done == sched.total_steps:
-                record = interval.flush(dist) | {
+                record = interval.flush(dist, plan.d_in) | {
                     "step": done, "total_steps": sched.total_steps, "tokens": done * c.batch_size,
                     "dead_fraction": stats.dead_fraction(), "dead_window": sched.dead_window,
                     "dense_fraction": finite_or_none(stats.dense_fraction()), "lambda": lam,
@@ -284,10 +284,12 @@ class _Interval:
         self.l0 += l0_batch
         self.fvu.update(x.float(), out.x_hat.detach().float())
 
-    def flush(self, dist: DistContext) -> dict:
-        loss, mse, sse, var = dist.all_reduce_floats(self.loss, self.mse, self.fvu.sse, self.fvu.total_variance)
+    def flush(self, dist: DistContext, d: int) -> dict:
+        """The interval's averages over every rank; FVU about the mean of the global batches (one all-reduce)."""
+        local = torch.cat([torch.tensor([self.loss, self.mse], dtype=torch.float64), self.fvu.moment_sums(d)])
+        total = dist.all_reduce_tensor(local)
         n = max(self.n, 1) * dist.world
-        rec = {"loss": loss / n, "mse": mse / n, "l0": self.l0 / max(self.n, 1),
-               "fvu": finite_or_none(sse / var) if var > 0 else None}
+        rec = {"loss": float(total[0]) / n, "mse": float(total[1]) / n, "l0": self.l0 / max(self.n, 1),
+               "fvu": finite_or_none(fvu_from_moment_sums(total[2:]))}
         self.reset()
         return rec
