@@ -153,8 +153,8 @@ def build_bundle(root: str | os.PathLike, cfg: BuildConfig, progress: Progress |
                  final_root: str | os.PathLike | None = None) -> BuildResult:
     """Build every part of the demo into `root` (a fresh folder).
 
-    `final_root` is where the folder will live after the caller renames it; the SAE's metadata points at the
-    model there, so `load_sae(...).cfg.metadata["model_name"]` is right once the bundle is in place.
+    `final_root` is where the folder will live after the caller renames it; the SAE's metadata paths (model,
+    corpus) point there, so `load_sae(...).cfg.metadata["model_name"]` is right once the bundle is in place.
     """
     root = Path(root)
     final_root = Path(final_root) if final_root else root
@@ -248,18 +248,25 @@ def _train_sae(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) 
     stages.report("sae", f"training a {cfg.d_sae}-latent JumpReLU SAE on blocks.{cfg.layer}.hook_resid_post",
                   0.0)
     train(tc)
-    _point_metadata_at(sae_dir, final_root / MODEL_DIR)
+    _point_metadata_at(sae_dir, root, final_root)
     return sae_dir
 
 
-def _point_metadata_at(sae_dir: Path, model_dir: Path) -> None:
-    """Rewrite cfg.json's metadata.model_name to where the model will live once the bundle is in place."""
-    path = sae_dir / "cfg.json"
-    cfg = json.loads(path.read_text())
-    cfg.setdefault("metadata", {})["model_name"] = str(model_dir)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2))
-    os.replace(tmp, path)
+def _point_metadata_at(sae_dir: Path, root: Path, final_root: Path) -> None:
+    """Rewrite the SAE's metadata paths (model_name, dataset_path) from the build folder to the bundle's final place.
+
+    The trainer records where it read the model and corpus, which is the temporary build folder; once the
+    bundle is renamed into place that folder is gone, while `final_root` stays true.
+    """
+    from app.sae import update_metadata
+
+    meta = json.loads((sae_dir / "cfg.json").read_text()).get("metadata") or {}
+    root, final_root = root.resolve(), final_root.resolve()
+    changes = {}
+    for key, value in meta.items():
+        if isinstance(value, str) and value and Path(value).resolve().is_relative_to(root):
+            changes[key] = str(final_root / Path(value).resolve().relative_to(root))
+    update_metadata(sae_dir, changes)
 
 
 def _evaluate(lm, sae, sae_dir: Path, corpus: Path, cfg: BuildConfig) -> None:

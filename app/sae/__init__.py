@@ -1,6 +1,6 @@
 """The JumpReLU SAE and its file formats. Never imports transformers or web packages."""
 
-from app.sae.formats import SAEFormatError, load_sae, load_sparsity, save_native
+from app.sae.formats import SAEFormatError, load_sae, load_sparsity, save_native, update_metadata
 from app.sae.jumprelu import JumpReLUSAE, SAEConfig, SAEOutput, jumprelu, step
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "load_sparsity",
     "save_native",
     "step",
+    "update_metadata",
 ]

@@ -19,8 +19,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from app.fsio import fsync_dir, fsync_file
+from app.fsio import atomic_write_json, fsync_dir, fsync_file
+from app.sae.errors import SAEFormatError
 from app.sae.jumprelu import JumpReLUSAE, SAEConfig
+from app.sae.saelens import check_reshape, drop_unit_scaling_factor, input_scale, saelens_metadata
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -28,10 +30,7 @@ SPARSITY_FILE = "sparsity.safetensors"
 GEMMA_SCOPE_FILE = "params.npz"
 WEIGHT_KEYS = ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")
 log = logging.getLogger(__name__)
-
-
-class SAEFormatError(ValueError):
-    """An SAE file or folder that cannot be read; the message says what is wrong and where."""
+__all__ = ["SAEFormatError", "load_sae", "load_sparsity", "save_native", "update_metadata"]
 
 
 # --- writing ------------------------------------------------------------------------------------------
@@ -63,6 +62,19 @@ def save_native(sae: JumpReLUSAE, folder: str | os.PathLike, sparsity: torch.Ten
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def update_metadata(folder: str | os.PathLike, changes: dict[str, Any]) -> None:
+    """Set keys of cfg.json's `metadata` in an SAE folder (atomically); the weights are not touched."""
+    path = Path(folder) / CFG_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SAEFormatError(f"{path}: cannot update metadata ({e})") from None
+    if not isinstance(raw, dict):
+        raise SAEFormatError(f"{path}: expected a JSON object")
+    raw["metadata"] = {**(raw.get("metadata") or {}), **changes}
+    atomic_write_json(path, raw)
 
 
 def _raw_weights(sae: JumpReLUSAE) -> dict[str, torch.Tensor]:
@@ -181,11 +193,10 @@ def _load_native(folder: Path) -> JumpReLUSAE:
     except (SafetensorError, OSError, ValueError) as e:
         raise SAEFormatError(f"{weights_path}: unreadable or truncated safetensors file ({e})") from None
     if "threshold" not in tensors and "log_threshold" in tensors:
-        tensors["threshold"] = tensors.pop("log_threshold").exp()
-    meta = dict(raw.get("metadata") or {})
-    for key in ("model_name", "hook_name", "hook_layer", "context_size", "dataset_path", "prepend_bos"):
-        if raw.get(key) is not None and key not in meta:  # older SAELens: top-level fields
-            meta[key] = raw[key]
+        tensors["threshold"] = tensors.pop("log_threshold").exp()  # θ fixed once, then stored as is
+    check_reshape(raw, folder)
+    drop_unit_scaling_factor(raw, tensors, str(weights_path))
+    scale = input_scale(raw, folder)
     d_in, d_sae = _int_field(raw, "d_in", folder), _int_field(raw, "d_sae", folder)
     cfg = SAEConfig(
         d_in=d_in,
@@ -194,25 +205,11 @@ def _load_native(folder: Path) -> JumpReLUSAE:
         bandwidth=float(raw.get("bandwidth", 0.001)),
         # SAELens' own default is true: absent means "encode x − b_dec".
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
-        metadata=meta,
+        metadata=saelens_metadata(raw),
     )
     sae = _from_tensors(cfg, tensors, str(weights_path))
-    _apply_normalisation(sae, raw.get("normalize_activations", "none"), tensors, folder)
+    sae.input_scale.fill_(scale)
     return sae
-
-
-def _apply_normalisation(sae: JumpReLUSAE, mode: Any, tensors: dict, folder: Path) -> None:
-    """Honour SAELens' `normalize_activations` where it is a fixed scalar; refuse the input-dependent ones."""
-    mode = "none" if mode in (None, "", "none") else str(mode)
-    if mode == "none":
-        return
-    if mode == "expected_average_only_in" and "scaling_factor" in tensors:
-        sae.input_scale.fill_(float(tensors["scaling_factor"].float().mean()))
-        return
-    raise SAEFormatError(
-        f"{folder}: normalize_activations={mode!r} is not supported (use 'none', or "
-        "'expected_average_only_in' with a scaling_factor tensor)"
-    )
 
 
 def _int_field(raw: dict, key: str, where: Path) -> int:
@@ -266,7 +263,7 @@ def _from_tensors(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) 
     with torch.no_grad():
         for key in ("W_enc", "W_dec", "b_enc", "b_dec"):
             getattr(sae, key).copy_(tensors[key])
-        sae.log_threshold.copy_(tensors["threshold"].to(sae.dtype).log())
+    sae.set_threshold(tensors["threshold"])  # exactly as stored: encode tests pre > θ with these values
     return sae
 
 

@@ -5,15 +5,17 @@
     x̂    = f @ W_dec + b_dec
     loss = mean_batch ||x - x̂||²  +  λ · mean_batch Σ_i H(pre_i - θ_i)
 
-θ is trained as exp(log_threshold). H is piecewise constant, so θ gets straight-through
-pseudo-derivatives through the rectangle kernel K(u) = 1[-1/2 < u < 1/2] with bandwidth ε.
+θ has two states. While it trains, θ = exp(log_threshold) (the parameter the optimiser updates; H is piecewise
+constant, so θ gets straight-through pseudo-derivatives through the rectangle kernel K(u) = 1[-1/2 < u < 1/2]
+with bandwidth ε). A loaded SAE keeps θ exactly as stored (`stored_threshold`): exp(log θ) would move it by an
+ulp in fp32 and by up to ~2 % in bf16, and a latent with pre == θ must stay inactive (SPEC §1).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -77,6 +79,18 @@ def step(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.
     return StepFunction.apply(pre, threshold, bandwidth)
 
 
+SAELENS_FORMAT_VERSION = "6.0.0"  # the SAELens release whose cfg.json layout JumpScope writes
+
+
+def saelens_format_version(recorded: Any) -> str:
+    """The `sae_lens_version` to write: a recorded ≥ 6 version is kept, anything older or missing becomes 6.0.0."""
+    try:
+        major = int(str(recorded).split(".")[0])
+    except ValueError:
+        major = 0
+    return str(recorded) if major >= 6 else SAELENS_FORMAT_VERSION
+
+
 @dataclass
 class SAEConfig:
     """Everything needed to rebuild a JumpReLU SAE; written as SAELens-compatible cfg.json."""
@@ -96,19 +110,24 @@ class SAEConfig:
         resolve_dtype(self.dtype, torch.device("cpu"))  # validates the name
 
     def to_json(self) -> dict[str, Any]:
-        """The cfg.json SAELens reads (architecture, normalisation and metadata written explicitly)."""
+        """The cfg.json of SAELens ≥ 6 (what `sae_lens.SAE.load_from_disk` reads), plus JumpScope's `bandwidth`.
+
+        Model, hook and dataset live in `metadata` only (one copy, so it cannot go stale), and
+        `metadata.sae_lens_version` marks the ≥ 6 layout: without it SAELens takes its pre-6.0 path.
+        """
         meta = dict(self.metadata)
-        cfg = asdict(self)
-        cfg["metadata"] = meta
-        cfg.update(
-            architecture="jumprelu",
-            normalize_activations="none",
-            apply_b_dec_to_input=self.apply_b_dec_to_input,
-            model_name=meta.get("model_name"),
-            hook_name=meta.get("hook_name"),
-            context_size=meta.get("context_size"),
-        )
-        return cfg
+        meta["sae_lens_version"] = saelens_format_version(meta.get("sae_lens_version"))
+        return {
+            "architecture": "jumprelu",
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": self.dtype,
+            "apply_b_dec_to_input": self.apply_b_dec_to_input,
+            "normalize_activations": "none",  # JumpScope folds any input scale before saving
+            "reshape_activations": "none",
+            "bandwidth": self.bandwidth,
+            "metadata": meta,
+        }
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True)
@@ -125,7 +144,12 @@ class SAEOutput(NamedTuple):
 
 
 class JumpReLUSAE(nn.Module):
-    """A JumpReLU SAE. `threshold` is exp(log_threshold); `input_scale` normalises x (1 once folded)."""
+    """A JumpReLU SAE; `input_scale` normalises x (1 once folded).
+
+    θ (`threshold`) is either trainable, θ = exp(`log_threshold`) (a fresh SAE from `create`), or stored,
+    θ = `stored_threshold` exactly as loaded (`set_threshold`; `log_threshold` is then None). Saving writes θ
+    itself, so save → load round-trips it bit-exactly in every dtype.
+    """
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -136,7 +160,9 @@ class JumpReLUSAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
         self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, **kw))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
-        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(0.001), **kw))
+        # θ = exp(log_threshold) while training; set_threshold() swaps to an exact stored θ (log_threshold None).
+        self.log_threshold: nn.Parameter | None = nn.Parameter(torch.full((cfg.d_sae,), math.log(0.001), **kw))
+        self.register_buffer("stored_threshold", None)
         # Scalar multiplying raw activations during training (E||x·s||² = 1); 1 after fold_input_scale().
         self.register_buffer("input_scale", torch.ones((), **kw))
         # Active fraction (L0 / d_sae) of the last forward; `forward` uses it to pick the sparse path.
@@ -168,8 +194,36 @@ class JumpReLUSAE(nn.Module):
 
     @property
     def threshold(self) -> torch.Tensor:
-        """θ = exp(log_threshold), shape [d_sae]."""
+        """θ, shape [d_sae]: the stored tensor as is, or exp(log_threshold) while θ trains."""
+        if self.log_threshold is None:
+            return self.stored_threshold
         return self.log_threshold.exp()
+
+    @property
+    def threshold_trainable(self) -> bool:
+        """True while θ = exp(log_threshold) is a parameter; False once θ is stored exactly."""
+        return self.log_threshold is not None
+
+    @torch.no_grad()
+    def set_threshold(self, theta: torch.Tensor) -> None:
+        """Store θ exactly (cast to the SAE's dtype only): encode then uses `pre > θ` with these very values.
+
+        Drops the trainable log θ; `make_threshold_trainable()` brings it back for further training.
+        """
+        theta = torch.as_tensor(theta)
+        if tuple(theta.shape) != (self.d_sae,):
+            raise ValueError(f"threshold must have shape ({self.d_sae},), got {tuple(theta.shape)}")
+        if not bool((theta > 0).all()):
+            raise ValueError("threshold must be > 0 for every latent")
+        self.log_threshold = None
+        self.stored_threshold = theta.detach().to(device=self.device, dtype=self.dtype).clone()
+
+    @torch.no_grad()
+    def make_threshold_trainable(self) -> None:
+        """Turn a stored θ back into the training parameter log θ (θ then moves by rounding: training only)."""
+        if self.log_threshold is None:
+            self.log_threshold = nn.Parameter(self.stored_threshold.log())
+            self.stored_threshold = None
 
     @property
     def d_in(self) -> int:

@@ -38,7 +38,12 @@ def training_step(
     autocast: contextlib.AbstractContextManager | None = None,
     sparse: bool | None = None,
 ) -> SAEOutput:
-    """One optimiser step on batch `x` with sparsity coefficient λ = `l0_coefficient`; returns the forward output."""
+    """One optimiser step on batch `x` with sparsity coefficient λ = `l0_coefficient`; returns the forward output.
+
+    θ trains as log θ: an SAE whose θ is stored exactly (a loaded one) must call `make_threshold_trainable()`.
+    """
+    if not sae.threshold_trainable:
+        raise ValueError("this SAE's thresholds are stored, not trainable: call sae.make_threshold_trainable() first")
     with autocast or contextlib.nullcontext():
         out = sae(x, l0_coefficient, sparse=sparse)
     opt.zero_grad(set_to_none=True)

@@ -82,16 +82,6 @@ def test_saelens_folder_defaults_to_apply_b_dec_to_input(tmp_path):
     assert torch.allclose(again.pre_acts(x), back.pre_acts(x), atol=1e-5)
 
 
-def test_saelens_scaling_factor_is_honoured(tmp_path):
-    sae = _random_sae()
-    _saelens_folder(tmp_path / "sl", sae, apply_b_dec_to_input=False, normalize_activations="expected_average_only_in")
-    weights = {k: getattr(sae, k).detach().contiguous() for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}
-    save_file({**weights, "scaling_factor": torch.tensor([0.5])}, str(tmp_path / "sl" / "sae_weights.safetensors"))
-    back = load_sae(tmp_path / "sl")
-    x = torch.randn(4, 8)
-    assert torch.allclose(back.pre_acts(x), sae.pre_acts(x * 0.5), atol=1e-6)
-
-
 def test_gemma_scope_npz_loads(tmp_path):
     rng = np.random.default_rng(0)
     f32 = np.float32
