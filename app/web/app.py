@@ -12,35 +12,28 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app.web import viz
+from app.web import assets, viz
 from app.web.errors import install_error_handlers
 from app.web.middleware import BodySizeLimit, SecurityHeaders
 from app.web.routes import admin, api, pages
 from app.web.services import Services
-from app.web.settings import REPO_ROOT, Settings
+from app.web.settings import Settings
 
 log = logging.getLogger(__name__)
-
-TEMPLATES_DIR = REPO_ROOT / "templates"
-STATIC_DIR = REPO_ROOT / "static"
 
 
 def make_templates() -> Jinja2Templates:
     """Jinja2 templates with autoescaping (the Starlette default for .html) and our view helpers."""
-    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    templates = Jinja2Templates(directory=str(assets.templates_dir()))
     templates.env.globals.update(heat=viz.heat_level, histogram_bars=viz.histogram_bars, fmt=viz.fmt,
                                  show_token=viz.show_token, heat_signed=viz.heat_signed)
     return templates
 
 
 def _vendor_files(settings: Settings) -> dict[str, Path]:
-    """Name under /static/vendor/ → file in node_modules (installed by `npm ci` from package-lock.json)."""
-    swagger = REPO_ROOT / "node_modules" / "swagger-ui-dist"
-    return {
-        "htmx.min.js": Path(settings.htmx_path),
-        "swagger-ui-bundle.js": swagger / "swagger-ui-bundle.js",
-        "swagger-ui.css": swagger / "swagger-ui.css",
-    }
+    """Name under /static/vendor/ → file to serve: the wheel's copy, else node_modules (`npm ci`); htmx may be
+    overridden by settings.htmx_path."""
+    return {**assets.vendor_files(), "htmx.min.js": Path(settings.htmx_path)}
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -65,11 +58,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     vendor = _vendor_files(settings)
     for name, path in vendor.items():
         if not path.is_file():
-            log.warning("%s not found at %s; run `npm ci` (make install does)", name, path)
+            log.warning("%s not found at %s; run `npm ci` (make install does) or install the wheel", name, path)
 
     @app.get("/static/vendor/{name}", include_in_schema=False)
     async def vendor_file(name: str) -> FileResponse:
-        """Third-party front-end files from the pinned npm packages in node_modules (never a CDN or git copy)."""
+        """Third-party front-end files from the pinned npm packages (never a CDN or a git copy)."""
         path = vendor.get(name)
         if path is None or not path.is_file():
             raise HTTPException(404, f"{name} is not installed; run `npm ci`")
@@ -83,7 +76,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                                    swagger_css_url="/static/vendor/swagger-ui.css",
                                    swagger_favicon_url="/static/favicon.svg")
 
-    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.mount("/static", StaticFiles(directory=str(assets.static_dir())), name="static")
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(pages.router)

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from app.web.assets import vendor_files
 
 
 class Settings(BaseSettings):
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     max_interventions: int = Field(16, ge=1, description="most latents one steer/ablate request may edit")
     max_top_k: int = Field(64, ge=1, description="largest top_k of an encode request")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; bigger gets 413")
-    htmx_path: Path = Field(REPO_ROOT / "node_modules" / "htmx.org" / "dist" / "htmx.min.js",
+    htmx_path: Path = Field(default_factory=lambda: vendor_files()["htmx.min.js"],
                             description="htmx.min.js from the pinned npm package (never a CDN)")
 
     @field_validator("device")
