@@ -26,10 +26,11 @@ def test_gemma_scope_pre_equal_to_threshold_is_inactive(tmp_path):
     theta = np.random.default_rng(1).uniform(0.01, 2.0, size=D_SAE).astype(np.float32)
     _gemma_scope_npz(tmp_path / "eq.npz", b_enc=theta, theta=theta)  # x = 0 → pre = b_enc = θ exactly
     sae = load_sae(tmp_path / "eq.npz")
-    assert torch.equal(sae.threshold, torch.from_numpy(theta))  # θ as stored, not exp(log θ)
     x = torch.zeros(3, D_IN)
+    active = int((sae.encode(x)[0] != 0).sum())
+    assert active == 0, f"{active} of {D_SAE} latents fire at pre == θ"  # Gemma Scope: (pre > θ)·relu(pre) = 0
+    assert torch.equal(sae.threshold, torch.from_numpy(theta))  # θ as stored, not exp(log θ)
     assert torch.equal(sae.pre_acts(x)[0], torch.from_numpy(theta))
-    assert int((sae.encode(x) != 0).sum()) == 0  # Gemma Scope: (pre > θ) · relu(pre) = 0 for pre == θ
     # One ulp above θ every latent fires: the comparison is exact, not approximately right.
     _gemma_scope_npz(tmp_path / "up.npz", b_enc=np.nextafter(theta, np.float32(np.inf)), theta=theta)
     assert bool((load_sae(tmp_path / "up.npz").encode(x) != 0).all())
