@@ -29,12 +29,26 @@ def test_bundle_is_complete_and_loadable(small_bundle):
     assert bundle.is_complete()
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     sae = load_sae(bundle.sae_dir)
-    assert sae.cfg.metadata["model_name"] == str(bundle.model_dir)  # points at the final place
+    assert sae.cfg.metadata["model_name"] == str(bundle.model_dir.resolve())  # points at the final place
     assert sae.cfg.metadata["hook_name"] == "blocks.0.hook_resid_post"
     lm = load_lm(sae.cfg.metadata["model_name"])
     assert lm.d_model == sae.d_in
     assert (bundle.sae_dir / "metrics.jsonl").read_text().strip()
     assert json.loads((bundle.sae_dir / "eval.json").read_text())["fvu"] is not None
+
+
+def test_sae_cfg_names_no_build_folder(small_bundle):
+    """cfg.json's paths stay true after the temporary build folder is renamed into place."""
+    from app.web.services import Services
+
+    _, bundle = small_bundle
+    text = (bundle.sae_dir / "cfg.json").read_text()
+    assert ".building-" not in text
+    meta = json.loads(text)["metadata"]
+    assert meta["model_name"] == str(bundle.model_dir.resolve())
+    assert meta["dataset_path"] == str((bundle.root / "corpus" / "train.jsonl").resolve())
+    # `jumpscope serve --sae <bundle>/sae` without --model loads the LM named there.
+    assert Services._model_name_of(bundle.sae_dir) == str(bundle.model_dir.resolve())
 
 
 def test_report_structure(small_bundle):
