@@ -30,22 +30,32 @@ RUN apt-get update \
     && (python3 -m venv --help >/dev/null 2>&1 || apt-get install -y --no-install-recommends python3 python3-venv) \
     && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /app
-RUN python3 -m venv /opt/venv && pip install --upgrade pip setuptools wheel
+WORKDIR /src
+RUN python3 -m venv /opt/venv && pip install --upgrade pip setuptools
 
-# Dependencies first (cached while only the source changes): torch pinned by constraints-cpu.txt, taken from
-# TORCH_INDEX; everything else from PyPI.
-COPY pyproject.toml constraints-cpu.txt README.md ./
-RUN pip install -c constraints-cpu.txt --extra-index-url "${TORCH_INDEX}" "torch==$(sed -n 's/^torch==//p' constraints-cpu.txt)"
+# Dependencies first (cached while only the source changes): torch at the release constraints-cpu.txt pins, taken
+# from TORCH_INDEX: the exact CPU build (`+cpu`) from the CPU index, the same release without the local label from a
+# CUDA index (e.g. 2.13.0+cu126). The chosen pin is kept in /opt/torch-constraint.txt for the install below.
+COPY constraints-cpu.txt ./
+RUN version="$(sed -n 's/^torch==//p' constraints-cpu.txt)" \
+    && case "${TORCH_INDEX}" in */cpu|*/cpu/) ;; *) version="${version%%+*}" ;; esac \
+    && echo "torch==${version}" > /opt/torch-constraint.txt \
+    && pip install -c /opt/torch-constraint.txt --extra-index-url "${TORCH_INDEX}" torch
 
-# htmx from the pinned npm package (package-lock.json), served by the app itself — no CDN.
-COPY package.json package-lock.json ./
+# htmx and swagger-ui from the pinned npm packages (package-lock.json; .npmrc turns install scripts, and with them
+# @scarf/scarf's telemetry, off). The wheel build copies the files it needs into the package — no CDN.
+COPY package.json package-lock.json .npmrc ./
 RUN npm ci --no-audit --no-fund --loglevel=error
 
+# The package itself, installed from its wheel (not editable): templates, static files and the npm assets travel
+# inside it, so the sources are removed afterwards.
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY app app
 COPY templates templates
 COPY static static
-RUN pip install -c constraints-cpu.txt --extra-index-url "${TORCH_INDEX}" -e ".[web]"
+RUN pip install -c /opt/torch-constraint.txt --extra-index-url "${TORCH_INDEX}" ".[web]" \
+    && cd / && rm -rf /src
+WORKDIR /opt/jumpscope
 
 # Build the embedded demo (tiny LM, SAE, index, report) into the image, so the container starts offline.
 RUN useradd --create-home --uid 1000 jumpscope \
