@@ -81,11 +81,23 @@ def venv(wheel, tmp_path_factory) -> Path:
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
           str(wheel)], env=_clean_env())
     site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    # A plain path line: the folder's own .pth files (this checkout's editable install) are not processed.
-    deps = [p for p in sorted(ours) if not (Path(p) / "app" / "__init__.py").exists()]
-    (Path(site) / "_jumpscope_test_deps.pth").write_text("\n".join(deps) + "\n")
+    deps = _dependencies_without_app(venv.parent / "deps")
+    (Path(site) / "_jumpscope_test_deps.pth").write_text(f"{deps}\n")
     return venv
+
+
+def _dependencies_without_app(dest: Path) -> Path:
+    """This environment's installed packages as links in one folder, minus any JumpScope copy (an editable
+    install's finder or a non-editable `app/`), so the fresh venv can only import the wheel's `app`."""
+    dest.mkdir()
+    paths = sysconfig.get_paths()
+    for folder in dict.fromkeys((paths["purelib"], paths["platlib"])):
+        for entry in Path(folder).iterdir():
+            skip = entry.name in ("app", "__pycache__") or entry.suffix == ".pth"
+            if skip or entry.name.startswith(("jumpscope", "__editable__")) or (dest / entry.name).exists():
+                continue
+            (dest / entry.name).symlink_to(entry)
+    return dest
 
 
 @pytest.fixture(scope="module")
