@@ -1,9 +1,11 @@
 """`jumpscope eval`: L0, FVU, ΔLM loss, CE score, KL, dead/dense latents of an SAE spliced into its LM.
 
-    jumpscope eval --sae DIR [--model M] --corpus PATH [--tokens N --batch-size B --context-size T]
+    jumpscope eval --sae DIR [--model M] [--corpus PATH | --eval-corpus PATH] [--tokens N --batch-size B]
 
-Results are printed and saved as `eval.json` beside the SAE (atomically); definitions in
-app/training/evaluate.py and SPEC §3.
+Scores held-out data only: for an SAE trained by `jumpscope train` (train_config.json beside it), the
+documents of its training corpus that training held out (--holdout-every); `--eval-corpus` scores a separate
+corpus instead. Results are printed and saved as `eval.json` beside the SAE (atomically), with `split` saying
+which documents, rows and tokens were scored; definitions in app/training/evaluate.py and SPEC §3.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
     p.add_argument("--model", help="LM folder or hub id (default: the SAE's metadata model_name)")
-    p.add_argument("--corpus", required=True, help="text file/folder, .jsonl, .parquet or hf:NAME[:split]")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--corpus", help="the SAE's training corpus (default: the one train_config.json names); "
+                      "only its held-out documents are scored. Needed for SAEs trained elsewhere")
+    data.add_argument("--eval-corpus", help="a separate evaluation corpus, scored whole (text file/folder, "
+                      ".jsonl, .parquet or hf:NAME[:split])")
     p.add_argument("--hook", help="hook name, e.g. blocks.6.hook_resid_post (default: the SAE's metadata)")
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="tokens to evaluate on (rounded up to "
                    f"whole contexts; default {DEFAULT_TOKENS})")
@@ -50,8 +56,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--context-size must be ≥ 2, got {args.context_size}")
     if not Path(args.sae).exists():
         raise CLIError(f"--sae {args.sae}: no such file or folder")
-    if not args.corpus.startswith("hf:") and not Path(args.corpus).exists():
-        raise CLIError(f"--corpus {args.corpus}: not found")
+    for flag, value in (("--corpus", args.corpus), ("--eval-corpus", args.eval_corpus)):
+        if value is not None and not value.startswith("hf:") and not Path(value).exists():
+            raise CLIError(f"{flag} {value}: not found")
 
 
 def _eval_path(args: argparse.Namespace) -> Path:
@@ -66,10 +73,15 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.lm import load_lm, parse_hook_name
-    from app.lm.corpus import load_contexts
+    from app.lm.corpus import load_split
     from app.sae import load_sae
     from app.training.evaluate import evaluate_sae, format_summary, save_eval
+    from app.training.heldout import choose_eval_source, training_record
 
+    source = choose_eval_source(training_record(args.sae), args.corpus, args.eval_corpus)
+    if not source.corpus.startswith("hf:") and not Path(source.corpus).exists():
+        raise CLIError(f"the training corpus {source.corpus} is not found (moved?); pass --eval-corpus PATH "
+                       "to score a separate corpus")
     sae = load_sae(args.sae)
     meta = sae.cfg.metadata
     model = args.model or meta.get("model_name")
@@ -94,11 +106,14 @@ def run(args: argparse.Namespace) -> int:
     if limit and context_size > limit:
         log.warning("context size %d exceeds %s's %d positions; using %d", context_size, model, limit, limit)
         context_size = limit
-    contexts = load_contexts(lm, args.corpus, context_size, n_tokens=args.tokens, seed=args.seed)
+    contexts, split = load_split(lm, source.corpus, context_size, n_tokens=args.tokens, seed=args.seed,
+                                 part=source.part, holdout_every=source.holdout_every)
     with tqdm(total=contexts.shape[0], unit="ctx", desc="eval", leave=False) as bar:
         result = evaluate_sae(sae, lm, contexts, batch_size=args.batch_size, hook=hook,
                               progress=lambda done, total: bar.update(done - bar.n))
-    result.update(sae=str(args.sae), model=str(model), corpus=str(args.corpus), seed=args.seed)
+    split.update(scored_tokens=result["tokens"], predictions=result["predictions"],
+                 disjoint_from_training=source.disjoint_from_training)
+    result.update(sae=str(args.sae), model=str(model), corpus=split["corpus"], seed=args.seed, split=split)
     save_eval(result, out_path)
     print(json.dumps(result, indent=2) if args.json else format_summary(result))
     if not args.json:

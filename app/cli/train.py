@@ -37,6 +37,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--activations", str, "safetensors file with `activations` [N, d_in] (instead of --model/--corpus)"),
     ("--activation-cache", str, "folder of harvested activation shards, reused across a sweep"),
     ("--buffer-tokens", int, "mixing-buffer size in tokens (default 262144)"),
+    ("--holdout-every", int, "hold every N-th corpus document out of training for `jumpscope eval` "
+                             "(default 20; 0: none)"),
     ("--d-sae", int, "number of latents (required)"),
     ("--d-in", int, "expected activation width (checked against the data)"),
     ("--threshold-init", float, "θ at init, normalised units (default 0.001)"),

@@ -62,11 +62,13 @@ def train_step(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None
 
 
 def eval_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, device: str | None = None) -> Step:
-    """`jumpscope eval --sae DIR --corpus C` (writes DIR/eval.json); skipped for activation-file jobs."""
+    """`jumpscope eval --sae DIR --model M` (writes DIR/eval.json); skipped for activation-file jobs.
+
+    No --corpus: eval reads DIR/train_config.json and scores only the corpus documents training held out."""
     if spec.corpus is None:
         return Step("eval", "evaluating", (), note="evaluation skipped: an activation-file job has no LM or corpus")
     return Step("eval", "evaluating", tuple(jumpscope_cli(python) + ["eval", "--sae", str(out_dir)]
-                                             + _lm_args(spec, device)))
+                                             + _lm_args(spec, device, corpus=False)))
 
 
 def index_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, device: str | None = None) -> Step:
@@ -78,9 +80,9 @@ def index_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, devic
                                                                      str(tokens)] + _lm_args(spec, device)))
 
 
-def _lm_args(spec: JobSpec, device: str | None) -> list[str]:
-    """Model, corpus, context size and device flags shared by eval and index."""
-    args = ["--model", str(spec.model), "--corpus", str(spec.corpus)]
+def _lm_args(spec: JobSpec, device: str | None, corpus: bool = True) -> list[str]:
+    """Model, corpus (unless `corpus` is False), context size and device flags shared by eval and index."""
+    args = ["--model", str(spec.model)] + (["--corpus", str(spec.corpus)] if corpus else [])
     if spec.context_size is not None:
         args += ["--context-size", str(spec.context_size)]
     if device and device != "auto":

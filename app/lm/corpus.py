@@ -1,6 +1,11 @@
 """Corpus → token contexts: read text files, folders, JSONL and Parquet, pack into fixed-length rows.
 
 Each row starts with BOS; documents are separated by EOS. Shuffling is deterministic by seed.
+
+Train / held-out split (by document, so it holds for any tokenizer and context size): document i of a corpus
+(0-based, in `iter_texts` order) is held out iff `holdout_every > 0` and i % holdout_every == holdout_every − 1.
+Training packs only the other documents (part "train"); `jumpscope eval` packs only the held-out ones
+(part "held_out"). Part "all" packs every document (an evaluation corpus separate from training, the index).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import random
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,9 @@ SUPPORTED = ", ".join(sorted(TEXT_SUFFIXES | {".jsonl", ".parquet"}))
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+HOLDOUT_EVERY = 20  # default: every 20th document (5 %) is held out of training for evaluation
+PARTS = ("all", "train", "held_out")
 
 
 class CorpusError(ValueError):
@@ -168,6 +177,84 @@ def iter_contexts(
             yield ([bos] if bos is not None else []) + row
 
 
+def is_held_out(index: int, holdout_every: int) -> bool:
+    """Whether corpus document `index` (0-based, corpus order) is held out of training."""
+    return holdout_every > 0 and index % holdout_every == holdout_every - 1
+
+
+def split_rule(holdout_every: int) -> str:
+    """The split rule in words (recorded in train_config.json and eval.json)."""
+    if holdout_every <= 0:
+        return "no document held out"
+    return f"document i (0-based, corpus order) is held out iff i % {holdout_every} == {holdout_every - 1}"
+
+
+@dataclass
+class _PartReader:
+    """The documents of one part of the split, remembering which corpus indices were read."""
+
+    texts: Iterable[str]
+    part: str
+    holdout_every: int
+    indices: list[int] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        for i, text in enumerate(self.texts):
+            held = is_held_out(i, self.holdout_every)
+            if self.part == "all" or (self.part == "held_out") == held:
+                self.indices.append(i)
+                yield text
+
+
+def load_split(
+    lm_or_tokenizer: Any,
+    path: str | os.PathLike,
+    context_size: int,
+    n_tokens: int | None = None,
+    seed: int = 0,
+    shuffle: bool = True,
+    part: str = "all",
+    holdout_every: int = HOLDOUT_EVERY,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Contexts of one part of the document split (see the module docstring) and a record of what was read.
+
+    The record: corpus, part, rule, `documents` (how many documents of the part were packed, and the corpus
+    index range [first, last + 1) they came from), `rows` ([0, N): the first N packed rows of the part, before
+    the shuffle), `contexts`, `context_size` and `tokens` (N × context_size). Raises CorpusError when the part
+    gives less than one context.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    reader = _PartReader(iter_texts(path), part, holdout_every)
+    rows: list[list[int]] = []
+    need = None if n_tokens is None else max(1, -(-n_tokens // context_size))
+    for row in iter_contexts(lm_or_tokenizer, reader, context_size):
+        rows.append(row)
+        if need is not None and len(rows) >= need:
+            break
+    if not rows:
+        what = "" if part == "all" else f"its {part.replace('_', '-')} documents ({split_rule(holdout_every)}) give "
+        raise CorpusError(f"{path}: {what}fewer tokens than one context of {context_size}")
+    if need is not None and len(rows) < need:
+        log.warning("%s: only %d tokens available (asked for %d)", path, len(rows) * context_size, n_tokens)
+    if shuffle:
+        random.Random(seed).shuffle(rows)
+    spec = str(path)
+    record = {
+        "corpus": spec if spec.startswith("hf:") else str(Path(spec).resolve()),
+        "part": part,
+        "holdout_every": holdout_every,
+        "rule": split_rule(holdout_every),
+        "documents": len(reader.indices),
+        "document_range": [reader.indices[0], reader.indices[-1] + 1],
+        "rows": [0, len(rows)],
+        "contexts": len(rows),
+        "context_size": context_size,
+        "tokens": len(rows) * context_size,
+    }
+    return torch.tensor(rows, dtype=torch.long), record
+
+
 def load_contexts(
     lm_or_tokenizer: Any,
     path: str | os.PathLike,
@@ -175,18 +262,10 @@ def load_contexts(
     n_tokens: int | None = None,
     seed: int = 0,
     shuffle: bool = True,
+    part: str = "all",
+    holdout_every: int = HOLDOUT_EVERY,
 ) -> torch.Tensor:
-    """LongTensor [N, context_size] of packed rows (enough for `n_tokens` when given), shuffled by seed."""
-    rows: list[list[int]] = []
-    need = None if n_tokens is None else max(1, -(-n_tokens // context_size))
-    for row in iter_contexts(lm_or_tokenizer, iter_texts(path), context_size):
-        rows.append(row)
-        if need is not None and len(rows) >= need:
-            break
-    if not rows:
-        raise CorpusError(f"{path}: corpus has fewer tokens than one context of {context_size}")
-    if need is not None and len(rows) < need:
-        log.warning("%s: only %d tokens available (asked for %d)", path, len(rows) * context_size, n_tokens)
-    if shuffle:
-        random.Random(seed).shuffle(rows)
-    return torch.tensor(rows, dtype=torch.long)
+    """LongTensor [N, context_size] of packed rows (enough for `n_tokens` when given), shuffled by seed.
+
+    `part` picks the documents: "all" (default), "train" or "held_out" (see the module docstring)."""
+    return load_split(lm_or_tokenizer, path, context_size, n_tokens, seed, shuffle, part, holdout_every)[0]

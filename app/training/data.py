@@ -34,6 +34,7 @@ class DataPlan:
     metadata: dict[str, Any] = field(default_factory=dict)
     cache_dir: Path | None = None  # activation cache folder to create (after all checks pass)
     cache_key: dict[str, Any] | None = None  # what the cache folder holds (its manifest)
+    split: dict[str, Any] | None = None  # which corpus documents / rows training reads (app.lm.corpus.load_split)
 
     def commit(self, is_main: bool) -> None:
         """Called once every check has passed: create the activation cache and start writing to it."""
@@ -58,7 +59,7 @@ def build_data(config: TrainConfig, dist: DistContext) -> DataPlan:
 
 def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
     from app.lm import load_lm
-    from app.lm.corpus import iter_texts, load_contexts
+    from app.lm.corpus import iter_texts, load_split
     from app.lm.hooks import hook_name, resolve_hook
 
     if config.batch_size % dist.world:
@@ -73,7 +74,9 @@ def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
         raise ValueError(f"--context-size {ctx} exceeds the model's {max_pos} positions")
     # Enough contexts for the run, with slack for the special tokens that are dropped.
     n_tokens = math.ceil(config.tokens * 1.1) + ctx * dist.world
-    contexts = load_contexts(lm, config.corpus, ctx, n_tokens=n_tokens, seed=config.seed)
+    # Only the training part of the document split: every `holdout_every`-th document is left for eval.
+    contexts, split = load_split(lm, config.corpus, ctx, n_tokens=n_tokens, seed=config.seed, part="train",
+                                 holdout_every=config.holdout_every)
     shard = contexts[dist.rank:: dist.world]
     if shard.shape[0] == 0:
         raise ValueError(f"corpus gives {contexts.shape[0]} contexts, fewer than the {dist.world} ranks")
@@ -83,7 +86,7 @@ def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
         key = {
             "model": str(config.model), "hook": config.hook, "layer": config.layer, "corpus": str(config.corpus),
             "context_size": ctx, "n_tokens": n_tokens, "seed": config.seed, "block_tokens": block_tokens,
-            "world": dist.world, "lm_dtype": str(lm.dtype),
+            "world": dist.world, "lm_dtype": str(lm.dtype), "holdout_every": config.holdout_every,
         }
         cache_dir = cache_folder(config.activation_cache, key)
     source = LMSource(lm, shard, config.hook, config.layer, block_tokens, config.lm_batch_size,
@@ -98,4 +101,4 @@ def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
         "model_name": str(config.model), "hook_name": hook_name(config.hook, config.layer),
         "hook_layer": config.layer, "context_size": ctx, "dataset_path": str(config.corpus), "prepend_bos": True,
     }
-    return DataPlan(buffer, source.d_in, meta, cache_dir, cache_key=key if cache_dir else None)
+    return DataPlan(buffer, source.d_in, meta, cache_dir, cache_key=key if cache_dir else None, split=split)

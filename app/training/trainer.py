@@ -43,7 +43,9 @@ METRICS_FILE = "metrics.jsonl"
 # Fields that must match between a run and its --resume (the rest, e.g. logging cadence, may change).
 _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
-                "bandwidth", "threshold_init", "normalize")
+                "bandwidth", "threshold_init", "normalize", "holdout_every")
+# What a key missing from an older run's config meant (runs before the held-out split used every document).
+_RESUME_LEGACY = {"holdout_every": 0}
 
 
 def train(config: TrainConfig) -> Path:
@@ -64,9 +66,9 @@ def check_output(config: TrainConfig) -> Path | None:
             raise FileNotFoundError(f"--resume: no checkpoint in {out}/checkpoints to resume from")
         saved = json.loads((ckpt / CONFIG_FILE).read_text())
         for key in _RESUME_KEYS:
-            if saved.get(key) != getattr(config, key):
-                raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used "
-                                 f"{saved.get(key)!r}")
+            was = saved.get(key, _RESUME_LEGACY.get(key))
+            if was != getattr(config, key):
+                raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used {was!r}")
         return ckpt
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"--out {out} already exists; pick a new folder or pass --resume")
@@ -152,7 +154,9 @@ class Trainer:
             start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats)
         else:
             sae.input_scale.fill_(self._input_scale(plan))
-        config_json = json.dumps(self.config.to_json() | {"d_in": plan.d_in}, indent=2, sort_keys=True)
+        # `data_split` records which corpus documents training read; `jumpscope eval` scores the others.
+        extra = {"d_in": plan.d_in} | ({"data_split": plan.split} if plan.split else {})
+        config_json = json.dumps(self.config.to_json() | extra, indent=2, sort_keys=True)
         if dist.is_main:  # every check passed: now the output folder appears
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / CONFIG_FILE, config_json)

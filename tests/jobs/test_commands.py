@@ -34,7 +34,10 @@ def test_corpus_job_flags_and_post_steps(tmp_path):
     assert _flag(train, "--model") == "/root/m" and _flag(train, "--corpus") == "/root/c.txt"
     assert _flag(train, "--hook") == "mlp_out" and _flag(train, "--layer") == "2"
     assert _flag(train, "--target-l0") == "20.0" and _flag(train, "--device") == "cuda:1"
-    assert ev[3] == "eval" and _flag(ev, "--sae") == str(tmp_path / "sae") and _flag(ev, "--corpus") == "/root/c.txt"
+    assert ev[3] == "eval" and _flag(ev, "--sae") == str(tmp_path / "sae") and _flag(ev, "--model") == "/root/m"
+    # No corpus flag: eval scores the documents the training record (train_config.json) says were held out.
+    assert "--corpus" not in ev and "--eval-corpus" not in ev
+    assert _flag(ix, "--corpus") == "/root/c.txt"
     assert ix[3] == "index" and _flag(ix, "--tokens") == "5000" and _flag(ix, "--context-size") == "64"
     auto = pipeline(CORPUS, tmp_path / "sae", resume=False, device="auto")[0].argv
     assert "--device" not in auto

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app.lm.corpus import CorpusError, iter_contexts, iter_texts, load_contexts
+from app.lm.corpus import CorpusError, iter_contexts, iter_texts, load_contexts, load_split
 
 
 def test_reads_text_jsonl_and_parquet_folders(tmp_path):
@@ -52,6 +52,25 @@ def test_contexts_start_with_bos_and_have_fixed_length(tmp_path, tiny_tokenizer)
     assert a.shape == (4, 16) and a.equal(b)
     with pytest.raises(CorpusError, match="fewer tokens"):
         load_contexts(tiny_tokenizer, tmp_path / "c.txt", 100000)
+
+
+def test_document_split_packs_disjoint_parts(tmp_path, tiny_tokenizer):
+    """Part "held_out" packs documents K−1, 2K−1, …; part "train" the others (reference: list slicing)."""
+    (tmp_path / "c.txt").write_text("\n\n".join(f"The red fox number {i} jumps." for i in range(50)))
+    docs = list(iter_texts(tmp_path / "c.txt"))
+    k = 7
+    held = [d for i, d in enumerate(docs) if i % k == k - 1]
+    kept = [d for i, d in enumerate(docs) if i % k != k - 1]
+    for part, want_docs in (("held_out", held), ("train", kept), ("all", docs)):
+        rows, record = load_split(tiny_tokenizer, tmp_path / "c.txt", 16, shuffle=False, part=part, holdout_every=k)
+        want = list(iter_contexts(tiny_tokenizer, want_docs, 16))
+        assert rows.tolist() == want, part
+        assert record["part"] == part and record["contexts"] == len(want) and record["tokens"] == 16 * len(want)
+        assert record["documents"] == len(want_docs)  # the whole part was read (no token budget)
+    rows, record = load_split(tiny_tokenizer, tmp_path / "c.txt", 16, n_tokens=32, part="held_out", holdout_every=k)
+    assert rows.shape == (2, 16) and record["rows"] == [0, 2] and record["document_range"][0] == k - 1
+    with pytest.raises(CorpusError, match="held-out documents"):
+        load_split(tiny_tokenizer, tmp_path / "c.txt", 16, part="held_out", holdout_every=0)
 
 
 def test_hf_dataset_without_the_datasets_package_is_a_clear_error(monkeypatch):

@@ -26,6 +26,8 @@ def _cfg(**kw) -> TrainConfig:
         (dict(bandwidth=0.0), "--bandwidth"),
         (dict(adam_beta2=1.0), "betas"),
         (dict(lr_decay_fraction=1.5), "--lr-decay-fraction"),
+        (dict(holdout_every=1), "--holdout-every"),
+        (dict(holdout_every=-3), "--holdout-every"),
         (dict(model="m", corpus="c", layer=0), "not both"),
         (dict(activations=None, model="m"), "--corpus"),
         (dict(activations=None, model="m", corpus="c"), "--layer"),
