@@ -117,8 +117,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost: never through a proxy
+
+
 def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=30) as r:
+    with _DIRECT.open(url, timeout=30) as r:
         return r.status, r.read().decode("utf-8", "replace")
 
 
