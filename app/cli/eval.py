@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="contexts per LM forward pass (default 8)")
     p.add_argument("--context-size", type=int, help="tokens per context, BOS included (default: the SAE's "
                    f"metadata context_size, else {DEFAULT_CONTEXT})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the context shuffle (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the context shuffle and of the bootstrap "
+                   "intervals (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", default="auto", help="LM dtype: auto (bf16 on CUDA, fp32 on CPU), float32, ...")
     p.add_argument("--out", help="where to write the JSON (default: eval.json beside the SAE)")
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     contexts, split = load_split(lm, source.corpus, context_size, n_tokens=args.tokens, seed=args.seed,
                                  part=source.part, holdout_every=source.holdout_every)
     with tqdm(total=contexts.shape[0], unit="ctx", desc="eval", leave=False) as bar:
-        result = evaluate_sae(sae, lm, contexts, batch_size=args.batch_size, hook=hook,
+        result = evaluate_sae(sae, lm, contexts, batch_size=args.batch_size, hook=hook, seed=args.seed,
                               progress=lambda done, total: bar.update(done - bar.n))
     split.update(scored_tokens=result["tokens"], predictions=result["predictions"],
                  disjoint_from_training=source.disjoint_from_training)

@@ -28,6 +28,7 @@ from app.fsio import atomic_write_json
 from app.lm.hooks import intervene, parse_hook_name
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
+from app.training.bootstrap import N_BOOT, ContextSums, bootstrap_intervals
 from app.training.metrics import FVUAccumulator, LatentStats, density_histogram, finite_or_none
 
 log = logging.getLogger(__name__)
@@ -48,23 +49,35 @@ class _CEAccumulator:
         self.clean = self.sae = self.zero = self.kl = 0.0
 
     def update(self, clean: torch.Tensor, spliced: torch.Tensor, zero: torch.Tensor, targets: torch.Tensor,
-               counted: torch.Tensor, chunk: int = 1024) -> None:
+               counted: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """Logits [B, T, V] of the three runs; targets [B, T] (next tokens); counted [B, T] bool.
 
-        Rows are processed `chunk` positions at a time so the float32 log-softmax temporaries stay small
-        even for 256k-token vocabularies."""
+        Returns the batch's per-context float64 sums [B, 5]: (predictions, nll clean, nll sae, nll zero, KL),
+        which the bootstrap resamples. Rows are processed `chunk` positions at a time so the float32
+        log-softmax temporaries stay small even for 256k-token vocabularies."""
         flat = [t.reshape(-1, t.shape[-1]) for t in (clean, spliced, zero)]
         where = counted.reshape(-1).nonzero().squeeze(1)
         tgt_all = targets.reshape(-1)[where]
+        per_row = torch.zeros(counted.shape[0], 5, dtype=torch.float64, device=counted.device)
         for start in range(0, where.shape[0], chunk):
             idx = where[start : start + chunk]
             lp_clean, lp_sae, lp_zero = (F.log_softmax(_wide(t[idx]), -1) for t in flat)
             tgt = tgt_all[start : start + chunk].unsqueeze(-1)
+            values = torch.stack([
+                torch.ones(idx.shape[0], dtype=torch.float64, device=idx.device),
+                -lp_clean.gather(-1, tgt).squeeze(-1).double(),
+                -lp_sae.gather(-1, tgt).squeeze(-1).double(),
+                -lp_zero.gather(-1, tgt).squeeze(-1).double(),
+                (lp_clean.exp() * (lp_clean - lp_sae)).sum(-1, dtype=torch.float64),
+            ], 1)
+            per_row.index_add_(0, idx // counted.shape[1], values)
+            totals = values.sum(0).tolist()
             self.count += int(tgt.shape[0])
-            self.clean -= float(lp_clean.gather(-1, tgt).sum(dtype=torch.float64))
-            self.sae -= float(lp_sae.gather(-1, tgt).sum(dtype=torch.float64))
-            self.zero -= float(lp_zero.gather(-1, tgt).sum(dtype=torch.float64))
-            self.kl += float((lp_clean.exp() * (lp_clean - lp_sae)).sum(dtype=torch.float64))
+            self.clean += totals[1]
+            self.sae += totals[2]
+            self.zero += totals[3]
+            self.kl += totals[4]
+        return per_row
 
     def means(self) -> dict[str, float]:
         n = max(self.count, 1)
@@ -93,10 +106,14 @@ def evaluate_sae(
     hook: str | None = None,
     histogram_bins: int = 20,
     progress: Callable[[int, int], None] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Metrics of `sae` spliced into `lm` over `contexts` (LongTensor [N, T], e.g. from load_contexts).
 
     `hook` defaults to the SAE's metadata `hook_name`. `progress(done, total)` is called after each batch.
+    FVU, ΔLM loss, CE score and KL get 95 % bootstrap intervals over contexts (`<metric>_ci`, `n_boot`
+    resamples drawn with `seed`; app/training/bootstrap.py); n_boot=0 skips them.
     Returns a JSON-able dict (NaN → None); see the module docstring for the definitions.
     """
     hook = hook or sae.cfg.metadata.get("hook_name")
@@ -117,6 +134,7 @@ def evaluate_sae(
     stats = LatentStats(sae.d_sae, dead_window=n_tokens)
     fvu = FVUAccumulator()
     ce = _CEAccumulator()
+    per_context = ContextSums()
     theta = sae.threshold
 
     def run_batch(ids: torch.Tensor, special: torch.Tensor) -> None:
@@ -146,10 +164,11 @@ def evaluate_sae(
         real = ~special
         stats.update(seen["active"][real])
         fvu.update(seen["h"][real], seen["x_hat"][real])
+        per_context.add_activations(seen["h"], seen["x_hat"], real)
         counted = real.clone()
         counted[:, -1] = False  # no next token to predict
         targets = torch.roll(ids, -1, dims=1)
-        ce.update(clean, spliced, zero, targets, counted)
+        per_context.add_predictions(ce.update(clean, spliced, zero, targets, counted))
 
     total = contexts.shape[0]
     for start in range(0, total, batch_size):
@@ -176,6 +195,9 @@ def evaluate_sae(
         "dense_fraction": stats.dense_fraction(),
         "density_histogram": density_histogram(density, bins=histogram_bins),
     }
+    if n_boot > 0:
+        result.update(bootstrap_intervals(per_context, n_boot=n_boot, seed=seed))
+        result["bootstrap"] = {"resamples": n_boot, "seed": seed, "level": 0.95, "unit": "context"}
     return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.items()}
 
 
@@ -189,7 +211,9 @@ def format_summary(result: dict[str, Any]) -> str:
 
     def num(key: str, fmt: str = ".4f") -> str:
         v = result.get(key)
-        return "n/a" if v is None else format(v, fmt)
+        text = "n/a" if v is None else format(v, fmt)
+        ci = result.get(f"{key}_ci")
+        return text if not ci else f"{text} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
     return "\n".join([
         f"hook {result['hook_name']}: {result['tokens']} tokens ({result['contexts']} contexts × "
