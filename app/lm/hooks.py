@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 HOOK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 _HOOK_NAME = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|attn_out|mlp_out)$")
 
-# fn(h, offset) -> new h; h is [B, T, d]; offset is the absolute position of h[:, 0] (0 unless a KV cache
-# already holds earlier tokens, as in `generate` after the prompt).
+# fn(h, offset) -> new h; h is [B, T, d]; offset is the absolute position of h[:, 0]: 0 for a whole sequence,
+# the number of tokens already seen when a KV cache holds them (told by the caller through a `Positions` tracker).
 InterventionFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
@@ -122,37 +122,55 @@ def capture(
     return out["h"]
 
 
-@contextmanager
-def intervene(lm: LanguageModel, kind: str, layer: int, fn: InterventionFn) -> Iterator[HookPoint]:
-    """Within the block, every forward (or `generate`) replaces the hook's activation h by fn(h, offset)."""
-    point = resolve_hook(lm, kind, layer)
-    state = {"offset": 0}
+class Positions:
+    """The absolute position of the next token a cached decode feeds through the hook.
 
-    def track_offset(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        cache_position = kwargs.get("cache_position")
-        past = kwargs.get("past_key_values")
-        if cache_position is not None and cache_position.numel() > 0:
-            state["offset"] = int(cache_position.reshape(-1)[0])
-        elif past is not None and hasattr(past, "get_seq_length"):
-            state["offset"] = int(past.get_seq_length())
-        else:
-            state["offset"] = 0
+    A caller that continues one sequence over several forwards (a KV cache) makes one tracker per sequence,
+    passes it to `intervene`, and calls `reset()` before starting another sequence. Each forward over T new
+    tokens then sees offset `next` and advances it by T, whatever keyword the model passes its cache under.
+    """
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def reset(self) -> None:
+        """Start a new sequence: its first token is at position 0."""
+        self.next = 0
+
+    def take(self, n_tokens: int) -> int:
+        """The offset of a forward over `n_tokens` new tokens; advances past them."""
+        offset = self.next
+        self.next += n_tokens
+        return offset
+
+
+@contextmanager
+def intervene(lm: LanguageModel, kind: str, layer: int, fn: InterventionFn,
+              positions: Positions | None = None) -> Iterator[HookPoint]:
+    """Within the block, every forward (or `generate`) replaces the hook's activation h [B, T, d] by fn(h, offset).
+
+    `positions` says where h[:, 0] sits: None when every forward runs a whole sequence without a KV cache
+    (offset 0 each time); a `Positions` tracker when forwards continue a cached sequence (`steer`, `generate`).
+    The offset is never read from the model's keyword arguments, whose names change between versions.
+    """
+    point = resolve_hook(lm, kind, layer)
+
+    def edit(h: torch.Tensor) -> torch.Tensor:
+        return fn(h, 0 if positions is None else positions.take(h.shape[1]))
 
     def on_input(module: nn.Module, args: tuple, kwargs: dict):
         if args:
-            return (fn(args[0], state["offset"]), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"], state["offset"])}
+            return (edit(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
 
     def on_output(module: nn.Module, args: tuple, output: Any):
-        return _replace_first(output, fn(_first(output), state["offset"]))
+        return _replace_first(output, edit(_first(output)))
 
-    handles = [lm.base_model.register_forward_pre_hook(track_offset, with_kwargs=True)]
     if point.on_input:
-        handles.append(point.module.register_forward_pre_hook(on_input, with_kwargs=True))
+        handle = point.module.register_forward_pre_hook(on_input, with_kwargs=True)
     else:
-        handles.append(point.module.register_forward_hook(on_output))
+        handle = point.module.register_forward_hook(on_output)
     try:
         yield point
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
-FAMILY_TYPES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2")
+FAMILY_TYPES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -51,9 +51,9 @@ def tiny_config(model_type: str, tokenizer: PreTrainedTokenizerFast, d_model: in
                   max_position_embeddings=max_positions, **ids)
     if model_type == "gpt_neox":
         return AutoConfig.for_model("gpt_neox", rotary_pct=0.5, **common)
-    if model_type in ("llama", "mistral", "qwen2"):
+    if model_type in ("llama", "mistral", "qwen2", "qwen3"):
         return AutoConfig.for_model(model_type, num_key_value_heads=max(1, n_heads // 2), **common)
-    if model_type in ("gemma", "gemma2"):
+    if model_type in ("gemma", "gemma2", "gemma3_text"):
         return AutoConfig.for_model(model_type, num_key_value_heads=max(1, n_heads // 2),
                                     head_dim=d_model // n_heads, **common)
     raise ValueError(f"no tiny config for {model_type!r}; choose one of {', '.join(FAMILY_TYPES)}")

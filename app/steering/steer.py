@@ -7,12 +7,14 @@ token for token. Sampling is our own small loop (temperature, optional top-k) so
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from app.lm.hooks import intervene
+from app.lm.hooks import Positions, intervene
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
 from app.steering.encode import bos_prefix, prompt_ids
@@ -48,6 +50,20 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
     return torch.cat(picks)
 
 
+_CACHE_KEYS = ("cache", "past_key_values")  # what transformers ≥ 5 / 4.x call the KV cache
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword the model's forward takes its KV cache under in the installed transformers."""
+    params = inspect.signature(model.forward).parameters
+    return next((k for k in _CACHE_KEYS if k in params), "past_key_values")
+
+
+def _kv_cache(out: Any) -> Any:
+    """The KV cache a forward with use_cache=True returned."""
+    return next(out[k] for k in _CACHE_KEYS if k in out)
+
+
 @torch.no_grad()
 def steer(
     lm: LanguageModel,
@@ -78,7 +94,9 @@ def steer(
     fn = steering_hook(sae, interventions, protect_prefix=bos_prefix(lm, ids), rows=slice(1, 2))
     new: list[list[int]] = [[], []]
     done = [False, False]
-    with intervene(lm, kind, layer, fn):
+    cache_kw = _cache_keyword(lm.model)
+    # The prompt pass starts at position 0; each cached step continues where the last one stopped.
+    with intervene(lm, kind, layer, fn, positions=Positions()):
         out = lm.model(input_ids=torch.tensor([ids, ids], device=device), use_cache=True)
         for step in range(max_new_tokens):
             nxt = _sample(out.logits[:, -1, :], temperature, top_k, gens)
@@ -91,7 +109,7 @@ def steer(
                         new[r].append(tok)
             if all(done) or step == max_new_tokens - 1:
                 break  # no forward pass for a token nobody will read
-            out = lm.model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+            out = lm.model(input_ids=nxt[:, None], use_cache=True, **{cache_kw: _kv_cache(out)})
     decode = lm.tokenizer.decode
     return SteerResult(
         prompt=prompt,

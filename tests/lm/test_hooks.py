@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from app.lm import HOOK_KINDS, UnknownFamilyError, capture, hook_name, intervene, load_lm, parse_hook_name
+from app.lm.hooks import Positions
 from app.lm.tiny import FAMILY_TYPES
 
 TEXTS = ["The red fox jumps over the lazy dog.", "Is it raining in Paris?"]
@@ -94,12 +95,25 @@ def test_intervention_runs_during_generate_with_offsets(lm):
         seen.append((offset, h.shape[1]))
         return h
 
-    with intervene(lm, "resid_post", 1, record):
-        lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
-                          pad_token_id=lm.tokenizer.pad_token_id)
-    t = ids.shape[1]
-    assert seen[0] == (0, t)  # the prompt pass starts at the BOS position
-    assert [o for o, _ in seen[1:]] == [t, t + 1]  # cached steps know their absolute position
+    positions = Positions()
+    with intervene(lm, "resid_post", 1, record, positions=positions):
+        for _ in range(2):  # a second generation restarts at position 0 after reset()
+            positions.reset()
+            seen.clear()
+            lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
+                              pad_token_id=lm.tokenizer.pad_token_id)
+            t = ids.shape[1]
+            assert seen[0] == (0, t)  # the prompt pass starts at the BOS position
+            assert seen[1:] == [(t, 1), (t + 1, 1)]  # cached steps know their absolute position
+
+
+def test_without_a_tracker_every_forward_starts_at_zero(lm):
+    ids = torch.tensor([lm.token_ids(TEXTS[0])])
+    seen = []
+    with intervene(lm, "resid_pre", 2, lambda h, offset: seen.append(offset) or h):
+        for n in (ids.shape[1], 3):
+            lm.model(input_ids=ids[:, :n], use_cache=False)
+    assert seen == [0, 0]
 
 
 def test_hook_names_and_bad_hooks(tiny_lm):
