@@ -2,9 +2,9 @@
 
     jumpscope eval --sae DIR [--model M] [--corpus PATH | --eval-corpus PATH] [--tokens N --batch-size B]
 
-Scores held-out data only: for an SAE trained by `jumpscope train` (train_config.json beside it), the
-documents of its training corpus that training held out (--holdout-every); `--eval-corpus` scores a separate
-corpus instead. Results are printed and saved as `eval.json` beside the SAE (atomically), with `split` saying
+Scores held-out data: for an SAE trained by `jumpscope train` (train_config.json beside it) and its training
+corpus (the default), only the documents training held out (--holdout-every); another corpus (--corpus or
+--eval-corpus) is scored whole. Results are printed and saved as `eval.json` beside the SAE (atomically), with `split` saying
 which documents, rows and tokens were scored; definitions in app/training/evaluate.py and SPEC §3.
 """
 
@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
     p.add_argument("--model", help="LM folder or hub id (default: the SAE's metadata model_name)")
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--corpus", help="the SAE's training corpus (default: the one train_config.json names); "
-                      "only its held-out documents are scored. Needed for SAEs trained elsewhere")
+    data.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus train_config.json "
+                      "names); for the training corpus only the documents training held out are scored")
     data.add_argument("--eval-corpus", help="a separate evaluation corpus, scored whole (text file/folder, "
                       ".jsonl, .parquet or hf:NAME[:split])")
     p.add_argument("--hook", help="hook name, e.g. blocks.6.hook_resid_post (default: the SAE's metadata)")

@@ -56,9 +56,10 @@ def choose_eval_source(record: dict[str, Any] | None, corpus: str | None, eval_c
     """The evaluation data for `jumpscope eval`; ValueError (one line, what to fix) when it would not be held out.
 
     - `eval_corpus`: a separate corpus, scored whole (refused when it is the training corpus itself);
-    - otherwise `corpus` (default: the recorded training corpus) must be the training corpus, and only the
-      documents training held out are scored (refused when training held none out);
+    - `corpus` (default: the recorded training corpus): when it is the training corpus, only the documents
+      training held out are scored (refused when training held none out); another corpus is scored whole;
     - no training record: `corpus` is scored whole and disjointness is unknown.
+    "Same corpus" compares resolved paths: a copy of the training data under another name is not detected.
     """
     record = record or {}
     split = record.get("data_split") or {}
@@ -75,8 +76,7 @@ def choose_eval_source(record: dict[str, Any] | None, corpus: str | None, eval_c
         log.warning("no record of this SAE's training corpus: scoring all of %s (disjointness unknown)", corpus)
         return EvalSource(corpus, "all", 0, None)
     if corpus is not None and not same_corpus(corpus, trained_on):
-        raise ValueError(f"--corpus {corpus} is not the corpus this SAE was trained on ({trained_on}); pass "
-                         f"--eval-corpus {corpus} to score a separate corpus")
+        return EvalSource(corpus, "all", 0, True)  # another corpus than training's: scored whole
     holdout = int(split.get("holdout_every", record.get("holdout_every", 0)) or 0)
     if holdout <= 0:
         raise ValueError(f"the SAE was trained on every document of {trained_on} (nothing held out); pass "

@@ -123,7 +123,7 @@ def test_eval_refuses_data_that_is_not_held_out(tiny_model_dir, corpus, tmp_path
     other.write_text("\n\n".join(TINY_TEXTS))
     cases = [
         (["--sae", str(out)], "nothing held out"),  # trained on every document
-        (["--sae", str(out), "--corpus", str(other)], "--eval-corpus"),  # not the training corpus
+        (["--sae", str(out), "--corpus", str(corpus)], "nothing held out"),
         (["--sae", str(out), "--eval-corpus", str(corpus)], "is the corpus this SAE was trained on"),
     ]
     for argv, message in cases:
@@ -132,6 +132,8 @@ def test_eval_refuses_data_that_is_not_held_out(tiny_model_dir, corpus, tmp_path
         assert len(err.splitlines()) == 1 and message in err, err
     assert not (out / "eval.json").exists()
     # A separate corpus is scored whole, and says so.
-    assert main(["eval", "--sae", str(out), "--eval-corpus", str(other), "--tokens", "64"]) == 0
-    split = json.loads((out / "eval.json").read_text())["split"]
-    assert split["part"] == "all" and split["corpus"] == str(other.resolve()) and split["contexts"] == 64 // 32
+    for flag in ("--eval-corpus", "--corpus"):
+        assert main(["eval", "--sae", str(out), flag, str(other), "--tokens", "64"]) == 0
+        split = json.loads((out / "eval.json").read_text())["split"]
+        assert split["part"] == "all" and split["corpus"] == str(other.resolve()) and split["contexts"] == 64 // 32
+        assert split["disjoint_from_training"] is True
