@@ -73,7 +73,8 @@ def update_metadata(folder: str | os.PathLike, changes: dict[str, Any]) -> None:
         raise SAEFormatError(f"{path}: cannot update metadata ({e})") from None
     if not isinstance(raw, dict):
         raise SAEFormatError(f"{path}: expected a JSON object")
-    raw["metadata"] = {**(raw.get("metadata") or {}), **changes}
+    meta = raw.get("metadata")
+    raw["metadata"] = {**(meta if isinstance(meta, dict) else {}), **changes}
     atomic_write_json(path, raw)
 
 
