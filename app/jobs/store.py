@@ -2,18 +2,21 @@
 
 One row per job. The spec and the latest metrics are JSON text; everything else is a plain column so the
 list view is one cheap query. Status changes that can race (cancel vs. finish) use `transition`, a
-compare-and-set on the current status.
+compare-and-set on the current status. The file (and its -wal/-shm) is private to the owner (0600). Opening runs
+`PRAGMA quick_check`; a damaged file, at open or later, raises JobStoreError (the admin answers 503).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +100,8 @@ class JobStore:
 
     def __init__(self, db_path: str | Path):
         self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private(self.path)
         self._lock = threading.Lock()
         # isolation_level=None: explicit transactions only; every write below is one statement or BEGIN..COMMIT.
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
@@ -111,14 +115,30 @@ class JobStore:
                 if version > SCHEMA_VERSION:
                     raise JobStoreError(f"{self.path}: job database schema v{version} is newer than this "
                                         f"JumpScope (v{SCHEMA_VERSION}); upgrade JumpScope")
+                problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError("quick_check: " + "; ".join(map(str, problems)))
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.DatabaseError, JobStoreError) as e:
             self._db.close()
             if isinstance(e, JobStoreError):
                 raise
-            raise JobStoreError(f"{self.path}: the jobs database is damaged or not SQLite ({e}); move it aside "
-                                "and restart to begin a fresh one") from None
+            raise JobStoreError(_damaged(self.path, e)) from None
+        for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode; older files may predate 0600
+            _make_private(Path(f"{self.path}{suffix}"), create=False)
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock; a damaged file (sqlite3.DatabaseError) becomes JobStoreError."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.IntegrityError:
+                raise  # a constraint (duplicate name), not damage: the caller handles it
+            except sqlite3.DatabaseError as e:
+                log.error("jobs database %s: %s", self.path, e)
+                raise JobStoreError(_damaged(self.path, e)) from None
 
     def close(self) -> None:
         """Close the connection (records stay on disk)."""
@@ -128,8 +148,8 @@ class JobStore:
     # --- reads ------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
         """The job with this id, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self._locked() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _to_record(row) if row else None
 
     def list(self, limit: int = 100, statuses: Iterable[str] | None = None) -> list[JobRecord]:
@@ -140,14 +160,14 @@ class JobStore:
             sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
             args += statuses
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, [*args, int(limit)]).fetchall()
+        with self._locked() as db:
+            rows = db.execute(sql, [*args, int(limit)]).fetchall()
         return [_to_record(r) for r in rows]
 
     def name_taken(self, name: str) -> bool:
         """Whether a job already uses this SAE folder name."""
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone() is not None
+        with self._locked() as db:
+            return db.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone() is not None
 
     # --- writes -----------------------------------------------------------------------------------------
     def create(self, name: str, spec: dict[str, Any], out_dir: str | Path, log_path: str | Path,
@@ -162,8 +182,8 @@ class JobStore:
         cols["spec"] = json.dumps(cols["spec"])
         cols["metrics"] = json.dumps(cols["metrics"])
         try:
-            with self._lock:
-                self._db.execute(
+            with self._locked() as db:
+                db.execute(
                     f"INSERT INTO jobs ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", list(cols.values())
                 )
         except sqlite3.IntegrityError:
@@ -192,13 +212,13 @@ class JobStore:
         if from_statuses is not None:
             sql += f" AND status IN ({','.join('?' * len(from_statuses))})"
             args += list(from_statuses)
-        with self._lock:
-            return self._db.execute(sql, args).rowcount == 1
+        with self._locked() as db:
+            return db.execute(sql, args).rowcount == 1
 
     def delete(self, job_id: str) -> bool:
         """Remove a record (its files stay); True when it existed."""
-        with self._lock:
-            return self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 1
+        with self._locked() as db:
+            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 1
 
     def fail_dead_jobs(self, is_alive: Callable[[JobRecord], bool]) -> list[str]:
         """On startup: mark every 'running' job whose process is gone as failed; returns their ids.
@@ -217,6 +237,22 @@ class JobStore:
                 log.warning("job %s (%s): process gone, marked failed", rec.id, rec.name)
                 failed.append(rec.id)
         return failed
+
+
+def _damaged(path: Path, e: Exception) -> str:
+    return (f"{path}: the jobs database is damaged or not SQLite ({e}); stop the server, move jobs.db and its "
+            "-wal/-shm files aside (or restore a backup) and restart to begin a fresh one")
+
+
+def _make_private(path: Path, create: bool = True) -> None:
+    """Create `path` empty with mode 0600 (when `create`), or tighten an existing file to 0600 (owner only)."""
+    try:
+        if create and not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        elif path.exists() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError as e:  # not ours, or a read-only file system: SQLite reports what matters
+        log.warning("could not make %s private: %s", path, e)
 
 
 def _to_record(row: sqlite3.Row) -> JobRecord:
