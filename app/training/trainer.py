@@ -66,6 +66,8 @@ def check_output(config: TrainConfig) -> Path | None:
             raise FileNotFoundError(f"--resume: no checkpoint in {out}/checkpoints to resume from")
         saved = json.loads((ckpt / CONFIG_FILE).read_text())
         for key in _RESUME_KEYS:
+            if key == "holdout_every" and config.corpus is None:
+                continue  # the document split only concerns corpus runs
             was = saved.get(key, _RESUME_LEGACY.get(key))
             if was != getattr(config, key):
                 raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used {was!r}")

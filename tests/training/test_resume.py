@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -56,3 +57,23 @@ def test_final_folder_loads_with_normalisation_folded(tmp_path) -> None:
     rows = _metrics(out)
     keys = {"step", "total_steps", "tokens", "loss", "mse", "l0", "fvu", "dead_fraction", "lambda", "lr"}
     assert keys <= set(rows[-1]) and rows[-1]["tokens"] == 6 * 64
+
+
+def test_resume_of_a_run_from_before_the_document_split(tmp_path) -> None:
+    """A checkpoint whose config has no holdout_every (older runs used every document) resumes as such."""
+    from app.training.trainer import check_output
+
+    data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8))
+    out = train(_cfg(data, tmp_path / "o", stop_at_step=3))
+    ckpt = list_checkpoints(out)[-1]
+    saved = json.loads((ckpt / "train_config.json").read_text())
+    del saved["holdout_every"]
+    (ckpt / "train_config.json").write_text(json.dumps(saved))
+    assert check_output(_cfg(data, out, resume=True)) == ckpt  # activation-file runs ignore the split
+    for key, value in (("activations", None), ("model", "m"), ("corpus", "c.txt"), ("layer", 0)):
+        saved[key] = value  # as a corpus run
+    (ckpt / "train_config.json").write_text(json.dumps(saved))
+    corpus_run = dict(activations=None, model="m", corpus="c.txt", layer=0, resume=True)
+    with pytest.raises(ValueError, match="holdout_every is 20 but the run .* used 0"):
+        check_output(_cfg(data, out, **corpus_run))
+    assert check_output(_cfg(data, out, **corpus_run, holdout_every=0)) == ckpt
