@@ -44,8 +44,7 @@ METRICS_FILE = "metrics.jsonl"
 _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
                 "bandwidth", "threshold_init", "normalize", "holdout_every")
-# What a key missing from an older run's config meant (runs before the held-out split used every document).
-_RESUME_LEGACY = {"holdout_every": 0}
+_RESUME_LEGACY = {"holdout_every": 0}  # a key missing from an older run's config: what it meant then
 
 
 def train(config: TrainConfig) -> Path:
