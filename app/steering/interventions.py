@@ -105,7 +105,8 @@ def steering_hook(
     rows: slice | None = None,
 ) -> InterventionFn:
     """An `intervene` callback: edit positions at absolute index ≥ `protect_prefix` (BOS stays untouched)
-    of the batch rows `rows` (all rows when None)."""
+    of the batch rows `rows` (all rows when None). A KV-cached decode must give `intervene` a `Positions`
+    tracker, or every step looks like position 0 and its one token (< `protect_prefix`) is left alone."""
     rows = rows if rows is not None else slice(None)
 
     def fn(h: torch.Tensor, offset: int) -> torch.Tensor:
