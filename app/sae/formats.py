@@ -258,8 +258,8 @@ def _from_tensors(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) 
             raise SAEFormatError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, expected {shape}")
         if not torch.isfinite(tensors[key].float()).all():
             raise SAEFormatError(f"{where}: {key} contains NaN or Inf")
-    if (tensors["threshold"] <= 0).any():
-        raise SAEFormatError(f"{where}: threshold must be > 0 for every latent")
+    if (tensors["threshold"] < 0).any():  # θ = 0 (a plain ReLU latent) is what SAELens training may leave
+        raise SAEFormatError(f"{where}: threshold must be ≥ 0 for every latent")
     sae = JumpReLUSAE(cfg)
     with torch.no_grad():
         for key in ("W_enc", "W_dec", "b_enc", "b_dec"):

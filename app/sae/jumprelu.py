@@ -161,8 +161,8 @@ class JumpReLUSAE(nn.Module):
         theta = torch.as_tensor(theta)
         if tuple(theta.shape) != (self.d_sae,):
             raise ValueError(f"threshold must have shape ({self.d_sae},), got {tuple(theta.shape)}")
-        if not bool((theta > 0).all()):
-            raise ValueError("threshold must be > 0 for every latent")
+        if not bool((theta >= 0).all()):
+            raise ValueError("threshold must be ≥ 0 for every latent")
         self.log_threshold = None
         self.stored_threshold = theta.detach().to(device=self.device, dtype=self.dtype).clone()
 
@@ -170,7 +170,8 @@ class JumpReLUSAE(nn.Module):
     def make_threshold_trainable(self) -> None:
         """Turn a stored θ back into the training parameter log θ (θ then moves by rounding: training only)."""
         if self.log_threshold is None:
-            self.log_threshold = nn.Parameter(self.stored_threshold.log())
+            tiny = torch.finfo(self.stored_threshold.dtype).tiny  # θ = 0 would give log θ = −inf
+            self.log_threshold = nn.Parameter(self.stored_threshold.clamp_min(tiny).log())
             self.stored_threshold = None
 
     @property

@@ -111,6 +111,19 @@ def test_saelens_folder_loads_in_jumpscope(tmp_path, apply_b_dec):
     _assert_same_sae(ours, theirs, _inputs())
 
 
+def test_saelens_folder_with_zero_thresholds_loads_in_jumpscope(tmp_path):
+    """SAELens training clamps θ at 0 (such a latent is a plain ReLU): those folders load and encode the same."""
+    theirs = _saelens_sae(False)
+    with torch.no_grad():
+        theirs.threshold[::4] = 0.0
+    theirs.save_model(tmp_path / "theirs")
+    ours = load_sae(tmp_path / "theirs")
+    assert torch.equal(ours.threshold, theirs.threshold.detach())
+    _assert_same_sae(ours, theirs, _inputs())
+    ours.make_threshold_trainable()  # fine-tuning from it starts from a finite log θ
+    assert torch.isfinite(ours.log_threshold).all()
+
+
 def test_bf16_saelens_folder_keeps_its_thresholds(tmp_path):
     theirs = _saelens_sae(True, dtype="bfloat16")
     theirs.save_model(tmp_path / "theirs")
