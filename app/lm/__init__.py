@@ -1,7 +1,16 @@
 """The language-model adapter: loading, hook points, capture and interventions."""
 
 from app.lm.families import FAMILIES, Family, UnknownFamilyError
-from app.lm.hooks import HOOK_KINDS, HookPoint, capture, hook_name, intervene, parse_hook_name, resolve_hook
+from app.lm.hooks import (
+    HOOK_KINDS,
+    HookPoint,
+    Positions,
+    capture,
+    hook_name,
+    intervene,
+    parse_hook_name,
+    resolve_hook,
+)
 from app.lm.model import LanguageModel, TokenBatch, load_lm
 
 __all__ = [
@@ -10,6 +19,7 @@ __all__ = [
     "Family",
     "HookPoint",
     "LanguageModel",
+    "Positions",
     "TokenBatch",
     "UnknownFamilyError",
     "capture",
