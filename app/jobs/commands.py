@@ -5,14 +5,13 @@ Kept apart from the runner so the mapping from a JobSpec to CLI flags lives in o
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.jobs.environment import PROJECT_ROOT, child_env  # noqa: F401  (re-exported)
 from app.jobs.spec import JobSpec
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so `-m app.cli` works from any cwd
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")  # present once training wrote the final SAE
 DEFAULT_INDEX_TOKENS = 1 << 20  # tokens indexed after training unless the spec says otherwise
 
@@ -102,15 +101,3 @@ def pipeline(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None =
     steps.append(eval_step(spec, out_dir, python=python, device=device))
     steps.append(index_step(spec, out_dir, python=python, device=device))
     return steps
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a job process: ours, unbuffered output, and the project on PYTHONPATH."""
-    env = dict(os.environ)
-    paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    env["PYTHONUNBUFFERED"] = "1"  # the log tail in the page should be live
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("TQDM_MININTERVAL", "10")  # progress bars in a log file: a line every 10 s, not 10 a second
-    env.update(extra or {})
-    return env

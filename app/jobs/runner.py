@@ -5,11 +5,15 @@ progress, escalates cancels (SIGTERM, then SIGKILL after a grace period) and sta
 pipeline of processes — train, eval, index — each in its own process group with stdout/stderr appended to
 the job's log. Jobs outlive the server: on start, a 'running' job whose process is gone is marked failed
 (resumable from its checkpoint) and one whose process still runs is adopted and watched to its end.
+Job processes get a filtered environment (app.jobs.environment), umask 0o077, and an empty private working
+folder of their own (data_dir/jobs/run/<id>), so a hub-id-shaped model name never resolves to a local folder.
+A finished job's record (and, on request, its SAE folder and log) can be deleted; its name is then free again.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import threading
 import time
@@ -21,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs import procs
-from app.jobs.commands import SAE_FILES, Step, child_env, pipeline
+from app.jobs.commands import SAE_FILES, Step, pipeline
+from app.jobs.environment import child_env
+from app.jobs.files import JOB_UMASK, append_log, fresh_private_dir, open_log, private_dir, remove_inside
+from app.jobs.label import label_sae
 from app.jobs.metrics import METRICS_FILE, MetricsTail, progress_of
 from app.jobs.spec import JobSpec
-from app.jobs.store import ACTIVE_STATUSES, JobRecord, JobStore
+from app.jobs.store import ACTIVE_STATUSES, JobRecord, JobStore, JobStoreError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class JobRunner:
         self.data_dir = Path(data_dir)
         self.saes_dir = self.data_dir / "saes"
         self.logs_dir = self.data_dir / "jobs" / "logs"
+        self.run_dir = self.data_dir / "jobs" / "run"  # one empty private working folder per running job
         self.python, self.n_gpus, self.device = python, max(1, int(n_gpus)), device
         self.max_running = max(1, int(max_running))
         self.on_success = on_success
@@ -71,8 +79,8 @@ class JobRunner:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        for d in (self.saes_dir, self.logs_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.data_dir / "jobs", self.saes_dir, self.logs_dir, self.run_dir):
+            private_dir(d)
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -114,9 +122,15 @@ class JobRunner:
                                 n_gpus=self.n_gpus, device=self.device)
 
     def _loop(self) -> None:
+        store_down = False
         while not self._stop.wait(self.poll_interval):
             try:
                 self.tick()
+                store_down = False
+            except JobStoreError as e:  # a damaged jobs.db: say so once, not every second
+                if not store_down:
+                    log.error("job runner paused: %s", e)
+                store_down = True
             except Exception:  # never let one bad tick kill the watcher
                 log.exception("job runner tick failed")
 
@@ -126,13 +140,17 @@ class JobRunner:
         job_id = uuid.uuid4().hex[:12]
         name = spec.name or f"job-{job_id}"
         out_dir = self.saes_dir / name
-        if self.store.name_taken(name) or out_dir.exists():
-            raise JobConflict(f"an SAE or job named {name!r} already exists; pick another name")
+        if self.store.name_taken(name):
+            raise JobConflict(f"a job named {name!r} already exists; pick another name, or delete that job first "
+                              "(POST /api/admin/jobs/<id>/delete?files=true also removes its SAE folder)")
+        if out_dir.exists():
+            raise JobConflict(f"an SAE folder named {name!r} already exists in {self.saes_dir.name}/; pick another "
+                              "name or remove that folder")
         try:
             rec = self.store.create(name, spec.model_dump(), out_dir, self.logs_dir / f"{job_id}.log", job_id=job_id)
         except ValueError as e:
             raise JobConflict(str(e)) from None
-        _append_log(rec.log_path, f"queued: {spec.kind} job, SAE folder {out_dir}")
+        append_log(rec.log_path, f"queued: {spec.kind} job, SAE folder {out_dir}")
         return rec
 
     def cancel(self, job_id: str) -> JobRecord:
@@ -147,7 +165,7 @@ class JobRunner:
             if act is not None and act.term_sent_at is None:
                 procs.signal_group(act.pid)
                 act.term_sent_at = time.monotonic()
-            _append_log(rec.log_path, "cancel requested")
+            append_log(rec.log_path, "cancel requested")
             return self._get(job_id)
 
     def resume(self, job_id: str) -> JobRecord:
@@ -160,8 +178,29 @@ class JobRunner:
                 raise JobConflict(f"only failed or cancelled jobs can be resumed (this one is {rec.status})")
             self.store.transition(job_id, ("failed", "cancelled"), status="queued", phase="queued", resume=True,
                                   error=None, finished_at=None, pid=None, pid_start=None)
-            _append_log(rec.log_path, "resume requested")
+            append_log(rec.log_path, "resume requested")
             return self._get(job_id)
+
+    def delete(self, job_id: str, files: bool = False) -> JobRecord:
+        """Delete a finished job's record (its name is free again); `files` also removes its SAE folder and log.
+
+        Refused (JobConflict) while the job is queued or running, or its process is still stopping. Returns the
+        deleted record. Only paths inside data_dir/saes and data_dir/jobs/logs are ever removed.
+        """
+        with self._lock:
+            rec = self._get(job_id)
+            if rec.active or job_id in self._active:
+                raise JobConflict(f"job {job_id} is {rec.status if rec.active else 'still stopping'}; "
+                                  "cancel it and wait until it stopped before deleting it")
+            if not self.store.delete(job_id):
+                raise KeyError(job_id)
+            self._tails.pop(job_id, None)
+            shutil.rmtree(self.run_dir / job_id, ignore_errors=True)
+        if files:
+            remove_inside(rec.out_dir, self.saes_dir)
+            remove_inside(rec.log_path, self.logs_dir)
+        log.info("job %s (%s) deleted%s", job_id, rec.name, " with its files" if files else "")
+        return rec
 
     def get(self, job_id: str) -> JobRecord | None:
         """The stored record (None when unknown)."""
@@ -226,14 +265,14 @@ class JobRunner:
         step = act.steps.pop(0)
         rec = self._get(act.job_id)
         if rec.status != "running":  # cancelled while it ran
-            _append_log(rec.log_path, f"{step.name} stopped ({_describe_rc(rc)}); job {rec.status}")
+            append_log(rec.log_path, f"{step.name} stopped ({_describe_rc(rc)}); job {rec.status}")
             self._finish(act, status=None)
             return False
         ok = rc == 0 or (rc == "gone" and (step.name != "train" or _has_sae(rec)))
         if not ok:
             self._finish(act, status="failed", error=f"{step.name} failed ({_describe_rc(rc)}); see the log")
             return False
-        _append_log(rec.log_path, f"{step.name} done")
+        append_log(rec.log_path, f"{step.name} done")
         if step.name == "train":
             self._update_progress(rec, final=True)
         if act.steps:
@@ -277,18 +316,20 @@ class JobRunner:
         """
         rec = self._get(job_id)
         while steps and steps[0].note is not None:
-            _append_log(rec.log_path, f"note: {steps[0].note}")
+            append_log(rec.log_path, f"note: {steps[0].note}")
             steps = steps[1:]
         if not steps:
             self._active.pop(job_id, None)
             self._ready.append(job_id)
             return False
         step = steps[0]
-        _append_log(rec.log_path, f"{step.name}: {' '.join(step.argv)}")
+        append_log(rec.log_path, f"{step.name}: {' '.join(step.argv)}")
         try:
-            with open(rec.log_path, "ab") as fh:
+            # An empty private cwd: relative names (a hub id like 'org/name') cannot pick up a local folder.
+            cwd = fresh_private_dir(self.run_dir / job_id)
+            with open_log(rec.log_path) as fh:
                 proc = subprocess.Popen(step.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        cwd=str(self.logs_dir), env=self.env, start_new_session=True)
+                                        cwd=str(cwd), env=self.env, start_new_session=True, umask=JOB_UMASK)
         except OSError as e:
             self._active.pop(job_id, None)
             self.store.update(job_id, status="failed", phase=step.phase, error=f"could not start {step.name}: {e}",
@@ -302,26 +343,30 @@ class JobRunner:
 
     def _finish(self, act: _Active, status: str | None, error: str | None = None) -> None:
         self._active.pop(act.job_id, None)
+        shutil.rmtree(self.run_dir / act.job_id, ignore_errors=True)
         fields: dict[str, Any] = {"pid": None, "pid_start": None}
         if status is not None:
             self.store.transition(act.job_id, ["running"], status=status, error=error, finished_at=time.time(),
                                   **fields)
-            _append_log(self._get(act.job_id).log_path, f"job {status}" + (f": {error}" if error else ""))
+            append_log(self._get(act.job_id).log_path, f"job {status}" + (f": {error}" if error else ""))
         else:
             self.store.update(act.job_id, **fields)
 
     def _succeed(self, job_id: str) -> None:
         rec = self._get(job_id)
+        shutil.rmtree(self.run_dir / job_id, ignore_errors=True)
         note = None
-        if self.on_success is not None:
-            try:
+        try:
+            if label_sae(rec.out_dir, rec.spec):  # activation-file jobs: the spec's LM and hook into cfg.json
+                append_log(rec.log_path, "cfg.json labelled with the job's model, hook and layer")
+            if self.on_success is not None:
                 self.on_success(rec, Path(rec.out_dir))
-            except Exception as e:  # the SAE is trained and on disk; say why it is not served
-                log.exception("job %s: registering the SAE failed", job_id)
-                note = f"trained, but the app could not load the SAE: {type(e).__name__}: {e}"
+        except Exception as e:  # the SAE is trained and on disk; say why it is not served
+            log.exception("job %s: registering the SAE failed", job_id)
+            note = f"trained, but the app could not load the SAE: {type(e).__name__}: {e}"
         if self.store.transition(job_id, ["running"], status="succeeded", phase="done", progress=1.0, error=note,
                                  finished_at=time.time(), pid=None, pid_start=None):
-            _append_log(rec.log_path, "job succeeded" + (f" ({note})" if note else ""))
+            append_log(rec.log_path, "job succeeded" + (f" ({note})" if note else ""))
 
 
 def _has_sae(rec: JobRecord) -> bool:
@@ -336,8 +381,3 @@ def _describe_rc(rc: int | str) -> str:
     return f"exit code {rc}"
 
 
-def _append_log(path: str | Path, line: str) -> None:
-    """A runner line in the job log, timestamped and marked so it stands out from the process output."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(f"[jumpscope {stamp}] {line}\n")

@@ -2,7 +2,8 @@
 
 `JobSpec` checks shapes and ranges; `JobSpec.confined(corpus_root)` then resolves every path against the
 configured corpus root and refuses anything that lands outside it (`..`, absolute paths elsewhere, symlinks
-that point out). Both raise errors the web layer turns into 4xx answers.
+that point out); a path outside the root gets the same answer whether it exists or not. `submit_problem()` says
+what a spec still lacks to make a servable SAE (the web layer's 422). JobSpecError becomes a 400.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.training.config import default_target_l0
+from app.training.config import TrainConfig, default_target_l0
 
 # Mirrors app.lm.hooks.HOOK_KINDS (not imported: that pulls in torch/transformers; a test keeps them equal).
 HOOK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A Hugging Face hub id: "gpt2" or "org/name"; never a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# Tokens of one optimiser step: `train` refuses --tokens below it (jobs use the trainer's default batch size).
+MIN_TOKENS = TrainConfig.__dataclass_fields__["batch_size"].default
 
 
 class JobSpecError(ValueError):
@@ -70,6 +73,23 @@ class JobSpec(BaseModel):
             raise ValueError(f"'target_l0' must be below d_sae ({self.d_sae}), got {self.target_l0}")
         return self
 
+    def submit_problem(self) -> str | None:
+        """Why this spec cannot be queued as a new job (None when it can); checked at submit, not on stored records.
+
+        The token budget must cover one training batch, and an activation-file job must name the LM, hook and
+        layer its activations come from: they go into the SAE's cfg.json, without which it can never be served.
+        """
+        if self.tokens < MIN_TOKENS:
+            return f"'tokens' must be at least one training batch ({MIN_TOKENS} tokens), got {self.tokens}"
+        if self.activations is not None:
+            missing = [f for f in ("model", "hook", "layer") if f not in self.model_fields_set or
+                       getattr(self, f) is None]
+            if missing:
+                return ("an activation-file job must name the LM and hook its activations were taken from "
+                        f"('model', 'hook' and 'layer'; missing: {', '.join(repr(f) for f in missing)}); "
+                        "they are written to the SAE's cfg.json so the app can serve it")
+        return None
+
     @property
     def kind(self) -> str:
         """"activations" or "corpus"."""
@@ -106,16 +126,23 @@ def confine_path(value: str, root: str | Path, what: str = "path") -> Path:
     if ".." in p.parts:
         raise JobSpecError(f"{what}: '..' is not allowed in paths")
     root_real = Path(root).resolve()
+    outside = JobSpecError(f"{what}: {value!r} is outside the corpus root")
+    if p.is_absolute() and not (_lexically_inside(p, Path(root).absolute()) or _lexically_inside(p, root_real)):
+        raise outside  # decided without touching the file system: says nothing about what exists out there
     candidate = p if p.is_absolute() else root_real / p
     try:
-        real = candidate.resolve(strict=True)
-    except (FileNotFoundError, NotADirectoryError):
-        raise JobSpecError(f"{what}: {value!r} does not exist under the corpus root") from None
+        real = candidate.resolve()  # follows the links that exist; a missing tail is kept as written
     except (OSError, RuntimeError) as e:  # symlink loops, permission problems
         raise JobSpecError(f"{what}: {value!r} cannot be resolved ({type(e).__name__})") from None
     if real != root_real and not real.is_relative_to(root_real):
-        raise JobSpecError(f"{what}: {value!r} is outside the corpus root")
+        raise outside  # the same answer whether the target exists or not
+    if not real.exists():
+        raise JobSpecError(f"{what}: {value!r} does not exist under the corpus root")
     return real
+
+
+def _lexically_inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
 
 
 def _confine_model(model: str, root: str | Path) -> str:
