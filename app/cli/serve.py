@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="where admin jobs keep their runs and database")
     p.add_argument("--corpus-root", type=Path, help="training corpora must lie under this folder")
     p.add_argument("--demo-cache", type=Path, help="demo bundle cache folder (default $JUMPSCOPE_CACHE)")
+    p.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
+                   help="a Host name this server answers to (repeat; default: the bind host, plus localhost, "
+                        "127.0.0.1 and [::1] on loopback); others get 400")
     p.set_defaults(func=run)
 
 
@@ -39,7 +42,8 @@ def build_settings(args: argparse.Namespace):
 
     overrides = {k: v for k, v in {
         "model": args.model, "saes": args.sae, "device": args.device, "dtype": args.dtype,
-        "data_dir": args.data_dir, "corpus_root": args.corpus_root}.items() if v is not None}
+        "data_dir": args.data_dir, "corpus_root": args.corpus_root,
+        "allowed_hosts": getattr(args, "allowed_host", None)}.items() if v is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
@@ -69,10 +73,16 @@ def run(args: argparse.Namespace) -> int:
 
     from app.web import create_app
     from app.web.auth import prepare_admin
+    from app.web.server import default_allowed_hosts, uvicorn_options
 
     settings = build_settings(args)
-    prepare_admin(settings, args.host)  # no admin token: admin off on a public address, a one-run token on localhost
+    # No admin token: admin off on a public address, a one-run token on localhost; a short token on a public
+    # address is refused (ValueError → one line, exit 2).
+    prepare_admin(settings, args.host)
+    if settings.allowed_hosts is None:
+        settings.allowed_hosts = default_allowed_hosts(args.host)
+    log.info("answering to Host names: %s", ", ".join(settings.allowed_hosts))
     app = create_app(settings)
     log.info("JumpScope on http://%s:%d (API docs at /docs)", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **uvicorn_options(settings))
     return 0

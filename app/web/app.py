@@ -13,11 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.web import assets, viz
+from app.web.auth import SESSION_TTL
 from app.web.errors import install_error_handlers
-from app.web.middleware import BodySizeLimit, SecurityHeaders
+from app.web.middleware import BodySizeLimit, SecurityHeaders, TrustedHosts
 from app.web.routes import admin, api, pages
 from app.web.services import Services
+from app.web.sessions import SessionStore
 from app.web.settings import Settings
+from app.web.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.services = services
     app.state.templates = make_templates()
+    app.state.admin_sessions = SessionStore(SESSION_TTL)  # in memory: logout, token change and restart end them
+    app.state.auth_throttle = FailureThrottle(limit=settings.auth_failures_per_minute, window=60.0)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.allowed_hosts is not None:  # `jumpscope serve` always sets it (default: its bind host)
+        app.add_middleware(TrustedHosts, allowed=list(settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)
 
     vendor = _vendor_files(settings)

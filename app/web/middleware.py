@@ -1,4 +1,5 @@
-"""ASGI middleware: security headers on every answer, and a request body size cap (413)."""
+"""ASGI middleware: security headers on every answer, a request body size cap (413) and a Host header check
+(400 unless the Host is one the server is meant to be reached by: stops DNS rebinding)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # No inline scripts or styles anywhere in our pages. /docs (Swagger UI, served locally) starts itself with an
-# inline script, so it alone may run inline code — still from this origin only.
+# inline script, so it alone may run inline code — still from this origin only. Exact paths, no prefix match.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-DOCS_PATHS = ("/docs",)
+DOCS_PATHS = frozenset({"/docs"})
 
 
 class SecurityHeaders:
@@ -26,7 +27,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"].startswith(DOCS_PATHS)
+        docs = scope["path"] in DOCS_PATHS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -98,3 +99,60 @@ class _TooLarge(HTTPException):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"request body too large; the limit is {max_bytes} bytes")
+
+
+def host_of(header: str) -> str | None:
+    """The host part of a Host header, lower case, IPv6 kept in brackets; None when it is malformed."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        if end < 0 or (header[end + 1:] and not header[end + 1:].startswith(":")):
+            return None
+        return header[:end + 1]
+    host, _, port = header.partition(":")
+    if not host or (port and not port.isdigit()) or ":" in port:
+        return None
+    return host
+
+
+def host_pattern(pattern: str) -> str:
+    """An allowed_hosts entry in the form host_of gives (bare IPv6 addresses get brackets)."""
+    pattern = pattern.strip().lower()
+    if ":" in pattern and not pattern.startswith("["):
+        return f"[{pattern}]"
+    return pattern
+
+
+class TrustedHosts:
+    """Answers 400 JSON unless the Host header matches `allowed` ("name", "*.suffix" or "*" for any).
+
+    Starlette's TrustedHostMiddleware splits the Host header at the first colon in the versions we support,
+    which never matches an IPv6 host such as [::1]; this one parses brackets."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = [host_pattern(p) for p in allowed]
+        self.any = "*" in self.allowed
+
+    def allows(self, host: str | None) -> bool:
+        """Whether a parsed host matches one of the allowed patterns."""
+        if host is None:
+            return False
+        return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.any:
+            await self.app(scope, receive, send)
+            return
+        raw = next((v for k, v in scope.get("headers", []) if k == b"host"), b"")
+        if self.allows(host_of(raw.decode("latin-1"))):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = json.dumps({"detail": "invalid Host header; this server answers only to its configured host names "
+                                     "(JUMPSCOPE_ALLOWED_HOSTS)"}).encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

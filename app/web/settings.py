@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     max_interventions: int = Field(16, ge=1, description="most latents one steer/ablate request may edit")
     max_top_k: int = Field(64, ge=1, description="largest top_k of an encode request")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; bigger gets 413")
+    allowed_hosts: list[str] | None = Field(None, description="Host header values served (e.g. [\"sae.example.org\","
+                                            " \"*.example.org\"]); others get 400. Unset: `jumpscope serve` allows"
+                                            " its bind host (+ localhost, 127.0.0.1, [::1] on loopback); [\"*\"] = any")
+    cookie_secure: bool | None = Field(None, description="mark the admin cookies Secure; unset: only when the request"
+                                       " came over https (directly or, with forwarded_allow_ips, via the proxy)")
+    forwarded_allow_ips: list[str] | None = Field(None, description="proxy addresses whose X-Forwarded-For/-Proto"
+                                                  " `jumpscope serve` trusts; unset: forwarded headers are ignored")
+    auth_failures_per_minute: int = Field(10, ge=1, description="failed admin logins/tokens per client and minute"
+                                          " before it gets 429 with Retry-After")
+    limit_concurrency: int = Field(100, ge=1, description="open connections + tasks uvicorn allows before 503")
+    timeout_keep_alive: int = Field(5, ge=1, description="seconds an idle keep-alive connection stays open")
+    header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers"
+                                  " (slow clients are disconnected)")
     htmx_path: Path = Field(default_factory=lambda: vendor_files()["htmx.min.js"],
                             description="htmx.min.js from the pinned npm package (never a CDN)")
 

@@ -159,8 +159,7 @@ def test_prompt_is_escaped_in_inspect_and_steer(rel_client):
 
 
 def test_explanation_and_search_are_escaped(rel_client, rel_saes):
-    r = rel_client.post("/latents/good-sae/3/explanation", data={"explanation": XSS},
-                        headers={"Origin": "http://testserver"})
+    r = rel_client.post("/latents/good-sae/3/explanation", data={"explanation": XSS}, headers=BEARER)
     assert r.status_code == 200, r.text
     _assert_escaped(r.text)
     try:
@@ -172,8 +171,7 @@ def test_explanation_and_search_are_escaped(rel_client, rel_saes):
         _assert_escaped(found.text)
         _assert_escaped(rel_client.get("/latents/good-sae/search", params={"q": XSS}).text)
     finally:
-        rel_client.post("/latents/good-sae/3/explanation", data={"explanation": ""},
-                        headers={"Origin": "http://testserver"})
+        rel_client.post("/latents/good-sae/3/explanation", data={"explanation": ""}, headers=BEARER)
 
 
 @pytest.mark.parametrize("path", [f"/latents/{XSS}/1", f"/latents/good-sae/{XSS}", f"/{XSS}",
@@ -246,8 +244,14 @@ def test_admin_forms_need_the_session_csrf_token(rel_client):
 
 
 def test_explanation_form_refuses_cross_site_posts(rel_client):
-    for headers in ({}, {"Origin": "http://evil.example"}, {"Referer": "https://evil.example/x"}):
+    for headers in ({}, {"Origin": "http://evil.example"}, {"HX-Request": "true", "Origin": "http://testserver"}):
         r = rel_client.post("/latents/good-sae/3/explanation", data={"explanation": "pwned"}, headers=headers)
+        assert r.status_code == 401, headers  # explanations are admin-only
+    csrf = _login(rel_client)
+    for data, headers in (({"explanation": "pwned"}, {}),  # the session cookie alone is not enough
+                          ({"explanation": "pwned", "csrf_token": csrf}, {"Origin": "http://evil.example"}),
+                          ({"explanation": "pwned", "csrf_token": csrf}, {"Referer": "https://evil.example/x"})):
+        r = rel_client.post("/latents/good-sae/3/explanation", data=data, headers=headers)
         assert r.status_code == 403, headers
 
 

@@ -70,8 +70,23 @@ def test_random_and_home_redirects(client):
     assert client.get("/latents", follow_redirects=False).headers["location"] == "/latents/tiny-sae/0"
 
 
-def test_explanation_save_search_and_escape(client, indexed):
-    r = client.post("/latents/tiny-sae/5/explanation", data={"explanation": f"fruit words {XSS}"}, headers=HX)
+@pytest.fixture
+def admin_client(tmp_path, services, indexed):
+    """A client on an app with an admin token, logged in (explanations are admin-only since issue 16)."""
+    from fastapi.testclient import TestClient
+
+    from tests.web.hardening_support import csrf_field, login, make_app
+
+    with TestClient(make_app(tmp_path, services), raise_server_exceptions=False) as c:
+        assert login(c).status_code == 303
+        c.csrf = csrf_field(c.get("/latents/tiny-sae/5").text)
+        yield c
+
+
+def test_explanation_save_search_and_escape(admin_client):
+    client = admin_client
+    r = client.post("/latents/tiny-sae/5/explanation", headers=HX,
+                    data={"explanation": f"fruit words {XSS}", "csrf_token": client.csrf})
     assert r.status_code == 200 and "saved" in r.text and XSS not in r.text
     assert client.get("/api/saes/tiny-sae/latents/5").json()["explanation"] == f"fruit words {XSS}"
     page = client.get("/latents/tiny-sae/5")
@@ -82,13 +97,15 @@ def test_explanation_save_search_and_escape(client, indexed):
     assert "/latents/tiny-sae/12" in by_index.text
 
 
-def test_explanation_csrf_and_missing_index(client):
-    r = client.post("/latents/tiny-sae/5/explanation", data={"explanation": "x"},
+def test_explanation_csrf_and_missing_index(admin_client):
+    client = admin_client
+    r = client.post("/latents/tiny-sae/5/explanation", data={"explanation": "x", "csrf_token": client.csrf},
                     headers={"Origin": "http://evil.example"})
     assert r.status_code == 403
-    r = client.post("/latents/tiny-sae/5/explanation", data={"explanation": "x"})  # no Origin, no htmx
+    r = client.post("/latents/tiny-sae/5/explanation", data={"explanation": "x"})  # no CSRF token
     assert r.status_code == 403
-    r = client.post("/latents/plain-sae/5/explanation", data={"explanation": "x"}, headers=HX)
+    r = client.post("/latents/plain-sae/5/explanation", data={"explanation": "x", "csrf_token": client.csrf},
+                    headers=HX)
     assert r.status_code == 422 and "no index yet" in r.text
 
 

@@ -62,25 +62,36 @@ def _login_page(request: Request, error: str | None = None, status: int = 200) -
 
 @router.post("/admin/login")
 async def admin_login(request: Request) -> Response:
-    """Trade the admin token for a session cookie (HttpOnly, SameSite=Strict)."""
+    """Trade the admin token for a server-side session (cookie: HttpOnly, SameSite=Strict, a random id).
+
+    Wrong tokens count towards the client's failure limit; past it the answer is 429 with Retry-After."""
     token = auth.admin_token(request)
     if token is None:
         raise HTTPException(403, "the admin is disabled: no admin token is configured (JUMPSCOPE_ADMIN_TOKEN)")
+    try:
+        auth.check_throttle(request)
+    except HTTPException as e:
+        response = _login_page(request, str(e.detail), e.status_code)
+        response.headers.update(e.headers or {})
+        return response
     form = await request.form()
     given, csrf = form.get("token"), form.get(auth.CSRF_FIELD)
     if not auth.login_csrf_ok(request, csrf if isinstance(csrf, str) else None):
         return _login_page(request, "the login form expired; please try again", 403)
     if not isinstance(given, str) or not auth.tokens_equal(given.strip(), token):
+        auth.note_failure(request)
         return _login_page(request, "wrong admin token", 401)
     response = RedirectResponse("/admin", status_code=303)
-    auth.set_session_cookie(response, request, auth.make_session(token))
+    auth.set_session_cookie(response, request, auth.start_session(request, token))
     return response
 
 
 @router.post("/admin/logout")
 async def admin_logout(request: Request, _: Admin) -> Response:
+    """End the session server-side (the old cookie no longer works) and drop the cookie."""
+    auth.end_session(request)
     response = RedirectResponse("/admin", status_code=303)
-    auth.clear_session_cookie(response)
+    auth.clear_session_cookie(response, request)
     return response
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from app.steering import Intervention, ablation_effect, encode_text, steer
 from app.web import latent_data
+from app.web.public_names import failed_saes, model_label
 from app.web.report import ReportUnavailable, load_report
 from app.web.schemas import (
     AblateRequest,
@@ -50,16 +51,18 @@ def check_limit(name: str, value: int, limit: int) -> None:
 
 @router.get("/health", response_model=Health)
 async def health(request: Request) -> dict[str, Any]:
-    """Liveness plus what is loaded."""
+    """Liveness plus what is loaded: SAE ids and the model's name, never a server path (failed SAEs by folder
+    name; the full paths are in the server log)."""
     services = _services(request)
-    return {"status": "ok", "model": services.lm.name, "device": str(services.lm.device), "saes": services.ids(),
-            "failed_saes": dict(getattr(services, "failed", {}))}
+    return {"status": "ok", "model": model_label(services.lm.name), "device": str(services.lm.device),
+            "saes": services.ids(), "failed_saes": failed_saes(dict(getattr(services, "failed", {})))}
 
 
 @router.get("/saes", response_model=list[SAEInfo])
 async def list_saes(request: Request) -> list[dict[str, Any]]:
     """Every loaded SAE with its hook, widths and evaluation metrics."""
-    return [e.summary() for e in _services(request).entries()]
+    return [{**s, "model_name": model_label(s.get("model_name"))} for s in
+            (e.summary() for e in _services(request).entries())]
 
 
 @router.post("/encode", response_model=EncodeResponse, responses=ERRORS)

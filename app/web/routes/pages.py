@@ -7,15 +7,16 @@ instead of replacing it with an error page.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 import anyio.to_thread
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, steer
-from app.web import latent_data
+from app.web import auth, latent_data
+from app.web.public_names import model_label
 from app.web.report import ReportUnavailable, report_context
 from app.web.services import Services, UnknownSAE
 from app.web.settings import Settings
@@ -23,6 +24,7 @@ from app.web.settings import Settings
 router = APIRouter(include_in_schema=False)
 
 EXPECTED = (ValueError, UnknownLatent, UnknownSAE)
+MAX_EXPLANATION = 2000  # characters
 
 
 def _ctx(request: Request) -> tuple[Settings, Services]:
@@ -37,7 +39,8 @@ def render(request: Request, page: str, partial: str, ctx: dict[str, Any], statu
            push_url: str | None = None) -> Response:
     """The partial for htmx, the full page otherwise."""
     services: Services = request.app.state.services
-    base = {"saes": services.entries(), "model_name": services.lm.name, "admin_enabled": _admin_enabled(request)}
+    base = {"saes": services.entries(), "model_name": model_label(services.lm.name),
+            "admin_enabled": _admin_enabled(request)}
     templates = request.app.state.templates
     response = templates.TemplateResponse(request, partial if is_htmx(request) else page, {**base, **ctx},
                                           status_code=status)
@@ -147,30 +150,41 @@ async def dashboard_page(sae: str, latent: str, request: Request) -> Response:
     except ValueError:
         raise HTTPException(404, f"{latent!r} is not a latent index") from None
     data = await services.run(latent_data.dashboard, services, entry, index)
-    ctx = {"sae_id": entry.id, "entry": entry, "latent": index, "d": data, "d_sae": entry.sae.d_sae}
+    admin = auth.session_admin(request)  # only a logged-in admin sees the explanation form
+    ctx = {"sae_id": entry.id, "entry": entry, "latent": index, "d": data, "d_sae": entry.sae.d_sae,
+           "can_edit": admin is not None, "csrf": admin.csrf if admin else None}
     return render(request, "latent.html", "partials/_dashboard.html", ctx)
 
 
 def _same_origin(request: Request) -> bool:
-    """CSRF guard for state-changing forms: Origin/Referer must be this host; else the htmx header is required."""
+    """Extra CSRF guard for browser forms: an Origin/Referer present must be this host (the Host header itself is
+    checked against settings.allowed_hosts by the TrustedHosts middleware)."""
     host = request.headers.get("host", "")
     for header in ("origin", "referer"):
         value = request.headers.get(header)
         if value:
             return urlsplit(value).netloc == host
-    return is_htmx(request)
+    return True
 
 
 @router.post("/latents/{sae}/{latent}/explanation")
 async def save_explanation(sae: str, latent: int, request: Request,
-                           explanation: str = Form("", max_length=2000)) -> Response:
-    """Save the latent's explanation in the index DB; answers the #explanation partial."""
+                           who: Annotated[auth.AdminAuth, Depends(auth.require_admin)]) -> Response:
+    """Save the latent's explanation in the index DB; answers the #explanation partial.
+
+    Explanations are the product's labels, so writing one needs the admin: a bearer token, or the login session
+    with its CSRF token (401/403 otherwise). The field is required (422 when missing; an empty value clears)."""
     if not _same_origin(request):
         raise HTTPException(403, "cross-site form submission refused")
+    explanation = (await request.form()).get("explanation")
+    if not isinstance(explanation, str):
+        raise HTTPException(422, "the form has no explanation field (send an empty one to clear the explanation)")
+    if len(explanation) > MAX_EXPLANATION:
+        raise HTTPException(422, f"the explanation is {len(explanation)} characters; at most {MAX_EXPLANATION}")
     services: Services = request.app.state.services
     entry = services.get(sae)
     ctx: dict[str, Any] = {"sae_id": entry.id, "latent": latent, "explanation": explanation.strip(),
-                           "saved": False, "error": None}
+                           "saved": False, "error": None, "can_edit": True, "csrf": who.csrf}
     status = 200
     try:
         await services.run(latent_data.save_explanation, entry, latent, explanation)
