@@ -126,16 +126,23 @@ def test_pages_need_login(admin_client):
 
 
 # --- auth helpers -----------------------------------------------------------------------------------------
-def test_sessions_are_signed_and_expire():
-    value = auth.make_session("tok", now=1000)
-    nonce = auth.session_nonce("tok", value, now=1000 + 60)
-    assert nonce and value.startswith(nonce)
-    assert auth.session_nonce("other-token", value, now=1060) is None  # a new token ends old sessions
-    assert auth.session_nonce("tok", value, now=1000 + auth.SESSION_TTL + 1) is None
-    n, issued, sig = value.split(".")
-    assert auth.session_nonce("tok", f"{n}.{int(issued) + 10**6}.{sig}", now=1060) is None  # tampered
-    assert auth.session_nonce("tok", "garbage", now=1060) is None and auth.session_nonce("tok", None) is None
-    assert auth.csrf_token("tok", nonce) != auth.csrf_token("tok", nonce + "x")
+def test_sessions_are_server_side_and_expire():
+    from app.web.sessions import SessionStore
+
+    store = SessionStore(ttl=auth.SESSION_TTL)
+    sid, session = store.create("tok", now=1000)
+    assert "tok" not in sid and len(sid) >= 40  # a random id; the cookie never holds the token
+    assert store.get(sid, "tok", now=1060) == session
+    assert store.get(sid, "other-token", now=1060) is None  # a new token ends old sessions ...
+    assert store.get(sid, "tok", now=1060) is None  # ... for good
+    sid, _ = store.create("tok", now=1000)
+    assert store.get(sid, "tok", now=1000 + auth.SESSION_TTL + 1) is None  # expired
+    assert store.get(sid + "x", "tok", now=1060) is None and store.get(None, "tok") is None
+    a, sa = store.create("tok", now=1000)
+    b, sb = store.create("tok", now=1000)
+    assert sa.csrf != sb.csrf
+    store.revoke(a)  # logout
+    assert store.get(a, "tok", now=1060) is None and store.get(b, "tok", now=1060) == sb
 
 
 def test_tokens_compare_in_constant_time(monkeypatch):
