@@ -1,11 +1,13 @@
 """The admin's job service for the web layer: the app's JobRunner (created once, started with the app), launch /
-cancel / resume with HTTP errors, and the API view of a job. Shared by the JSON API and the /admin pages."""
+cancel / resume / delete with HTTP errors, the API view of a job, the SAEs of succeeded jobs loaded again at
+start-up, and a damaged jobs.db answered with 503. Shared by the JSON API and the /admin pages."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +63,40 @@ def get_runner(app: FastAPI) -> JobRunner:
             runner.start()
             app.state.job_runner = runner
     return runner
+
+
+def store_errors_as_503() -> Iterator[None]:
+    """Route dependency: a jobs.db that went bad while the app runs answers 503 with what to do, not 500."""
+    try:
+        yield
+    except JobStoreError as e:
+        raise HTTPException(503, f"training jobs are unavailable: {e}") from None
+
+
+def restore_job_saes(app: FastAPI, runner: JobRunner) -> list[str]:
+    """Load the SAE of every succeeded job into the app's registry (at start-up); returns the ids registered.
+
+    A folder that is already served, gone, or cannot be loaded is skipped; a load failure is logged and listed in
+    services.failed like an SAE given on the command line.
+    """
+    services = getattr(app.state, "services", None)
+    if services is None or not hasattr(services, "register_sae"):
+        return []
+    served = {Path(e.folder).resolve() for e in services.entries()} if hasattr(services, "entries") else set()
+    registered = []
+    for rec in reversed(runner.store.list(limit=100_000, statuses=["succeeded"])):  # oldest first: stable ids
+        folder = Path(rec.out_dir)
+        if folder.resolve() in served or not (folder / "cfg.json").is_file():
+            continue
+        try:
+            registered.append(services.register_sae(folder))
+        except Exception as e:  # one bad folder must not keep the others (or the app) from serving
+            log.error("job %s: not serving its SAE %s: %s", rec.id, folder, e)
+            if isinstance(getattr(services, "failed", None), dict):
+                services.failed[str(folder)] = str(e)
+    if registered:
+        log.info("serving %d SAE(s) trained by jobs: %s", len(registered), ", ".join(registered))
+    return registered
 
 
 def _register_with(app: FastAPI):
@@ -121,10 +157,14 @@ def job_out(runner: JobRunner, rec: JobRecord, detail: bool = False) -> JobOut:
 
 
 def launch(request: Request, spec: JobSpec) -> JobRecord:
-    """Confine the spec's paths and queue it; 400 for a bad path, 409 for a taken name."""
+    """Confine the spec's paths and queue it; 400 for a bad path, 422 for a spec no job could finish (too few
+    tokens, an activation file without its model/hook/layer), 409 for a taken name."""
     runner = runner_of(request)
     try:
         confined = spec.confined(corpus_root(request.app.state.settings))
+        problem = confined.submit_problem()
+        if problem is not None:
+            raise HTTPException(422, problem)
         return runner.submit(confined)
     except JobSpecError as e:
         raise HTTPException(400, str(e)) from None
@@ -146,3 +186,40 @@ def act(runner: JobRunner, job_id: str, action: str) -> JobRecord:
         return runner.cancel(job_id) if action == "cancel" else runner.resume(job_id)
     except JobConflict as e:
         raise HTTPException(409, str(e)) from None
+
+
+class DeletedJob(BaseModel):
+    """What deleting a job record did."""
+
+    id: str
+    name: str = Field(description="the job's name, free for a new job once no SAE folder of that name is left")
+    files_removed: bool = Field(description="its SAE folder and log were removed too (files=true)")
+    sae_unloaded: bool = Field(description="its SAE was served and was taken out of the SAE selector")
+
+
+def delete_job(request: Request, job_id: str, files: bool) -> DeletedJob:
+    """Delete a finished job's record (and with `files` its SAE folder and log); 404 unknown, 409 while active."""
+    runner = runner_of(request)
+    find_job(runner, job_id)
+    try:
+        rec = runner.delete(job_id, files=files)
+    except JobConflict as e:
+        raise HTTPException(409, str(e)) from None
+    except KeyError:
+        raise HTTPException(404, f"no job {job_id!r}") from None
+    unloaded = _unload_sae(request.app, Path(rec.out_dir)) if files else False
+    return DeletedJob(id=rec.id, name=rec.name, files_removed=files, sae_unloaded=unloaded)
+
+
+def _unload_sae(app: FastAPI, folder: Path) -> bool:
+    """Take the SAE served from `folder` out of the registry (its files are gone); True when one was."""
+    services = getattr(app.state, "services", None)
+    saes, lock = getattr(services, "saes", None), getattr(services, "_lock", None)
+    if not isinstance(saes, dict) or lock is None:
+        return False
+    folder = folder.resolve()
+    with lock:
+        ids = [i for i, e in saes.items() if Path(e.folder).resolve() == folder]
+        for i in ids:
+            del saes[i]
+    return bool(ids)

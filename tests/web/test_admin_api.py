@@ -12,10 +12,12 @@ from tests.web.admin_fixtures import AUTH, make_admin_app, wait_for
 
 admin_app, admin_client, corpus_root = fx.admin_app, fx.admin_client, fx.corpus_root  # shared fixtures
 
-JOB = {"d_sae": 16, "tokens": 256, "activations": "acts.safetensors"}
+JOB = {"d_sae": 16, "tokens": 4096, "activations": "acts.safetensors", "model": "org/model", "hook": "resid_post",
+       "layer": 0}
 
 
 def test_missing_or_wrong_token_is_401(admin_client):
+    admin_client.app.state.auth_throttle.limit = 1000  # many wrong tokens on purpose; throttling: test_hardening_auth
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic dGVzdA=="},
                     {"Authorization": "Bearer " + AUTH["Authorization"][7:] + "x"},
                     {"Authorization": "Bearer \xc3\xa9".encode("latin-1")}):
@@ -83,6 +85,8 @@ def test_launch_progress_cancel_resume(admin_client):
         ({**JOB, "corpus": "texts/a.txt"}, 422),  # two sources
         ({**JOB, "l0_coefficient": 1, "target_l0": 5}, 422),
         ({**JOB, "unknown": 1}, 422),
+        ({**JOB, "tokens": 4095}, 422),  # below one training batch
+        ({k: v for k, v in JOB.items() if k != "model"}, 422),  # activation file without its LM
         ({**JOB, "activations": "../outside.safetensors"}, 400),
         ({**JOB, "activations": "texts/../../outside.safetensors"}, 400),
         ({**JOB, "activations": "missing.safetensors"}, 400),

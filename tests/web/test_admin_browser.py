@@ -54,8 +54,9 @@ def test_log_in_launch_and_cancel_a_job(page, server):
 
     page.check("input[name=source][value=activations]")
     page.fill("input[name=activations]", "acts.safetensors")
+    page.fill("input[name=model]", "org/model")  # an activation-file job names the LM its activations came from
     page.fill("input[name=d_sae]", "16")
-    page.fill("input[name=tokens]", "256")
+    page.fill("input[name=tokens]", "4096")
     page.fill("input[name=name]", "browser-job")
     page.click("#job-form button[type=submit]")
     page.wait_for_url("**/admin/jobs/*")

@@ -2,8 +2,12 @@
 (app.web.routes.admin_pages, included here so the app factory only includes `router`).
 
 Every route needs the admin token (bearer header, or the login cookie plus a CSRF token on writes; see
-app.web.auth). The job runner starts with the app's lifespan — recovering jobs of a previous server — or
-lazily on the first admin request, and registers each finished SAE with `services.register_sae`.
+app.web.auth). The job runner starts with the app's lifespan — recovering jobs of a previous server and
+serving the SAEs of its succeeded jobs again — or lazily on the first admin request, and registers each finished
+SAE with `services.register_sae`. A jobs.db that goes bad answers 503 (store_errors_as_503) on every admin route.
+
+DELETE /api/admin/jobs/{id} cancels (as before); POST /api/admin/jobs/{id}/delete[?files=true] deletes the record
+of a finished job (and its SAE folder and log), after which its name can be used again.
 """
 
 from __future__ import annotations
@@ -12,12 +16,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
 
-from app.jobs import JobSpec
-from app.web.admin_service import JobOut, act, find_job, get_runner, job_out, launch, runner_of
+from app.jobs import JobSpec, JobStoreError
+from app.web.admin_service import (
+    DeletedJob,
+    JobOut,
+    act,
+    delete_job,
+    find_job,
+    get_runner,
+    job_out,
+    launch,
+    restore_job_saes,
+    runner_of,
+    store_errors_as_503,
+)
 from app.web.auth import AdminAuth, require_admin
 from app.web.routes import admin_pages
+from app.web.routes.pages import is_htmx
 
 
 @asynccontextmanager
@@ -25,8 +44,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the job runner with the server (recovering jobs of a previous run); stop watching on shutdown."""
     if getattr(app.state, "settings", None) is not None:
         try:
-            get_runner(app)
-        except HTTPException:
+            restore_job_saes(app, get_runner(app))
+        except (HTTPException, JobStoreError):
             pass  # a damaged jobs.db: logged by get_runner; the rest of the app serves, the admin says why
     yield
     runner = getattr(app.state, "job_runner", None)
@@ -37,8 +56,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 Admin = Annotated[AdminAuth, Depends(require_admin)]  # every admin API route needs the token
-router = APIRouter(lifespan=_lifespan)
-router.include_router(admin_pages.router)
+router = APIRouter(lifespan=_lifespan, dependencies=[Depends(store_errors_as_503)])
+router.include_router(admin_pages.router)  # the router's dependencies apply to these routes too
 # The API handlers are plain functions: FastAPI runs them in its thread pool, so SQLite writes and log reads
 # never block the event loop.
 
@@ -76,3 +95,22 @@ def resume_job(job_id: str, request: Request, _: Admin) -> JobOut:
     """Queue a failed or cancelled job again; training continues from its last checkpoint."""
     runner = runner_of(request)
     return job_out(runner, act(runner, job_id, "resume"))
+
+
+@router.post("/api/admin/jobs/{job_id}/delete", response_model=DeletedJob, tags=["admin"])
+def delete_job_record(job_id: str, request: Request, _: Admin,
+                      files: bool = Query(False, description="also remove its SAE folder and log")) -> DeletedJob:
+    """Delete a finished (succeeded, failed or cancelled) job's record; its name can then be used again once no
+    SAE folder of that name is left (`files=true` removes it, and takes a served SAE out of the selector).
+    409 while the job is queued or running: cancel it first."""
+    return delete_job(request, job_id, files)
+
+
+@router.post("/admin/jobs/{job_id}/delete", include_in_schema=False)
+async def admin_delete(job_id: str, request: Request, _: Admin) -> Response:
+    """The job page's delete form (checkbox `files`); back to the job list afterwards."""
+    form = await request.form()
+    await run_in_threadpool(delete_job, request, job_id, form.get("files") in ("1", "true", "on"))
+    if is_htmx(request):
+        return Response(status_code=200, headers={"HX-Redirect": "/admin"})
+    return RedirectResponse("/admin", status_code=303)

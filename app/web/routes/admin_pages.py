@@ -121,9 +121,7 @@ async def admin_launch(request: Request, who: Admin) -> Response:
     data: dict[str, Any] = {k: v for k, v in form.items() if v != ""}
     source = raw.get("source")
     if source in ("corpus", "activations"):  # the form has both inputs; only the chosen source counts
-        data.pop("activations" if source == "corpus" else "corpus", None)
-        if source == "activations":
-            data.pop("model", None)
+        data.pop("activations" if source == "corpus" else "corpus", None)  # model: both need it (the hook's LM)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
