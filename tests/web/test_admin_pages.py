@@ -13,8 +13,8 @@ from tests.web.admin_fixtures import AUTH, TOKEN, login, wait_for
 
 admin_app, admin_client, corpus_root = fx.admin_app, fx.admin_client, fx.corpus_root  # shared fixtures
 
-FORM = {"source": "activations", "activations": "acts.safetensors", "d_sae": "16", "tokens": "256",
-        "hook": "resid_post", "layer": "0", "model": "", "corpus": ""}
+FORM = {"source": "activations", "activations": "acts.safetensors", "d_sae": "16", "tokens": "4096",
+        "hook": "resid_post", "layer": "0", "model": "org/model", "corpus": ""}
 
 
 def test_login_sets_a_strict_httponly_cookie(admin_client):
@@ -114,8 +114,13 @@ def test_form_errors_are_shown_and_escaped(admin_client):
     assert r.status_code == 422 and "d_sae" in r.text
     r = admin_client.post("/admin/jobs", data={**FORM, "csrf_token": csrf, "activations": "../outside.safetensors"})
     assert r.status_code == 400 and "not allowed" in r.text
-    r = admin_client.post("/admin/jobs", data={**FORM, "csrf_token": csrf, "source": "corpus", "corpus": "texts"})
+    r = admin_client.post("/admin/jobs", data={**FORM, "csrf_token": csrf, "source": "corpus", "corpus": "texts",
+                                                "model": ""})
     assert r.status_code == 422 and "model" in r.text  # a corpus job needs a model
+    r = admin_client.post("/admin/jobs", data={**FORM, "csrf_token": csrf, "model": ""})
+    assert r.status_code == 422 and "&#39;model&#39;" in r.text  # ... and so does an activation-file job
+    r = admin_client.post("/admin/jobs", data={**FORM, "csrf_token": csrf, "tokens": "100"})
+    assert r.status_code == 422 and "at least one training batch (4096 tokens)" in r.text
     assert admin_client.get("/api/admin/jobs").json() == []
 
 
