@@ -104,3 +104,18 @@ def test_corrupt_jobs_db_keeps_the_explorer_running(tmp_path, rel_services, make
         r = c.get("/api/admin/jobs", headers=AUTH)
         assert r.status_code != 500 and r.status_code >= 400, r.text  # the admin says what is wrong
         assert "jobs" in r.json()["detail"].lower()
+
+
+def test_damaged_pages_inside_jobs_db_are_a_503_not_a_500(tmp_path, rel_services, make_settings):
+    """A real SQLite file with a few pages XORed after a WAL checkpoint ('database disk image is malformed')."""
+    from tests.jobs.test_store_damage import damage_pages, filled_db
+
+    settings = make_settings()
+    jobs_db = filled_db(settings.data_dir / "jobs" / "jobs.db")
+    damage_pages(jobs_db)
+    with TestClient(create_app(settings, services=rel_services), raise_server_exceptions=False) as c:
+        assert c.post("/api/encode", json={"text": "red fox"}).status_code == 200  # the explorer serves on
+        for url in ("/api/admin/jobs", "/api/admin/jobs/abc"):
+            r = c.get(url, headers=AUTH)
+            assert r.status_code == 503, r.text
+            assert "damaged" in r.json()["detail"] and "jobs" in r.json()["detail"]

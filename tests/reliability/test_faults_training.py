@@ -137,7 +137,7 @@ def test_server_restart_keeps_the_running_job(acts, make_settings, rel_services)
 
     settings = make_settings(corpus_root=acts.parent)
     spec = {"name": "across-restart", "d_sae": 32, "tokens": 400_000, "activations": "acts.safetensors",
-            "l0_coefficient": 0.01}
+            "model": "org/model", "hook": "resid_post", "layer": 0, "l0_coefficient": 0.01}
     with TestClient(create_app(settings, services=rel_services)) as c1:
         r = c1.post("/api/admin/jobs", json=spec, headers=BEARER)
         assert r.status_code == 201, r.text
