@@ -9,8 +9,8 @@ Blocks may return a tensor (transformers 5) or a tuple whose first item is the h
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,15 @@ class _StopForward(Exception):
     """Raised by the capture hook to end the forward pass after the hooked layer."""
 
 
+HookSpec = str | tuple[str, int]  # `blocks.L.hook_kind`, or (kind, layer)
+
+
+def resolve_point(lm: LanguageModel, point: HookSpec) -> HookPoint:
+    """`resolve_hook` for a hook given by name or as (kind, layer)."""
+    kind, layer = parse_hook_name(point) if isinstance(point, str) else point
+    return resolve_hook(lm, kind, layer)
+
+
 @torch.no_grad()
 def capture(
     lm: LanguageModel,
@@ -94,20 +103,42 @@ def capture(
     layer: int,
 ) -> torch.Tensor:
     """Activations [B, T, d] at the hook; the forward pass stops right after the hooked module."""
-    point = resolve_hook(lm, kind, layer)
+    return capture_many(lm, input_ids, attention_mask, [(kind, layer)])[hook_name(kind, layer)]
+
+
+@torch.no_grad()
+def capture_many(
+    lm: LanguageModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    points: Iterable[HookSpec],
+) -> dict[str, torch.Tensor]:
+    """Activations [B, T, d] at every hook point in ONE forward pass, keyed by hook name.
+
+    The pass stops as soon as every requested hook has fired, i.e. right after the deepest one; each tensor
+    equals what `capture` returns for that hook alone.
+    """
+    resolved = list({p.name: p for p in (resolve_point(lm, q) for q in points)}.values())
+    names = [p.name for p in resolved]
+    if not names:
+        return {}
     out: dict[str, torch.Tensor] = {}
 
-    def grab(h: torch.Tensor) -> None:
-        out["h"] = h.detach()
-        raise _StopForward
+    def grab(name: str, h: torch.Tensor) -> None:
+        out[name] = h.detach()
+        if len(out) == len(names):
+            raise _StopForward
 
-    if point.on_input:
-        handle = point.module.register_forward_pre_hook(
-            lambda m, args, kwargs: grab(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
-        )
-    else:
-        handle = point.module.register_forward_hook(lambda m, args, output: grab(_first(output)))
+    handles = []
     try:
+        for point in resolved:
+            if point.on_input:
+                handles.append(point.module.register_forward_pre_hook(
+                    lambda m, args, kwargs, n=point.name: grab(n, args[0] if args else kwargs["hidden_states"]),
+                    with_kwargs=True))
+            else:
+                handles.append(point.module.register_forward_hook(
+                    lambda m, args, output, n=point.name: grab(n, _first(output))))
         lm.base_model(
             input_ids=input_ids.to(lm.device),
             attention_mask=None if attention_mask is None else attention_mask.to(lm.device),
@@ -116,10 +147,12 @@ def capture(
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    if "h" not in out:
-        raise RuntimeError(f"hook {point.name} never fired during the forward pass")
-    return out["h"]
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise RuntimeError(f"hook {', '.join(missing)} never fired during the forward pass")
+    return {n: out[n] for n in names}
 
 
 class Positions:
@@ -174,3 +207,20 @@ def intervene(lm: LanguageModel, kind: str, layer: int, fn: InterventionFn,
         yield point
     finally:
         handle.remove()
+
+
+@contextmanager
+def intervene_many(lm: LanguageModel, edits: Iterable[tuple[HookSpec, InterventionFn]],
+                   track_positions: bool = False) -> Iterator[list[HookPoint]]:
+    """`intervene` at several hook points at once (one fn per point, applied in one forward).
+
+    With `track_positions`, each hook gets its own `Positions` tracker (a cached decode: every hooked module
+    sees every forward once, so each tracker advances in step).
+    """
+    with ExitStack() as stack:
+        points = []
+        for point, fn in edits:
+            kind, layer = parse_hook_name(point) if isinstance(point, str) else point
+            positions = Positions() if track_positions else None
+            points.append(stack.enter_context(intervene(lm, kind, layer, fn, positions=positions)))
+        yield points

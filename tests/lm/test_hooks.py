@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.lm import HOOK_KINDS, UnknownFamilyError, capture, hook_name, intervene, load_lm, parse_hook_name
+from app.lm import (
+    HOOK_KINDS,
+    UnknownFamilyError,
+    capture,
+    capture_many,
+    hook_name,
+    intervene,
+    intervene_many,
+    load_lm,
+    parse_hook_name,
+)
 from app.lm.hooks import Positions
 from app.lm.tiny import FAMILY_TYPES
 
@@ -195,3 +205,45 @@ def test_tuple_block_outputs_are_handled():
         same_point = stack(ids)
     assert not torch.allclose(edited, stack(ids))
     assert torch.allclose(edited, same_point, atol=1e-6)
+
+
+def test_capture_many_equals_separate_captures_in_one_stopped_pass(lm):
+    """Every hook in one forward: each tensor equals `capture` alone, and the pass ends after the deepest hook."""
+    batch = lm.tokenize(TEXTS)
+    points = ["blocks.0.hook_resid_pre", ("attn_out", 1), "blocks.1.hook_mlp_out", "blocks.0.hook_resid_post",
+              ("resid_pre", 1)]
+    calls: list[int] = []
+    handles = [blk.register_forward_pre_hook(lambda m, a, i=i: calls.append(i)) for i, blk in enumerate(lm.layers)]
+    try:
+        got = capture_many(lm, batch.input_ids, batch.attention_mask, points)
+    finally:
+        for h in handles:
+            h.remove()
+    assert list(got) == ["blocks.0.hook_resid_pre", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out",
+                         "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"]
+    assert calls == [0, 1]  # one pass (each block entered once), and block 2 never ran
+    for name, h in got.items():
+        kind, layer = parse_hook_name(name)
+        assert torch.equal(h, capture(lm, batch.input_ids, batch.attention_mask, kind, layer))
+
+
+def test_capture_many_of_the_last_block_and_no_points(lm):
+    batch = lm.tokenize(TEXTS)
+    last = lm.n_layers - 1
+    got = capture_many(lm, batch.input_ids, batch.attention_mask, [("resid_post", last), ("resid_post", last)])
+    assert list(got) == [hook_name("resid_post", last)]  # a repeated point is captured once
+    assert capture_many(lm, batch.input_ids, batch.attention_mask, []) == {}
+    with pytest.raises(ValueError, match="out of range"):
+        capture_many(lm, batch.input_ids, None, [("resid_post", 0), ("resid_post", 99)])
+
+
+def test_intervene_many_applies_every_edit_in_one_forward(lm):
+    batch = lm.tokenize(TEXTS)
+    clean = _logits(lm, batch)
+    v = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(1))
+    with intervene(lm, "resid_post", 0, lambda h, o: h + v), intervene(lm, "mlp_out", 2, lambda h, o: h - v):
+        nested = _logits(lm, batch)
+    with intervene_many(lm, [(("resid_post", 0), lambda h, o: h + v), ("blocks.2.hook_mlp_out", lambda h, o: h - v)]):
+        together = _logits(lm, batch)
+    assert torch.equal(nested, together) and not torch.allclose(together, clean, atol=1e-3)
+    assert torch.equal(_logits(lm, batch), clean)  # hooks removed on exit
