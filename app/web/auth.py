@@ -71,14 +71,15 @@ def prepare_admin(settings, host: str) -> str | None:
     """Settle the admin token before serving (called by `jumpscope serve`); returns the token, None = admin off.
 
     A configured token is used as is, but one shorter than MIN_PUBLIC_TOKEN characters is refused (ValueError)
-    on a non-loopback address and warned about on localhost. Without one, the admin refuses to start on a
-    non-loopback address (its routes answer 403 while the rest of the app serves); on localhost a random token is
-    made for this run, set on `settings` and logged so the operator can log in.
+    on a public address — a non-loopback bind, or loopback behind a trusted proxy (settings.forwarded_allow_ips)
+    — and warned about on localhost. Without one, the admin refuses to start on a non-loopback address (its
+    routes answer 403 while the rest of the app serves); on localhost a random token is made for this run, set
+    on `settings` and logged so the operator can log in.
     """
     token = settings.admin_token_value() if hasattr(settings, "admin_token_value") else settings.admin_token
     if token:
         if len(token) < MIN_PUBLIC_TOKEN:
-            if not is_loopback(host):
+            if not is_loopback(host) or getattr(settings, "forwarded_allow_ips", None):
                 raise ValueError(f"the admin token is only {len(token)} characters; on a public address "
                                  f"JUMPSCOPE_ADMIN_TOKEN needs at least {MIN_PUBLIC_TOKEN} random characters")
             log.warning("the admin token is short (%d characters); use at least %d random characters",

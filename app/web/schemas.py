@@ -107,7 +107,7 @@ class Health(BaseModel):
     model: str
     device: str
     saes: list[str]
-    failed_saes: dict[str, str] = Field(default_factory=dict, description="SAE path -> why it is not served")
+    failed_saes: dict[str, str] = Field(default_factory=dict, description="SAE folder name -> why it is not served")
 
 
 class SAEInfo(BaseModel):

@@ -119,3 +119,5 @@ def test_short_token_only_warned_about_on_loopback(monkeypatch, caplog):
     monkeypatch.delenv("JUMPSCOPE_ADMIN_TOKEN", raising=False)
     assert prepare_admin(Settings(admin_token="short-token"), "127.0.0.1") == "short-token"
     assert "short" in caplog.text
+    with pytest.raises(ValueError, match="at least 16"):  # loopback behind a proxy is public too
+        prepare_admin(Settings(admin_token="short-token", forwarded_allow_ips=["127.0.0.1"]), "127.0.0.1")
