@@ -46,6 +46,7 @@ def get_runner(app: FastAPI) -> JobRunner:
     """The app's JobRunner, created and started on first use."""
     runner = getattr(app.state, "job_runner", None)
     if runner is not None:
+        restore_once(app, runner)
         return runner
     with _runner_lock:
         runner = getattr(app.state, "job_runner", None)
@@ -62,7 +63,20 @@ def get_runner(app: FastAPI) -> JobRunner:
                                on_success=_register_with(app))
             runner.start()
             app.state.job_runner = runner
+    restore_once(app, runner)
     return runner
+
+
+def restore_once(app: FastAPI, runner: JobRunner) -> None:
+    """restore_job_saes the first time a runner is used: at start-up with the app's lifespan, or (FastAPI
+    versions that do not run router lifespans) with the first admin request."""
+    if getattr(app.state, "job_saes_restored", False):
+        return
+    with _runner_lock:
+        if getattr(app.state, "job_saes_restored", False):
+            return
+        app.state.job_saes_restored = True
+    restore_job_saes(app, runner)
 
 
 def store_errors_as_503() -> Iterator[None]:

@@ -30,7 +30,6 @@ from app.web.admin_service import (
     get_runner,
     job_out,
     launch,
-    restore_job_saes,
     runner_of,
     store_errors_as_503,
 )
@@ -44,7 +43,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the job runner with the server (recovering jobs of a previous run); stop watching on shutdown."""
     if getattr(app.state, "settings", None) is not None:
         try:
-            restore_job_saes(app, get_runner(app))
+            get_runner(app)  # recovers the previous server's jobs and serves their SAEs again
         except (HTTPException, JobStoreError):
             pass  # a damaged jobs.db: logged by get_runner; the rest of the app serves, the admin says why
     yield
