@@ -31,7 +31,8 @@ def test_real_training_job_succeeds(make_runner, acts):
     from app.sae import load_sae
 
     r = make_runner(pipeline_fn=pipeline, device="cpu")
-    rec = r.submit(JobSpec(d_sae=32, tokens=4096, activations=str(acts), name="real"))
+    rec = r.submit(JobSpec(d_sae=32, tokens=4096, activations=str(acts), name="real", model="org/model",
+                           hook="mlp_out", layer=1))
     done = tick_until(r, rec.id, lambda j: not j.active, timeout=240, interval=0.2)
     assert done.status == "succeeded", r.log_tail(rec.id)
     assert done.progress == 1.0 and done.metrics.get("total_steps")
@@ -39,6 +40,8 @@ def test_real_training_job_succeeds(make_runner, acts):
     assert rows and {"step", "loss", "l0"} <= set(rows[-1])
     sae = load_sae(done.out_dir)
     assert sae.d_in == 16 and sae.d_sae == 32
+    # The spec's LM and hook reach cfg.json (train --activations alone records hook_name null: never servable).
+    assert sae.cfg.metadata["hook_name"] == "blocks.1.hook_mlp_out" and sae.cfg.metadata["model_name"] == "org/model"
     assert "evaluation skipped" in r.log_tail(rec.id)
 
 
