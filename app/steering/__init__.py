@@ -1,7 +1,7 @@
 """Steering, ablation and encoding services at an SAE's hook point (SPEC §4). No web imports here."""
 
 from app.steering.ablate import ablation_effect, clean_and_ablated_logits
-from app.steering.encode import InputTooLong, encode_text, prompt_ids
+from app.steering.encode import InputTooLong, encode_many, encode_text, prompt_ids
 from app.steering.interventions import (
     MODES,
     Intervention,
@@ -25,6 +25,7 @@ __all__ = [
     "apply_interventions",
     "check_interventions",
     "clean_and_ablated_logits",
+    "encode_many",
     "encode_text",
     "hook_of",
     "latent_weights_summary",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from app.lm.hooks import capture
+from app.lm.hooks import capture, capture_many, hook_name
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
 from app.steering.interventions import hook_of
@@ -38,13 +39,51 @@ def bos_prefix(lm: LanguageModel, ids: list[int]) -> int:
 
 
 @torch.no_grad()
-def sae_latents(lm: LanguageModel, sae: JumpReLUSAE, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pre-activations, latents) [T, d_sae] of the SAE on the hook activations of `ids`."""
-    kind, layer = hook_of(sae)
-    h = capture(lm, torch.tensor([ids]), None, kind, layer)[0]
+def sae_latents(sae: JumpReLUSAE, h: torch.Tensor, special: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre-activations, latents) [T, d_sae] of the SAE on hook activations h [T, d]; special positions get
+    no latents (f = 0 there), as in training."""
     pre = sae.pre_acts(h.to(sae.device))
-    theta = sae.threshold.detach()
-    return pre, pre * (pre > theta)
+    f = pre * (pre > sae.threshold.detach())
+    return pre, f.masked_fill(special.to(f.device)[:, None], 0.0)
+
+
+def token_latents(pre: torch.Tensor, f: torch.Tensor, theta: torch.Tensor, top_k: int) -> list[list[dict]]:
+    """Per token, its (at most `top_k`) active latents by value: {latent, value = f_i, margin = pre − θ}."""
+    vals, idx = f.topk(min(top_k, f.shape[-1]), dim=-1)  # [T, k]
+    margins = pre.gather(1, idx) - theta[idx]
+    # One conversion to Python lists, then plain loops (per-element tensor ops are slow).
+    return [
+        [{"latent": i, "value": v, "margin": m} for v, i, m in zip(vr, ir, mr) if v > 0]
+        for vr, ir, mr in zip(vals.tolist(), idx.tolist(), margins.tolist())
+    ]
+
+
+def prompt_top_latents(f: torch.Tensor, top_k: int) -> list[dict]:
+    """The `top_k` latents with the largest max over the prompt: {latent, max, count, values on every token}."""
+    counts = (f > 0).sum(0)  # [d_sae]
+    top_vals, top_idx = f.max(0).values.topk(min(top_k, f.shape[-1]))
+    keep = top_vals > 0
+    top_vals, top_idx = top_vals[keep], top_idx[keep]
+    return [
+        {"latent": i, "max": m, "count": c, "values": col}
+        for i, m, c, col in zip(top_idx.tolist(), top_vals.tolist(), counts[top_idx].tolist(),
+                                f[:, top_idx].T.tolist())
+    ]
+
+
+@torch.no_grad()
+def sae_view(sae: JumpReLUSAE, h: torch.Tensor, special: torch.Tensor, top_k: int) -> dict[str, Any]:
+    """One SAE's part of an encode answer: `l0`, `latents_per_token` and `top_latents` for hook activations h."""
+    pre, f = sae_latents(sae, h, special)
+    return {
+        "l0": (f > 0).sum(-1).tolist(),
+        "latents_per_token": token_latents(pre, f, sae.threshold.detach(), top_k),
+        "top_latents": prompt_top_latents(f, top_k),
+    }
+
+
+def _tokens_view(lm: LanguageModel, ids: list[int], special: torch.Tensor) -> dict[str, Any]:
+    return {"tokens": lm.token_strs(ids), "token_ids": ids, "special": special.tolist()}
 
 
 @torch.no_grad()
@@ -56,34 +95,22 @@ def encode_text(lm: LanguageModel, sae: JumpReLUSAE, text: str, top_k: int = 16,
     `top_latents` holds, for the `top_k` latents with the largest max, the value on every token (colouring).
     """
     ids = prompt_ids(lm, text, max_tokens)
-    pre, f = sae_latents(lm, sae, ids)
-    special = lm.special_mask(torch.tensor(ids)).to(f.device)
-    f = f.masked_fill(special[:, None], 0.0)
-    theta = sae.threshold.detach()
-    k = min(top_k, sae.d_sae)
-    vals, idx = f.topk(k, dim=-1)  # [T, k]
-    margins = pre.gather(1, idx) - theta[idx]
-    # One conversion to Python lists, then plain loops (per-element tensor ops are slow).
-    vals_l, idx_l, marg_l = vals.tolist(), idx.tolist(), margins.tolist()
-    per_token = [
-        [{"latent": i, "value": v, "margin": m} for v, i, m in zip(vr, ir, mr) if v > 0]
-        for vr, ir, mr in zip(vals_l, idx_l, marg_l)
-    ]
-    active = f > 0
-    counts = active.sum(0)  # [d_sae]
-    top_vals, top_idx = f.max(0).values.topk(k)
-    keep = top_vals > 0
-    top_vals, top_idx = top_vals[keep], top_idx[keep]
-    top_latents = [
-        {"latent": i, "max": m, "count": c, "values": col}
-        for i, m, c, col in zip(top_idx.tolist(), top_vals.tolist(), counts[top_idx].tolist(),
-                                f[:, top_idx].T.tolist())
-    ]
-    return {
-        "tokens": lm.token_strs(ids),
-        "token_ids": ids,
-        "special": special.tolist(),
-        "l0": active.sum(-1).tolist(),
-        "latents_per_token": per_token,
-        "top_latents": top_latents,
-    }
+    special = lm.special_mask(torch.tensor(ids))
+    h = capture(lm, torch.tensor([ids]), None, *hook_of(sae))[0]
+    return {**_tokens_view(lm, ids, special), **sae_view(sae, h, special, top_k)}
+
+
+@torch.no_grad()
+def encode_many(lm: LanguageModel, saes: Mapping[str, JumpReLUSAE], text: str, top_k: int = 16,
+                max_tokens: int = 512) -> dict[str, Any]:
+    """The text through several SAEs of one model: every hook captured in ONE forward pass (stopped after the
+    deepest hook), then each SAE encoded. `per_sae[id]` holds `hook` and `encode_text`'s per-SAE fields."""
+    if not saes:
+        raise ValueError("choose at least one SAE")
+    ids = prompt_ids(lm, text, max_tokens)
+    special = lm.special_mask(torch.tensor(ids))
+    hooks = {sae_id: hook_name(*hook_of(sae)) for sae_id, sae in saes.items()}
+    acts = capture_many(lm, torch.tensor([ids]), None, hooks.values())
+    per_sae = {sae_id: {"hook": hooks[sae_id], **sae_view(sae, acts[hooks[sae_id]][0], special, top_k)}
+               for sae_id, sae in saes.items()}
+    return {**_tokens_view(lm, ids, special), "per_sae": per_sae}
