@@ -38,6 +38,19 @@ def append_log(path: str | Path, line: str) -> None:
         fh.write(f"[jumpscope {stamp}] {line}\n".encode())
 
 
+def read_tail(path: str | Path, max_bytes: int = 8192) -> str:
+    """The end of a log file (whole lines, undecodable bytes replaced); "" when there is no file."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return text.split("\n", 1)[1] if size > max_bytes and "\n" in text else text
+
+
 def fresh_private_dir(path: str | Path) -> Path:
     """An empty 0700 folder at `path` (whatever was there is removed first)."""
     path = Path(path)

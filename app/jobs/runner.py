@@ -27,7 +27,7 @@ from typing import Any
 from app.jobs import procs
 from app.jobs.commands import SAE_FILES, Step, pipeline
 from app.jobs.environment import child_env
-from app.jobs.files import JOB_UMASK, append_log, fresh_private_dir, open_log, private_dir, remove_inside
+from app.jobs.files import JOB_UMASK, append_log, fresh_private_dir, open_log, private_dir, read_tail, remove_inside
 from app.jobs.label import label_sae
 from app.jobs.metrics import METRICS_FILE, MetricsTail, progress_of
 from app.jobs.spec import JobSpec
@@ -220,16 +220,7 @@ class JobRunner:
 
     def log_tail(self, job_id: str, max_bytes: int = 8192) -> str:
         """The end of the job's log (whole lines, undecodable bytes replaced)."""
-        path = Path(self._get(job_id).log_path)
-        try:
-            with open(path, "rb") as fh:
-                size = fh.seek(0, 2)
-                fh.seek(max(0, size - max_bytes))
-                data = fh.read()
-        except FileNotFoundError:
-            return ""
-        text = data.decode("utf-8", errors="replace")
-        return text.split("\n", 1)[1] if size > max_bytes and "\n" in text else text
+        return read_tail(self._get(job_id).log_path, max_bytes)
 
     def _get(self, job_id: str) -> JobRecord:
         rec = self.store.get(job_id)
