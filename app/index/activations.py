@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import torch
 
+from app.index.config import IndexConfig
+from app.index.theta_window import window_prefilter
 from app.lm.corpus import iter_contexts, iter_texts
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
@@ -71,6 +73,19 @@ def encode_active(sae: JumpReLUSAE, x: torch.Tensor, lo: int, hi: int) -> Active
     pre = torch.addmm(sae.b_enc[lo:hi], x, sae.W_enc[:, lo:hi])
     with bookkeeping_threads(pre.device):
         return _entries(pre > sae.threshold[lo:hi], pre)
+
+
+def encode_window(sae: JumpReLUSAE, x: torch.Tensor, lo: int, hi: int, cfg: IndexConfig
+                  ) -> tuple[ActiveEntries, ActiveEntries]:
+    """(active entries, below-θ window entries) of latents lo..hi from one encoder matmul.
+
+    The second set holds the inactive (position, latent) pairs whose pre-activation may lie in the window
+    below θ (a superset, see theta_window.window_prefilter); its values are the pre-activations.
+    """
+    pre = torch.addmm(sae.b_enc[lo:hi], x, sae.W_enc[:, lo:hi])
+    theta = sae.threshold[lo:hi]
+    with bookkeeping_threads(pre.device):
+        return _entries(pre > theta, pre), _entries(window_prefilter(pre, theta, cfg), pre)
 
 
 def encode_pairs(sae: JumpReLUSAE, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from app.index import distributed
 from app.index.activations import (
     bookkeeping_threads,
     corpus_rows,
-    encode_active,
+    encode_window,
     keep_mask,
     prepare_input,
     reference_norm,
@@ -32,7 +32,7 @@ from app.index.collector import Collector
 from app.index.config import IndexConfig
 from app.index.finalize import finalize_index
 from app.index.state import IndexState
-from app.index.store import connect, get_meta, load_state, save_state, set_meta
+from app.index.store import IndexSchemaError, connect, get_meta, load_state, save_state, set_meta
 from app.lm.hooks import capture, parse_hook_name
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
@@ -52,7 +52,7 @@ def _check_or_start(conn: sqlite3.Connection, fingerprint: dict, restart: bool) 
     stored = get_meta(conn, "fingerprint")
     if restart or stored is None:
         with conn:
-            for table in ("state", "latents", "examples"):
+            for table in ("state", "latents", "examples", "theta_window"):
                 conn.execute(f"DELETE FROM {table}")
             for key in ("rows_done", "tokens_seen", "norm_reference", "status", "pass_seconds"):
                 conn.execute("DELETE FROM meta WHERE key = ?", (key,))
@@ -85,11 +85,11 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
         raise ValueError("--tokens must be at least 1")
     rank, size = distributed.world()
     db_path = Path(db_path)
-    conn = connect(db_path) if rank == 0 else None
+    conn = _connect_writer(db_path, restart) if rank == 0 else None
     fingerprint = {**cfg.fingerprint(), "sae": sae_fingerprint(sae), "hook_name": hook_name}
     if rank == 0:
         _check_or_start(conn, fingerprint, restart)
-        _write_info(conn, lm, sae, cfg, sae_dir)
+        _write_info(conn, lm, sae, cfg, sae_dir, corpus)
     distributed.barrier()
     # Every rank reads the committed progress (rank 0 wrote it; readers open the same file).
     reader = conn if rank == 0 else connect(db_path, readonly=True)
@@ -99,7 +99,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
     state = load_state(reader) if rank == 0 else None
     if rank != 0:
         reader.close()
-    collector = Collector(sae.d_sae, cfg, sae.device, state, tokens_seen if rank == 0 else 0)
+    collector = Collector(sae.d_sae, cfg, sae.device, state, tokens_seen if rank == 0 else 0, sae.threshold)
     committed = collector.state  # the state of every rank's batches so far (merged at each commit)
     ctx, per = cfg.context_size, cfg.batch_contexts
     target_rows = math.ceil(tokens / ctx)
@@ -166,7 +166,8 @@ def index_batch(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], coll
     pos = row * cfg.context_size + t
     for lo in range(0, sae.d_sae, cfg.latent_chunk):
         hi = min(lo + cfg.latent_chunk, sae.d_sae)
-        collector.update(lo, encode_active(sae, x, lo, hi), pos, row)
+        active, below = encode_window(sae, x, lo, hi, cfg)
+        collector.update(lo, active, pos, row, below)
     collector.tokens += int(b.numel())
 
 
@@ -197,10 +198,25 @@ def _commit(conn: sqlite3.Connection | None, collector: Collector, cfg: IndexCon
     return merged
 
 
+def _connect_writer(db_path: Path, restart: bool) -> sqlite3.Connection:
+    """The database for writing; with `restart`, an index of an older schema is deleted and started afresh."""
+    try:
+        return connect(db_path)
+    except IndexSchemaError:
+        if not restart:
+            raise
+        log.warning("%s has an older index schema: deleting it (--restart)", db_path)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        return connect(db_path)
+
+
 def _write_info(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE, cfg: IndexConfig,
-                sae_dir: str | os.PathLike | None) -> None:
-    """SAE metadata, the index settings and eval metrics (eval.json beside the SAE, when present)."""
+                sae_dir: str | os.PathLike | None, corpus: str | os.PathLike) -> None:
+    """SAE metadata, the index settings, the corpus and eval metrics (eval.json beside the SAE, when present)."""
     with conn:
+        corpus_spec = str(corpus)
+        set_meta(conn, "corpus", corpus_spec if corpus_spec.startswith("hf:") else str(Path(corpus).resolve()))
         set_meta(conn, "config", cfg.to_json())
         set_meta(conn, "sae", {**sae.cfg.to_json(), "path": str(sae_dir) if sae_dir else None})
         set_meta(conn, "d_sae", sae.d_sae)

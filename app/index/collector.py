@@ -6,6 +6,10 @@ of the state *before* the batch, keeps only the entries that can still change th
 current k-th best) or a reservoir (hash key <= the m-th smallest key of its sub-interval, or a value beyond
 the current grid). Only those candidates are sorted and merged, so once the buffers have filled a batch
 costs a few passes over its non-zeros.
+
+With the SAE's thresholds, the collector also folds the window around θ (theta_window.py): active entries and
+the inactive entries just below θ (`below`, from activations.encode_window) feed the pre-activation histogram,
+and the ones below θ compete, like the top examples, for the near-miss list.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from app.index.state import (
     select_topk,
     sub_index,
 )
+from app.index.theta_window import theta_bins
 from app.index.windows import greedy_windows
 
 
@@ -34,8 +39,9 @@ class Collector:
     """Holds the running IndexState for all latents and folds batches of activations into it."""
 
     def __init__(self, d_sae: int, cfg: IndexConfig, device: torch.device | str = "cpu",
-                 state: IndexState | None = None, tokens: int = 0) -> None:
+                 state: IndexState | None = None, tokens: int = 0, threshold: torch.Tensor | None = None) -> None:
         self.cfg = cfg
+        self.threshold = threshold.detach().to(device) if threshold is not None else None  # θ [d_sae]
         self.d_sae = d_sae
         self.state = state.to(device) if state is not None else IndexState.empty(d_sae, cfg, device)
         self.binner = HistBinner(cfg, device)
@@ -44,14 +50,45 @@ class Collector:
         self.candidates = 0  # ... of which passed the admission mask (went on to be sorted / merged)
 
     @torch.no_grad()
-    def update(self, lo: int, acts: torch.Tensor | ActiveEntries, pos: torch.Tensor, row: torch.Tensor) -> None:
+    def update(self, lo: int, acts: torch.Tensor | ActiveEntries, pos: torch.Tensor, row: torch.Tensor,
+               below: ActiveEntries | None = None) -> None:
         """Fold activations of latents lo..lo+C at N positions (global `pos`, corpus `row`, both [N]).
 
-        `acts` is either the dense [N, C] activations or their `ActiveEntries`. Call once per latent chunk
-        of a batch; every row of the batch must be in the same call set.
+        `acts` is either the dense [N, C] activations or their `ActiveEntries`; `below` the inactive entries
+        in the window below θ with their pre-activations (needs the collector's `threshold`). Call once per
+        latent chunk of a batch; every row of the batch must be in the same call set.
         """
         with bookkeeping_threads(pos.device):
-            self._update(lo, acts if isinstance(acts, ActiveEntries) else active_entries(acts), pos, row)
+            ent = acts if isinstance(acts, ActiveEntries) else active_entries(acts)
+            self._update(lo, ent, pos, row)
+            if self.threshold is not None:
+                self._update_window(lo, ent, below, pos, row)
+
+    def _update_window(self, lo: int, ent: ActiveEntries, below: ActiveEntries | None, pos: torch.Tensor,
+                       row: torch.Tensor) -> None:
+        """The θ-window histogram (active and below-θ entries) and the near misses (below-θ entries)."""
+        cfg, st = self.cfg, self.state
+        n_lat, nb = ent.n_latents, cfg.theta_bins
+        hi = lo + n_lat
+        theta = self.threshold[lo:hi]
+        for part in (ent, below):
+            if part is None or part.value.numel() == 0:
+                continue
+            b = theta_bins(part.value, theta.index_select(0, part.latent), cfg)
+            ok = (b >= 0).nonzero().squeeze(1)
+            jj = part.latent.index_select(0, ok)
+            st.pre_hist[lo:hi] += torch.bincount(jj * nb + b.index_select(0, ok),
+                                                 minlength=n_lat * nb).view(n_lat, nb)
+            if part is not below:
+                continue
+            val, ii = part.value.index_select(0, ok), part.token.index_select(0, ok)
+            cand = (val >= st.near_val[lo:hi, -1].index_select(0, jj)).nonzero().squeeze(1)
+            jj, val, ii = jj[cand], val[cand], ii[cand]
+            p, r = pos[ii], row[ii]
+            rows_local = torch.unique(r, return_inverse=True)[1]
+            n_rows = int(rows_local.max()) + 1 if rows_local.numel() else 1
+            kept = greedy_windows(jj * n_rows + rows_local, p, val, cfg.separation, cfg.near_k)
+            self._merge_ranked(lo, jj[kept], val[kept], p[kept], st.near_val, st.near_pos)
 
     def _update(self, lo: int, ent: ActiveEntries, pos: torch.Tensor, row: torch.Tensor) -> None:
         cfg, st = self.cfg, self.state
@@ -81,7 +118,7 @@ class Collector:
         rows_local = torch.unique(r[kt], return_inverse=True)[1]
         n_rows = int(rows_local.max()) + 1 if rows_local.numel() else 1
         kept = kt[greedy_windows(jj[kt] * n_rows + rows_local, p[kt], val[kt], cfg.separation, cfg.top_k)]
-        self._merge_topk(lo, jj[kept], val[kept], p[kept])
+        self._merge_ranked(lo, jj[kept], val[kept], p[kept], st.top_val, st.top_pos)
 
         rc = cand_res.nonzero().squeeze(1)
         e_new = exponents(st.max[lo:hi])
@@ -107,18 +144,20 @@ class Collector:
         table = torch.cat([mth, torch.full_like(mth[:, :1], EMPTY_KEY)], 1).view(-1)
         return key, key <= table.index_select(0, jj * (n_sub + 1) + s)
 
-    def _merge_topk(self, lo: int, lat: torch.Tensor, val: torch.Tensor, pos: torch.Tensor) -> None:
-        """Fold window-filtered candidates into the top-k of the latents they belong to."""
+    @staticmethod
+    def _merge_ranked(lo: int, lat: torch.Tensor, val: torch.Tensor, pos: torch.Tensor, out_val: torch.Tensor,
+                      out_pos: torch.Tensor) -> None:
+        """Fold window-filtered candidates into a ranked [d_sae, k] list (top examples or near misses)."""
         if lat.numel() == 0:
             return
-        st, k = self.state, self.cfg.top_k
+        k = out_val.shape[1]
         touched, local = torch.unique(lat, return_inverse=True)
         n = touched.numel()
         idx = touched + lo
         lat_k = torch.arange(n, device=lat.device).repeat_interleave(k)
-        st.top_val[idx], st.top_pos[idx] = select_topk(
-            torch.cat([lat_k, local]), torch.cat([st.top_val[idx].reshape(-1), val]),
-            torch.cat([st.top_pos[idx].reshape(-1), pos]), n, k)
+        out_val[idx], out_pos[idx] = select_topk(
+            torch.cat([lat_k, local]), torch.cat([out_val[idx].reshape(-1), val]),
+            torch.cat([out_pos[idx].reshape(-1), pos]), n, k)
 
     def _merge_reservoirs(self, lo: int, regrid: torch.Tensor, e_new: torch.Tensor, lat: torch.Tensor,
                           key: torch.Tensor, pos: torch.Tensor, val: torch.Tensor) -> None:

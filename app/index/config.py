@@ -9,7 +9,7 @@ from typing import Any
 FINGERPRINT_FIELDS = (
     "context_size", "batch_contexts", "top_k", "n_intervals", "per_interval", "interval_subdivisions",
     "window_before", "window_after", "hist_min_exp", "hist_max_exp", "hist_bins_per_decade",
-    "outlier_factor", "seed",
+    "outlier_factor", "seed", "theta_window", "theta_bins", "near_k",
 )
 
 
@@ -29,6 +29,9 @@ class IndexConfig:
     hist_max_exp: int = 4  # ... (values outside are counted in the first / last bin)
     hist_bins_per_decade: int = 8  # log-spaced bins per factor of 10
     outlier_factor: float = 10.0  # skip positions whose activation norm > factor × reference median; 0 = off
+    theta_window: float = 0.5  # pre-activations in [(1 − w)·θ, (1 + w)·θ) are histogrammed around θ ...
+    theta_bins: int = 20  # ... in this many equal bins (even, so θ is an edge)
+    near_k: int = 10  # near misses kept per latent: the examples whose pre-activation fell just below θ
     seed: int = 0  # seed of the position hash that draws interval samples (same seed → same samples)
     latent_chunk: int = 16384  # latents encoded / merged at once (bounds memory to batch × chunk)
     n_logits: int = 10  # top and bottom logit effects kept per latent
@@ -51,6 +54,12 @@ class IndexConfig:
             raise ValueError("context_size must be >= 2 (BOS plus at least one token)")
         if self.hist_max_exp <= self.hist_min_exp:
             raise ValueError("hist_max_exp must be greater than hist_min_exp")
+        if not 0 < self.theta_window < 1:
+            raise ValueError(f"theta_window must be in (0, 1), got {self.theta_window}")
+        if int(self.theta_bins) < 2 or int(self.theta_bins) % 2:
+            raise ValueError(f"theta_bins must be an even number >= 2, got {self.theta_bins}")
+        if int(self.near_k) < 1:
+            raise ValueError(f"near_k must be >= 1, got {self.near_k}")
         if self.outlier_factor < 0:
             raise ValueError("outlier_factor must be >= 0 (0 turns outlier skipping off)")
 

@@ -12,43 +12,59 @@ from dataclasses import dataclass
 
 import torch
 
-from app.index.activations import encode_chunk, encode_pairs, keep_mask, prepare_input
+from app.index.activations import encode_pairs, keep_mask, prepare_input
 from app.index.config import IndexConfig
 from app.index.state import IndexState, interval_samples
 from app.lm.hooks import capture, intervene
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
 
+TOP, INTERVAL, NEAR = 0, 1, 2  # example kinds
+KIND_NAMES = ("top", "interval", "near")  # as stored in the examples table
+
 
 @dataclass
 class ExampleSet:
-    """Flat list of examples: which latent, where, and which list ('top' rank or interval index) it is in."""
+    """Flat list of examples: which latent, where, and which list (top rank, interval, near-miss rank) it is in."""
 
     latent: torch.Tensor  # int64 [E]
     pos: torch.Tensor  # int64 [E] global position of the centre token
-    is_top: torch.Tensor  # bool [E] top example (else interval sample)
-    group: torch.Tensor  # int64 [E] rank among the top examples, or interval index
-    value: torch.Tensor  # float32 [E] activation at the centre, from the pass
+    kind: torch.Tensor  # int64 [E] TOP, INTERVAL or NEAR
+    group: torch.Tensor  # int64 [E] rank among the top examples / near misses, or interval index
+    value: torch.Tensor  # float32 [E] activation (near misses: pre-activation) at the centre, from the pass
+
+    @property
+    def is_top(self) -> torch.Tensor:
+        return self.kind == TOP
+
+    @property
+    def is_near(self) -> torch.Tensor:
+        return self.kind == NEAR
+
+    def subset(self, mask: torch.Tensor) -> ExampleSet:
+        return ExampleSet(self.latent[mask], self.pos[mask], self.kind[mask], self.group[mask], self.value[mask])
+
+
+def _ranked(val: torch.Tensor, pos: torch.Tensor, kind: int) -> ExampleSet:
+    n, k = pos.shape
+    ok = pos >= 0
+    lat = torch.arange(n).view(n, 1).expand(n, k)[ok]
+    rank = torch.arange(k).view(1, k).expand(n, k)[ok]
+    return ExampleSet(lat, pos[ok], torch.full_like(lat, kind), rank, val[ok])
 
 
 def chosen_examples(state: IndexState, cfg: IndexConfig) -> tuple[ExampleSet, torch.Tensor]:
-    """All top and interval examples of every latent, and the interval edges [d_sae, I+1]."""
-    n, k = state.n, cfg.top_k
-    ok = state.top_pos >= 0
-    lat_t = torch.arange(n).view(n, 1).expand(n, k)[ok]
-    rank = torch.arange(k).view(1, k).expand(n, k)[ok]
+    """All top, interval and near-miss examples of every latent, and the interval edges [d_sae, I+1]."""
+    n = state.n
     ipos, ival, edges = interval_samples(state, cfg)
     iok = ipos >= 0
     shape = ipos.shape
     lat_i = torch.arange(n).view(n, 1, 1).expand(shape)[iok]
     j = torch.arange(shape[1]).view(1, -1, 1).expand(shape)[iok]
-    ex = ExampleSet(
-        latent=torch.cat([lat_t, lat_i]),
-        pos=torch.cat([state.top_pos[ok], ipos[iok]]),
-        is_top=torch.cat([torch.ones_like(lat_t, dtype=torch.bool), torch.zeros_like(lat_i, dtype=torch.bool)]),
-        group=torch.cat([rank, j]),
-        value=torch.cat([state.top_val[ok], ival[iok]]),
-    )
+    parts = [_ranked(state.top_val, state.top_pos, TOP),
+             ExampleSet(lat_i, ipos[iok], torch.full_like(lat_i, INTERVAL), j, ival[iok]),
+             _ranked(state.near_val, state.near_pos, NEAR)]
+    ex = ExampleSet(*(torch.cat([getattr(p, f) for p in parts]) for f in ("latent", "pos", "kind", "group", "value")))
     return ex, edges
 
 
@@ -67,7 +83,9 @@ def window_values(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], ro
                   ex: ExampleSet, cfg: IndexConfig, norm_ref: float | None):
     """(token ids [E, W] int64 with −1 padding, values [E, W] float32) of every example window.
 
-    Rows are re-run in batches and encoded latent chunk by latent chunk; each example gathers its window.
+    Values are the latent's activations, except for near misses: their pre-activations (the activation is
+    pre where pre > θ, else 0). Rows are re-run in batches and encoded latent chunk by latent chunk; each
+    example gathers its window.
     """
     row, idx, valid = window_index(ex.pos, cfg)
     n_ex, width = idx.shape
@@ -89,9 +107,14 @@ def window_values(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], ro
             e = in_batch[(ex.latent[in_batch] >= lo) & (ex.latent[in_batch] < hi)]
             if e.numel() == 0:
                 continue
-            f = encode_chunk(sae, x, lo, hi).view(len(batch_rows), cfg.context_size, hi - lo)
+            pre = torch.addmm(sae.b_enc[lo:hi], x, sae.W_enc[:, lo:hi]).view(len(batch_rows), cfg.context_size,
+                                                                             hi - lo)
             lr, ix = local[row[e]].view(-1, 1).to(dev), idx[e].to(dev)
-            got = f[lr, ix, (ex.latent[e] - lo).view(-1, 1).to(dev)] * keep[lr, ix]
+            lat_e = (ex.latent[e] - lo).view(-1, 1).to(dev)
+            got = pre[lr, ix, lat_e]
+            active = got > sae.threshold[lo:hi][lat_e]
+            got = torch.where(active | ex.is_near[e].view(-1, 1).to(dev), got, torch.zeros_like(got))
+            got = got * keep[lr, ix]
             vals[e] = got.float().cpu() * valid[e]
         lr_all = local[row[in_batch]].view(-1, 1)
         tok[in_batch] = torch.where(valid[in_batch], ids[lr_all, idx[in_batch]], -1)

@@ -16,7 +16,7 @@ import torch
 
 from app.index.activations import fetch_rows
 from app.index.config import IndexConfig
-from app.index.examples import ExampleSet, chosen_examples, loss_effects, window_index, window_values
+from app.index.examples import KIND_NAMES, TOP, ExampleSet, chosen_examples, loss_effects, window_index, window_values
 from app.index.state import IndexState
 from app.index.store import ensure_vocab, set_meta, to_blob
 from app.lm.logit_lens import logit_effects
@@ -25,10 +25,6 @@ from app.sae.geometry import decoder_directions, decoder_neighbors
 from app.sae.jumprelu import JumpReLUSAE
 
 log = logging.getLogger(__name__)
-
-
-def _subset(ex: ExampleSet, mask: torch.Tensor) -> ExampleSet:
-    return ExampleSet(ex.latent[mask], ex.pos[mask], ex.is_top[mask], ex.group[mask], ex.value[mask])
 
 
 @torch.no_grad()
@@ -45,7 +41,7 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
     loss = torch.full_like(vals, float("nan"))
     chosen = ex.is_top & (ex.group < cfg.loss_effect_top)
     if cfg.loss_effects and bool(chosen.any()):
-        loss[chosen] = loss_effects(lm, sae, hook, rows, _subset(ex, chosen), cfg)
+        loss[chosen] = loss_effects(lm, sae, hook, rows, ex.subset(chosen), cfg)
     w_dec = decoder_directions(sae)
     logits = logit_effects(lm, w_dec, cfg.n_logits)
     nbr_ids, nbr_cos = decoder_neighbors(w_dec, cfg.n_neighbors)
@@ -57,6 +53,9 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
     with conn:
         conn.execute("DELETE FROM latents")
         conn.execute("DELETE FROM examples")
+        conn.execute("DELETE FROM theta_window")
+        conn.executemany("INSERT INTO theta_window VALUES (?,?)",
+                         ((i, to_blob(state.pre_hist[i], "int64")) for i in range(state.n)))
         ensure_vocab(conn, lm.token_strs(list(range(len(lm.tokenizer)))))
         conn.executemany(
             "INSERT INTO latents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -84,18 +83,19 @@ def _latent_rows(state, threshold, top_token, edges, logits, nbr_ids, nbr_cos):
 
 
 def _example_rows(ex: ExampleSet, tok, vals, loss, centers):
-    """One row per (latent, kind): top examples by rank; interval samples by interval, then value desc."""
-    lat, top = ex.latent.numpy(), ex.is_top.numpy()
-    order = np.lexsort((-ex.value.numpy(), ex.group.numpy(), ~top, lat))
-    key = lat[order] * 2 + (~top[order])
+    """One row per (latent, kind): top examples and near misses by rank; interval samples by interval, then
+    value desc."""
+    lat, kind = ex.latent.numpy(), ex.kind.numpy()
+    order = np.lexsort((-ex.value.numpy(), ex.group.numpy(), kind, lat))
+    key = lat[order] * len(KIND_NAMES) + kind[order]
     bounds = np.flatnonzero(np.diff(key)) + 1
     for part in np.split(order, bounds):
         if part.size == 0:
             continue
         p = torch.from_numpy(part)
-        is_top = bool(top[part[0]])
+        is_top = bool(kind[part[0]] == TOP)
         yield (
-            int(lat[part[0]]), "top" if is_top else "interval", int(part.size), int(tok.shape[1]),
+            int(lat[part[0]]), KIND_NAMES[kind[part[0]]], int(part.size), int(tok.shape[1]),
             to_blob(tok[p], "int32"), to_blob(vals[p], "float32"),
             to_blob(loss[p], "float32") if is_top else None,
             to_blob(centers[p], "int32"), to_blob(ex.value[p], "float32"),

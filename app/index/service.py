@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from app.index.config import IndexConfig
 from app.index.state import hist_edges
 from app.index.store import all_meta, connect, from_blob, get_meta, token_texts
+from app.index.theta_window import theta_edges
 
 MAX_EXPLANATION = 4000  # characters
 
@@ -95,6 +97,7 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
             ids += [int(t) for t in from_blob(r[4], "int32") if t >= 0]
         texts = token_texts(conn, ids)
         expl = conn.execute("SELECT text FROM explanations WHERE latent = ?", (i,)).fetchone()
+        window = _theta_window_counts(conn, i)
     cfg = IndexConfig.from_json(meta.get("config", {}))
     seen = int(meta.get("tokens_seen", 0))
     counts = from_blob(hist_b, "int64")
@@ -128,7 +131,38 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
                       for n, c in zip(from_blob(nid_b, "int32"), from_blob(ncos_b, "float32"), strict=True)
                       if math.isfinite(float(c))],
         "explanation": expl[0] if expl else None,
+        "pre_histogram": _pre_histogram(window, float(threshold), cfg),
+        "near_misses": near_misses(_examples(ex_rows["near"], texts), float(threshold)) if "near" in ex_rows else [],
     }
+
+
+def _theta_window_counts(conn: sqlite3.Connection, latent: int) -> np.ndarray | None:
+    """The latent's θ-window counts; None for an index written before they existed (schema v1)."""
+    has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'theta_window'").fetchone()
+    if not has:
+        return None
+    row = conn.execute("SELECT counts FROM theta_window WHERE latent = ?", (latent,)).fetchone()
+    return from_blob(row[0], "int64") if row else None
+
+
+def _pre_histogram(counts: np.ndarray | None, threshold: float, cfg: IndexConfig) -> dict[str, Any] | None:
+    """{edges, counts, threshold, window}: pre-activations in [(1 − w)·θ, (1 + w)·θ); None when not recorded
+    (an index built before θ windows: rebuild it with `jumpscope index --restart`) or θ = 0."""
+    if counts is None or threshold <= 0:
+        return None
+    edges = theta_edges(torch.tensor([threshold], dtype=torch.float32), cfg)[0].tolist()
+    return {"edges": edges, "counts": [int(c) for c in counts], "threshold": threshold, "window": cfg.theta_window}
+
+
+def near_misses(examples: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """Near-miss windows as shown: `pre` per token, `values` the activations (pre where pre > θ, else 0), and
+    `max` the centre's pre-activation (<= θ)."""
+    out = []
+    for e in examples:
+        pre = e["values"]
+        out.append({"tokens": e["tokens"], "token_ids": e["token_ids"], "pre": pre,
+                    "values": [p if p > threshold else 0.0 for p in pre], "center": e["center"], "max": e["max"]})
+    return out
 
 
 def _fts_query(text: str) -> str | None:

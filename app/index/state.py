@@ -13,6 +13,8 @@ to `merge(a, b)` and give the same answer as one long run:
   the max crosses 2**e, e grows and sub-interval s becomes s >> Δe (computed from the value itself, exactly),
   whose reservoir is the bottom-m of the union — again exact. At the end, the n display intervals are
   unions of whole sub-intervals (see `interval_groups`).
+* the θ window (theta_window.py): a histogram of pre-activations around θ adds up; near misses (inactive
+  positions with pre just below θ) are a second top-k, ranked by pre like the top examples by value.
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ class IndexState:
     res_key: torch.Tensor  # int64 [n, S, m] reservoir hash keys per sub-interval of (0, 2**e]
     res_pos: torch.Tensor  # int64 [n, S, m] their positions
     res_val: torch.Tensor  # float32 [n, S, m] their values
+    pre_hist: torch.Tensor  # int64 [n, P] pre-activations in the window around θ (theta_window.py)
+    near_val: torch.Tensor  # float32 [n, K] near misses: pre-activations <= θ, closest to θ first
+    near_pos: torch.Tensor  # int64 [n, K] their global positions, −1 if empty
 
     @classmethod
     def empty(cls, n: int, cfg: IndexConfig, device: torch.device | str = "cpu") -> IndexState:
@@ -162,6 +167,9 @@ class IndexState:
             res_key=torch.full((n, s, m), EMPTY_KEY, dtype=torch.long, **kw),
             res_pos=torch.full((n, s, m), -1, dtype=torch.long, **kw),
             res_val=torch.zeros((n, s, m), dtype=torch.float32, **kw),
+            pre_hist=torch.zeros(n, cfg.theta_bins, dtype=torch.long, **kw),
+            near_val=torch.full((n, cfg.near_k), float("-inf"), dtype=torch.float32, **kw),
+            near_pos=torch.full((n, cfg.near_k), -1, dtype=torch.long, **kw),
         )
 
     @property
@@ -234,15 +242,21 @@ def merge(a: IndexState, b: IndexState, cfg: IndexConfig) -> IndexState:
     """The state of the union of two disjoint sets of positions (pure; same latents in both)."""
     count, total = a.count + b.count, a.total + b.total
     mx, hist = torch.maximum(a.max, b.max), a.hist + b.hist
-    n, k = a.n, cfg.top_k
-    lat_k = torch.arange(n, device=a.count.device).view(n, 1).expand(n, 2 * k).reshape(-1)
-    top_val, top_pos = select_topk(
-        lat_k, torch.cat([a.top_val, b.top_val], 1).reshape(-1), torch.cat([a.top_pos, b.top_pos], 1).reshape(-1),
-        n, k,
-    )
+    top_val, top_pos = _merge_ranked(a.top_val, a.top_pos, b.top_val, b.top_pos)
+    near_val, near_pos = _merge_ranked(a.near_val, a.near_pos, b.near_val, b.near_pos)
     fa, fb = _flat_reservoir(a), _flat_reservoir(b)
-    res = rebucket(*(torch.cat([x, y]) for x, y in zip(fa, fb, strict=True)), mx, cfg)
-    return IndexState(count, total, mx, hist, top_val, top_pos, *res)
+    res_key, res_pos, res_val = rebucket(*(torch.cat([x, y]) for x, y in zip(fa, fb, strict=True)), mx, cfg)
+    return IndexState(count=count, total=total, max=mx, hist=hist, top_val=top_val, top_pos=top_pos,
+                      res_key=res_key, res_pos=res_pos, res_val=res_val, pre_hist=a.pre_hist + b.pre_hist,
+                      near_val=near_val, near_pos=near_pos)
+
+
+def _merge_ranked(val_a: torch.Tensor, pos_a: torch.Tensor, val_b: torch.Tensor, pos_b: torch.Tensor):
+    """The best k of two [n, k] ranked lists by (value desc, position asc)."""
+    n, k = val_a.shape
+    lat = torch.arange(n, device=val_a.device).view(n, 1).expand(n, 2 * k).reshape(-1)
+    return select_topk(lat, torch.cat([val_a, val_b], 1).reshape(-1), torch.cat([pos_a, pos_b], 1).reshape(-1),
+                       n, k)
 
 
 def with_moments(st: IndexState, count, total, mx, hist) -> IndexState:

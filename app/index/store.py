@@ -4,7 +4,9 @@ Tables
   meta(key, value)            JSON values: schema_version, status, config, sae, progress, eval metrics …
   state(name, part, dtype, shape, data)   the running IndexState (for resume / extension), in latent chunks
   latents(latent, …)          final per-latent statistics, logit effects and neighbours (blobs)
-  examples(latent, kind, …)   'top' / 'interval' example windows: token ids, values, loss effects (blobs)
+  examples(latent, kind, …)   'top' / 'interval' example windows: token ids, values, loss effects (blobs);
+                              'near' (near misses): per-token pre-activations in `vals`, centre pre in `maxes`
+  theta_window(latent, counts) the histogram of pre-activations around θ (edges: theta_window.theta_edges)
   tokens(id, text)            the vocabulary as shown per token, so readers need no tokenizer
   explanations(latent, text) + explanations_fts (FTS5, kept in sync by triggers)
 Arrays are stored with fixed dtypes via `ndarray.tobytes()` and read back with `np.frombuffer`.
@@ -23,7 +25,7 @@ import torch
 
 from app.index.state import IndexState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: the θ window (pre_hist, near misses) in the state, theta_window table, 'near' examples
 STATE_PART = 8192  # latents per stored state blob (keeps each blob far below SQLite's 1 GB limit)
 
 _SCHEMA = """
@@ -41,6 +43,7 @@ CREATE TABLE IF NOT EXISTS examples (
     latent INTEGER NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, width INTEGER NOT NULL,
     token_ids BLOB NOT NULL, vals BLOB NOT NULL, loss BLOB, centers BLOB NOT NULL, maxes BLOB NOT NULL,
     groups BLOB NOT NULL, positions BLOB NOT NULL, PRIMARY KEY (latent, kind));
+CREATE TABLE IF NOT EXISTS theta_window (latent INTEGER PRIMARY KEY, counts BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS explanations (latent INTEGER PRIMARY KEY, text TEXT NOT NULL, updated REAL);
 CREATE VIRTUAL TABLE IF NOT EXISTS explanations_fts USING fts5(

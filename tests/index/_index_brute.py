@@ -71,3 +71,44 @@ def assert_matches_brute(st: IndexState, acts: torch.Tensor, cfg: IndexConfig) -
             for p, v in zip(pos[i, j], val[i, j], strict=True):
                 if p >= 0:
                     assert ref_edges[j] < float(v) <= ref_edges[j + 1]
+
+
+def brute_theta_window(pre: torch.Tensor, keep: torch.Tensor, theta: torch.Tensor, cfg: IndexConfig) -> dict:
+    """pre [R, T, d] pre-activations, keep [R, T] counted positions, θ [d] → per-latent θ-window histogram and
+    near misses [(pre, pos)], computed latent by latent with bucketize and a greedy loop."""
+    from app.index.theta_window import theta_edges
+
+    n_rows, ctx, d = pre.shape
+    edges_all = theta_edges(theta, cfg)
+    hists, nears = [], []
+    for i in range(d):
+        r, t = keep.nonzero(as_tuple=True)
+        v = pre[r, t, i].double()
+        pos = r * ctx + t
+        if float(theta[i]) <= 0:
+            hists.append(np.zeros(cfg.theta_bins, dtype=np.int64))
+            nears.append([])
+            continue
+        edges = edges_all[i]
+        b = torch.bucketize(v, edges, right=True) - 1
+        ok = (b >= 0) & (b < cfg.theta_bins)
+        hists.append(np.bincount(b[ok].numpy(), minlength=cfg.theta_bins))
+        below = [j for j in range(v.numel()) if float(edges[0]) <= float(v[j]) <= float(theta[i])]
+        below.sort(key=lambda j: (-float(v[j]), int(pos[j])))
+        taken: list[int] = []
+        for j in below:
+            if len(taken) == cfg.near_k:
+                break
+            if all(int(r[j]) != int(r[q]) or abs(int(t[j]) - int(t[q])) > cfg.separation for q in taken):
+                taken.append(j)
+        nears.append([(float(pre[r[j], t[j], i]), int(pos[j])) for j in taken])
+    return {"hist": np.stack(hists), "near": nears}
+
+
+def assert_theta_window_matches_brute(st: IndexState, pre: torch.Tensor, keep: torch.Tensor, theta: torch.Tensor,
+                                      cfg: IndexConfig) -> None:
+    ref = brute_theta_window(pre, keep, theta, cfg)
+    np.testing.assert_array_equal(st.pre_hist.numpy(), ref["hist"])
+    for i in range(pre.shape[2]):
+        got = [(float(v), int(p)) for v, p in zip(st.near_val[i], st.near_pos[i], strict=True) if p >= 0]
+        assert got == ref["near"][i], f"latent {i}"

@@ -34,6 +34,18 @@ def dense_reference(lm, sae, corpus, cfg, n_rows, norm_ref):
     return torch.cat(out), rows
 
 
+def dense_pre_reference(lm, sae, corpus, cfg, n_rows, norm_ref):
+    """Dense [rows, T, d_sae] pre-activations and the [rows, T] mask of counted positions."""
+    rows = list(corpus_rows(lm, corpus, cfg.context_size, 0, n_rows))
+    pre, keep = [], []
+    for b in range(0, n_rows, cfg.batch_contexts):
+        ids = torch.tensor(rows[b:b + cfg.batch_contexts])
+        h = capture(lm, ids, None, *HOOK)
+        keep.append(keep_mask(lm, ids, h, cfg.outlier_factor, norm_ref))
+        pre.append(sae.pre_acts(h).detach())
+    return torch.cat(pre), torch.cat(keep)
+
+
 def read_state(db):
     with connect(db, readonly=True) as conn:
         return load_state(conn), get_meta(conn, "norm_reference"), get_meta(conn, "tokens_seen")
