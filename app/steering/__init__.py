@@ -10,6 +10,7 @@ from app.steering.interventions import (
     check_interventions,
     hook_of,
     steering_hook,
+    steering_hooks,
     suggest_value,
 )
 from app.steering.latent_info import latent_weights_summary
@@ -32,5 +33,6 @@ __all__ = [
     "prompt_ids",
     "steer",
     "steering_hook",
+    "steering_hooks",
     "suggest_value",
 ]

@@ -11,22 +11,28 @@ from typing import Any
 
 import torch
 
-from app.lm.hooks import intervene
+from app.lm.hooks import intervene_many
 from app.lm.model import LanguageModel
-from app.sae.jumprelu import JumpReLUSAE
 from app.steering.encode import bos_prefix, prompt_ids
-from app.steering.interventions import Intervention, check_interventions, hook_of, steering_hook
+from app.steering.interventions import Intervention, SAEs, check_interventions, steering_hooks
+
+Latent = int | tuple[str, int]  # a latent of the (first) SAE, or (SAE name, latent) in a set of SAEs
+
+
+def ablations(latents: Sequence[Latent]) -> list[Intervention]:
+    """An ablate intervention per latent (bare ints name the first SAE)."""
+    return [Intervention(latent=int(x), mode="ablate") if isinstance(x, int)
+            else Intervention(latent=int(x[1]), mode="ablate", sae=str(x[0])) for x in latents]
 
 
 @torch.no_grad()
-def clean_and_ablated_logits(lm: LanguageModel, sae: JumpReLUSAE, ids: list[int],
-                             latents: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [T, V] (float32) without and with the latents ablated."""
-    interventions = [Intervention(latent=int(i), mode="ablate") for i in latents]
+def clean_and_ablated_logits(lm: LanguageModel, sae: SAEs, ids: list[int],
+                             latents: Sequence[Latent]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [T, V] (float32) without and with the latents ablated (each at its SAE's hook)."""
+    interventions = ablations(latents)
     check_interventions(sae, interventions)
-    kind, layer = hook_of(sae)
-    fn = steering_hook(sae, interventions, protect_prefix=bos_prefix(lm, ids), rows=slice(1, 2))
-    with intervene(lm, kind, layer, fn):
+    hooks = steering_hooks(sae, interventions, protect_prefix=bos_prefix(lm, ids), rows=slice(1, 2))
+    with intervene_many(lm, hooks):
         logits = lm.model(input_ids=torch.tensor([ids, ids], device=lm.device), use_cache=False).logits
     logits = logits.float()
     return logits[0], logits[1]
@@ -38,9 +44,12 @@ def _token_changes(lm: LanguageModel, values: torch.Tensor, ids: torch.Tensor) -
 
 
 @torch.no_grad()
-def ablation_effect(lm: LanguageModel, sae: JumpReLUSAE, text: str, latents: Sequence[int],
+def ablation_effect(lm: LanguageModel, sae: SAEs, text: str, latents: Sequence[Latent],
                     top_n: int = 10, per_token_n: int = 3, max_tokens: int = 512) -> dict[str, Any]:
-    """Per-token Δlog-prob of the actual next token when `latents` are ablated.
+    """Per-token Δlog-prob of the actual next token when `latents` are ablated together.
+
+    `sae` is one SAE (latents are ints) or a set {name: SAE} whose latents are ints (the first SAE) or
+    (name, latent) pairs, ablated at their own hooks in one pass.
 
     `delta_logprob[j]` is log p_ablated(x_j | x_<j) − log p_clean(x_j | x_<j), aligned with `tokens`
     (None for the first token, which nothing predicts). `top_increased` / `top_decreased` rank vocabulary
@@ -72,7 +81,8 @@ def ablation_effect(lm: LanguageModel, sae: JumpReLUSAE, text: str, latents: Seq
     return {
         "tokens": lm.token_strs(ids),
         "token_ids": ids,
-        "latents": [int(i) for i in latents],
+        "latents": [iv.latent for iv in ablations(latents)],
+        "latent_saes": [iv.sae for iv in ablations(latents)],  # None: the first SAE
         "delta_logprob": [None, *delta],
         "logprob_clean": [None, *lp_clean.tolist()],
         "total_delta_logprob": float(sum(delta)),

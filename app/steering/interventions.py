@@ -6,17 +6,21 @@ With f = encode(h) and d_i = W_dec[i] (in raw activation units):
   ablate(i):    clamp(i, 0)
 Several interventions combine additively, every f_i read from the unmodified h (so the result equals the
 SAE reconstruction with the edited latents, plus the original error term).
+
+Across layers: each intervention may name its SAE (`Intervention.sae`, a key of the caller's SAE set; None =
+the set's first SAE). `steering_hooks` gives one hook edit per hook point; SAEs sharing a hook point each read
+the unmodified h there and their edits add up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from app.lm.hooks import InterventionFn, parse_hook_name
+from app.lm.hooks import InterventionFn, hook_name, parse_hook_name
 from app.sae.jumprelu import JumpReLUSAE
 
 Mode = Literal["clamp", "add", "ablate"]
@@ -37,6 +41,7 @@ class Intervention:
     latent: int  # latent index, 0..d_sae-1
     mode: str = "clamp"  # one of MODES
     value: float = 0.0  # clamp target c, or add strength s (ignored for ablate)
+    sae: str | None = None  # which SAE of the caller's set (None: its first SAE)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -47,15 +52,44 @@ class Intervention:
             raise ValueError(f"intervention value must be finite, got {self.value!r}")
 
 
-def check_interventions(sae: JumpReLUSAE, interventions: Sequence[Intervention]) -> None:
-    """Raise UnknownLatent for an out-of-range latent, ValueError when a latent is edited twice."""
-    seen: set[int] = set()
+SAEs = JumpReLUSAE | Mapping[str, JumpReLUSAE]  # one SAE, or a set keyed by the names interventions use
+
+
+def sae_set(saes: SAEs) -> dict[str, JumpReLUSAE]:
+    """The SAE set as a dict (one SAE is the set {"sae": it}); ValueError when it is empty."""
+    out = {"sae": saes} if isinstance(saes, JumpReLUSAE) else dict(saes)
+    if not out:
+        raise ValueError("choose at least one SAE")
+    return out
+
+
+def group_by_sae(saes: SAEs, interventions: Sequence[Intervention]) -> dict[str, list[Intervention]]:
+    """The interventions per SAE key (None → the first SAE), in order. ValueError for a key not in the set."""
+    found = sae_set(saes)
+    default = next(iter(found))
+    groups: dict[str, list[Intervention]] = {}
     for iv in interventions:
-        if iv.latent >= sae.d_sae:
-            raise UnknownLatent(f"latent {iv.latent} does not exist: this SAE has latents 0..{sae.d_sae - 1}")
-        if iv.latent in seen:
-            raise ValueError(f"latent {iv.latent} appears in more than one intervention; give it once")
-        seen.add(iv.latent)
+        key = default if iv.sae is None else iv.sae
+        if key not in found:
+            raise ValueError(f"an intervention names SAE {key!r}, which is not loaded here; "
+                             f"choose one of {', '.join(found)}")
+        groups.setdefault(key, []).append(iv)
+    return groups
+
+
+def check_interventions(saes: SAEs, interventions: Sequence[Intervention]) -> None:
+    """Raise UnknownLatent for an out-of-range latent, ValueError when a latent of one SAE is edited twice
+    (or an intervention names an SAE outside the set)."""
+    found = sae_set(saes)
+    for key, group in group_by_sae(found, interventions).items():
+        d_sae, seen = found[key].d_sae, set()
+        where = "" if len(found) == 1 else f" of SAE {key!r}"
+        for iv in group:
+            if iv.latent >= d_sae:
+                raise UnknownLatent(f"latent {iv.latent}{where} does not exist: this SAE has latents 0..{d_sae - 1}")
+            if iv.latent in seen:
+                raise ValueError(f"latent {iv.latent}{where} appears in more than one intervention; give it once")
+            seen.add(iv.latent)
 
 
 def decoder_directions(sae: JumpReLUSAE, latents: Sequence[int]) -> torch.Tensor:
@@ -71,6 +105,12 @@ def apply_interventions(
     """h [..., d_in] with every intervention applied at every position (callers choose the positions)."""
     if not interventions:
         return h
+    return h + intervention_delta(h, sae, interventions).to(h.dtype)
+
+
+@torch.no_grad()
+def intervention_delta(h: torch.Tensor, sae: JumpReLUSAE, interventions: Sequence[Intervention]) -> torch.Tensor:
+    """What the interventions add to h [..., d_in] (in the SAE's dtype), every f_i read from h itself."""
     latents = [iv.latent for iv in interventions]
     d = decoder_directions(sae, latents)  # [n, d_in]
     x = h.to(sae.dtype)
@@ -86,8 +126,7 @@ def apply_interventions(
         else:
             target = 0.0 if iv.mode == "ablate" else iv.value
             coef[..., j] = target - f[..., j]
-    delta = coef @ d  # [..., d_in]
-    return h + delta.to(h.dtype)
+    return coef @ d  # [..., d_in]
 
 
 def hook_of(sae: JumpReLUSAE) -> tuple[str, int]:
@@ -107,6 +146,28 @@ def steering_hook(
     """An `intervene` callback: edit positions at absolute index ≥ `protect_prefix` (BOS stays untouched)
     of the batch rows `rows` (all rows when None). A KV-cached decode must give `intervene` a `Positions`
     tracker, or every step looks like position 0 and its one token (< `protect_prefix`) is left alone."""
+    return _edit_fn([(sae, list(interventions))], protect_prefix, rows)
+
+
+def steering_hooks(
+    saes: SAEs,
+    interventions: Sequence[Intervention],
+    protect_prefix: int = 1,
+    rows: slice | None = None,
+) -> list[tuple[str, InterventionFn]]:
+    """(hook name, `intervene` callback) per hook point the interventions touch, for `intervene_many`.
+
+    Each callback is `steering_hook`'s for the SAEs at that point; SAEs sharing a point read the same unmodified
+    h and their edits add up."""
+    found = sae_set(saes)
+    by_hook: dict[str, list[tuple[JumpReLUSAE, list[Intervention]]]] = {}
+    for key, group in group_by_sae(found, interventions).items():
+        by_hook.setdefault(hook_name(*hook_of(found[key])), []).append((found[key], group))
+    return [(name, _edit_fn(groups, protect_prefix, rows)) for name, groups in by_hook.items()]
+
+
+def _edit_fn(groups: list[tuple[JumpReLUSAE, list[Intervention]]], protect_prefix: int,
+             rows: slice | None) -> InterventionFn:
     rows = rows if rows is not None else slice(None)
 
     def fn(h: torch.Tensor, offset: int) -> torch.Tensor:
@@ -114,7 +175,11 @@ def steering_hook(
         if start >= h.shape[1]:
             return h
         out = h.clone()
-        out[rows, start:] = apply_interventions(h[rows, start:], sae, interventions)
+        x = h[rows, start:]
+        if len(groups) == 1:
+            out[rows, start:] = apply_interventions(x, *groups[0])
+        else:
+            out[rows, start:] = x + sum(intervention_delta(x, sae, ivs).to(h.dtype) for sae, ivs in groups)
         return out
 
     return fn

@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 
-from app.lm.hooks import Positions, intervene
+from app.lm.hooks import intervene_many
 from app.lm.model import LanguageModel
-from app.sae.jumprelu import JumpReLUSAE
 from app.steering.encode import bos_prefix, prompt_ids
-from app.steering.interventions import Intervention, check_interventions, hook_of, steering_hook
+from app.steering.interventions import Intervention, SAEs, check_interventions, steering_hooks
 
 
 @dataclass
@@ -67,7 +66,7 @@ def _kv_cache(out: Any) -> Any:
 @torch.no_grad()
 def steer(
     lm: LanguageModel,
-    sae: JumpReLUSAE,
+    sae: SAEs,
     prompt: str,
     interventions: Sequence[Intervention],
     max_new_tokens: int = 32,
@@ -78,7 +77,8 @@ def steer(
 ) -> SteerResult:
     """Generate a default and a steered continuation of `prompt` side by side.
 
-    The interventions apply at the SAE's hook to prompt and generated positions alike, never to BOS.
+    The interventions apply at their SAE's hook to prompt and generated positions alike, never to BOS. `sae` is
+    one SAE or a set {name: SAE} (several layers in one generation: each intervention names its SAE).
     Generation stops per row at EOS or after `max_new_tokens`.
     """
     if max_new_tokens < 1:
@@ -87,16 +87,15 @@ def steer(
         raise ValueError("temperature must be ≥ 0 (0 = greedy)")
     check_interventions(sae, interventions)
     ids = prompt_ids(lm, prompt, max_prompt_tokens, extra=max_new_tokens)
-    kind, layer = hook_of(sae)
     device = lm.device
     gens = [torch.Generator(device=device).manual_seed(int(seed)) for _ in range(2)]
     eos = lm.tokenizer.eos_token_id
-    fn = steering_hook(sae, interventions, protect_prefix=bos_prefix(lm, ids), rows=slice(1, 2))
+    hooks = steering_hooks(sae, interventions, protect_prefix=bos_prefix(lm, ids), rows=slice(1, 2))
     new: list[list[int]] = [[], []]
     done = [False, False]
     cache_kw = _cache_keyword(lm.model)
     # The prompt pass starts at position 0; each cached step continues where the last one stopped.
-    with intervene(lm, kind, layer, fn, positions=Positions()):
+    with intervene_many(lm, hooks, track_positions=True):
         out = lm.model(input_ids=torch.tensor([ids, ids], device=device), use_cache=True)
         for step in range(max_new_tokens):
             nxt = _sample(out.logits[:, -1, :], temperature, top_k, gens)
