@@ -227,6 +227,12 @@ def set_explanation(db_path: str | os.PathLike, latent: int, text: str | None) -
                              (i, text.strip(), time.time()))
 
 
+def index_corpus(db_path: str | os.PathLike) -> str | None:
+    """The corpus the index was built on (recorded from schema v2 on), or None."""
+    with closing(_open(db_path)) as conn:
+        return get_meta(conn, "corpus")
+
+
 def index_summary(db_path: str | os.PathLike) -> dict[str, Any]:
     """Tokens, d_sae, status, SAE metadata, model, index settings and eval metrics of an index."""
     with closing(_open(db_path)) as conn:
