@@ -34,7 +34,7 @@ class SampleCaches:
             return cache
         for old in [k for k in self._caches if k[0] == key[0]]:  # the folder's SAE was reloaded
             del self._caches[old]
-        spec = choose_sample(folder, context_size=_context_size(sae, folder), tokens=self.tokens,
+        spec = choose_sample(folder, context_size=sample_context_size(sae, folder), tokens=self.tokens,
                              corpus=self.corpus, index_db=Path(folder) / "index.db")
         contexts, split = load_sample(lm, spec)
         cache = build_cache(lm, sae, contexts, split)
@@ -44,7 +44,7 @@ class SampleCaches:
         return cache
 
 
-def _context_size(sae: JumpReLUSAE, folder: str | os.PathLike) -> int | None:
+def sample_context_size(sae: JumpReLUSAE, folder: str | os.PathLike) -> int | None:
     """The SAE's training context size (metadata), else its index's."""
     ctx = sae.cfg.metadata.get("context_size")
     if ctx:
