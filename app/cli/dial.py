@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dial", help="scale all JumpReLU thresholds: L0 / FVU / ΔLM loss along the curve; save one",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
-    p.add_argument("--model", help="LM folder or hub id (default: the SAE's metadata model_name)")
+    p.add_argument("--model", help="LM folder, .gguf file or hub id (default: the SAE's metadata model_name)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--factors", help="comma-separated threshold factors, e.g. 0.5,1,2")
     what.add_argument("--target-l0", type=float, help="search the factor whose L0 on the sample is closest to N")

@@ -4,8 +4,8 @@
 
 Scores held-out data: for an SAE trained by `jumpscope train` (train_config.json beside it) and its training
 corpus (the default), only the documents training held out (--holdout-every); another corpus (--corpus or
---eval-corpus) is scored whole. Results are printed and saved as `eval.json` beside the SAE (atomically), with `split` saying
-which documents, rows and tokens were scored; definitions in app/training/evaluate.py and SPEC §3.
+--eval-corpus) is scored whole. Results are printed and saved as `eval.json` beside the SAE (atomically), with
+`split` saying which documents, rows and tokens were scored; definitions in app/training/evaluate.py and SPEC §3.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate an SAE spliced into its LM (L0, FVU, ΔLM loss, CE score, KL)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
-    p.add_argument("--model", help="LM folder or hub id (default: the SAE's metadata model_name)")
+    p.add_argument("--model", help="LM folder, .gguf file or hub id (default: the SAE's metadata model_name)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus train_config.json "
                       "names); for the training corpus only the documents training held out are scored")

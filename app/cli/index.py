@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", required=True, help="SAE folder (or Gemma Scope params.npz)")
     p.add_argument("--corpus", required=True, help="text/JSONL/Parquet file or folder, or hf:NAME[:split]")
     p.add_argument("--tokens", required=True, type=int, help="total tokens to index (rounded up to whole rows)")
-    p.add_argument("--model", help="HF model folder or hub id (default: the SAE's metadata model_name)")
+    p.add_argument("--model", help="HF model folder, .gguf file or hub id (default: the SAE's metadata model_name)")
     p.add_argument("--out", help="database path (default: SAE_FOLDER/index.db)")
     p.add_argument("--hook", help="hook point blocks.L.hook_<kind> when the SAE metadata has none")
     p.add_argument("--context-size", type=int, help="tokens per row (default: SAE metadata, else 128)")

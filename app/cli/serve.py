@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the web app (no arguments: the embedded demo)",
                        description="Serve the JumpScope web app. Settings also come from JUMPSCOPE_* variables.")
-    p.add_argument("--model", help="LM folder or hub id (default: model_name in the first SAE's cfg.json)")
+    p.add_argument("--model", help="LM folder, .gguf file or hub id (default: model_name in the first SAE's cfg.json)")
     p.add_argument("--sae", action="append", default=None, metavar="DIR",
                    help="SAE folder or Gemma Scope params.npz; repeat for several")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")

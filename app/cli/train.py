@@ -27,7 +27,7 @@ def _bool(text: str) -> bool:
 
 # (flag, type, help); defaults come from TrainConfig so there is one source of truth.
 _OPTIONS: list[tuple[str, type, str]] = [
-    ("--model", str, "HF model folder or hub id to harvest activations from"),
+    ("--model", str, "HF model folder, .gguf file or hub id to harvest activations from"),
     ("--hook", str, "hook kind: resid_pre | resid_post | attn_out | mlp_out (default resid_post)"),
     ("--layer", int, "block index of the hook"),
     ("--corpus", str, "text/.jsonl/.parquet file or folder, or hf:NAME[:split]"),

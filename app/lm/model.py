@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from app.config import resolve_device, resolve_dtype
 from app.lm.families import Family, family_of, get_path
+from app.lm.gguf import converted_folder, is_gguf
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +132,20 @@ def load_lm(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> LanguageModel:
-    """Load a causal LM + tokenizer from a local folder or hub id.
+    """Load a causal LM + tokenizer from a local folder, a `.gguf` file or a hub id.
 
     Device "auto"/None → CUDA with bf16 when present, CPU with float32 otherwise; both overridable.
+    A GGUF file is dequantised once into a cached float32 folder (app.lm.gguf) and loaded from there at `dtype`;
+    the LM keeps the file's path as its name.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     name = str(name_or_path)
-    local = Path(name).is_dir()
+    source = str(converted_folder(name)) if is_gguf(name) else name
+    local = Path(source).is_dir()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dt, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, local_files_only=local)
     except OSError as e:
         raise ValueError(f"cannot load model {name!r}: {e}") from None
     model.to(dev).eval()
