@@ -16,7 +16,7 @@ from app.web import assets, viz
 from app.web.auth import SESSION_TTL
 from app.web.errors import install_error_handlers
 from app.web.middleware import BodySizeLimit, SecurityHeaders, TrustedHosts
-from app.web.routes import admin, api, pages
+from app.web.routes import admin, api, pages, workbench
 from app.web.services import Services
 from app.web.sessions import SessionStore
 from app.web.settings import Settings
@@ -29,7 +29,8 @@ def make_templates() -> Jinja2Templates:
     """Jinja2 templates with autoescaping (the Starlette default for .html) and our view helpers."""
     templates = Jinja2Templates(directory=str(assets.templates_dir()))
     templates.env.globals.update(heat=viz.heat_level, histogram_bars=viz.histogram_bars, fmt=viz.fmt,
-                                 show_token=viz.show_token, heat_signed=viz.heat_signed)
+                                 show_token=viz.show_token, heat_signed=viz.heat_signed, theta_bars=viz.theta_bars,
+                                 scatter=viz.scatter)
     return templates
 
 
@@ -87,4 +88,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(pages.router)
+    app.include_router(workbench.router)
     return app
