@@ -14,6 +14,7 @@ from app.index.config import IndexConfig
 from app.index.theta_window import window_prefilter
 from app.lm.corpus import iter_contexts, iter_texts
 from app.lm.model import LanguageModel
+from app.lm.outliers import keep_mask, reference_norm  # noqa: F401  (the shared rule; builder/examples use it)
 from app.sae.jumprelu import JumpReLUSAE
 
 
@@ -92,22 +93,6 @@ def encode_pairs(sae: JumpReLUSAE, x: torch.Tensor, latents: torch.Tensor) -> to
     """Activation of one latent per leading row: x [E, L, d_in] prepared, latents [E] → [E, L]."""
     pre = torch.einsum("eld,de->el", x, sae.W_enc[:, latents]) + sae.b_enc[latents].unsqueeze(1)
     return pre * (pre > sae.threshold[latents].unsqueeze(1))
-
-
-def reference_norm(lm: LanguageModel, ids: torch.Tensor, h: torch.Tensor) -> float:
-    """Median activation norm over the non-special positions of a batch (the outlier yardstick)."""
-    keep = ~lm.special_mask(ids.to(h.device))
-    norms = h.float().norm(dim=-1)[keep]
-    return float(norms.median()) if norms.numel() else 0.0
-
-
-def keep_mask(lm: LanguageModel, ids: torch.Tensor, h: torch.Tensor, outlier_factor: float,
-              norm_ref: float | None) -> torch.Tensor:
-    """[B, T] True where a position enters the statistics: not special, and not an outlier-norm position."""
-    keep = ~lm.special_mask(ids.to(h.device))
-    if outlier_factor > 0 and norm_ref:
-        keep &= h.float().norm(dim=-1) <= outlier_factor * norm_ref
-    return keep
 
 
 def corpus_rows(lm: LanguageModel, corpus: str | os.PathLike, context_size: int, start: int = 0,
