@@ -50,13 +50,39 @@ def _exists(corpus: str) -> bool:
     return corpus.startswith("hf:") or Path(corpus).exists()
 
 
-def _index_corpus(index_db: Path | None) -> str | None:
-    """The corpus an index recorded (indexes of schema v2 on), or None."""
+def relocated(corpus: str, recorded_sae: str | None, sae_folder: Path) -> str:
+    """`corpus` as recorded, or — when it is gone and sat beside the SAE when that was recorded (a bundle built
+    in a temporary folder, then moved, like the demo) — the same relative path beside the SAE folder now."""
+    if _exists(corpus) or not recorded_sae:
+        return corpus
+    try:
+        rel = Path(corpus).relative_to(Path(recorded_sae).parent)
+    except ValueError:
+        return corpus
+    moved = Path(sae_folder).resolve().parent / rel
+    return str(moved) if moved.exists() else corpus
+
+
+def _relocate_record(record: dict[str, Any], sae_folder: Path) -> dict[str, Any]:
+    """The training record with its corpus paths relocated (see `relocated`) against its recorded `out`."""
+    out = record.get("out")
+    record = dict(record)
+    if isinstance(record.get("corpus"), str):
+        record["corpus"] = relocated(record["corpus"], out, sae_folder)
+    split = record.get("data_split")
+    if isinstance(split, dict) and isinstance(split.get("corpus"), str):
+        record["data_split"] = {**split, "corpus": relocated(split["corpus"], out, sae_folder)}
+    return record
+
+
+def _index_corpus(index_db: Path | None, sae_folder: Path) -> str | None:
+    """The corpus an index recorded (indexes of schema v2 on, relocated like a training record), or None."""
     if index_db is None or not Path(index_db).is_file():
         return None
-    from app.index.service import index_corpus
+    from app.index.service import index_corpus, index_summary
 
-    return index_corpus(index_db)
+    corpus = index_corpus(index_db)
+    return relocated(corpus, index_summary(index_db).get("sae_path"), sae_folder) if corpus else None
 
 
 def choose_sample(sae_folder: str | os.PathLike, context_size: int | None = None, tokens: int = DEFAULT_TOKENS,
@@ -70,6 +96,8 @@ def choose_sample(sae_folder: str | os.PathLike, context_size: int | None = None
         raise ValueError(f"the sample needs at least 1 token, got {tokens}")
     ctx = int(context_size or DEFAULT_CONTEXT)
     record = training_record(sae_folder)
+    if record:
+        record = _relocate_record(record, Path(sae_folder))
     tried: list[str] = []
     if corpus is not None:
         if not _exists(corpus):
@@ -90,7 +118,7 @@ def choose_sample(sae_folder: str | os.PathLike, context_size: int | None = None
                 return SampleSpec(src.corpus, src.part, src.holdout_every, ctx, tokens, "training record",
                                   src.disjoint_from_training)
             tried.append(f"training record: corpus {src.corpus} not found")
-    index_corpus = _index_corpus(Path(index_db) if index_db else None)
+    index_corpus = _index_corpus(Path(index_db) if index_db else None, Path(sae_folder))
     if index_corpus and _exists(index_corpus):
         trained_on = ((record or {}).get("data_split") or {}).get("corpus") or (record or {}).get("corpus")
         disjoint = None if not trained_on else not _same(index_corpus, trained_on)
