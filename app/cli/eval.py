@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
     p.add_argument("--model", help="LM folder, .gguf file or hub id (default: the SAE's metadata model_name)")
+    p.add_argument("--outlier-factor", type=float, default=None,
+                   help="skip positions whose activation norm exceeds this × the reference norm (default: the "
+                        "SAE's training rule and reference norm from its metadata, else 10 × the first batch's "
+                        "median; 0: off)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--corpus", help="corpus to evaluate on (default: the training corpus train_config.json "
                       "names); for the training corpus only the documents training held out are scored")
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not hook:
         raise CLIError("the SAE's metadata has no hook_name; pass --hook (e.g. blocks.6.hook_resid_post)")
     parse_hook_name(hook)  # ValueError → exit 2 before loading the model
+    factor, norm_ref = _outlier_rule(meta, args.outlier_factor)
     context_size = args.context_size or int(meta.get("context_size") or DEFAULT_CONTEXT)
     out_path = _eval_path(args)
     if not out_path.parent.is_dir():
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                                  part=source.part, holdout_every=source.holdout_every)
     with tqdm(total=contexts.shape[0], unit="ctx", desc="eval", leave=False) as bar:
         result = evaluate_sae(sae, lm, contexts, batch_size=args.batch_size, hook=hook, seed=args.seed,
+                              outlier_factor=factor, norm_ref=norm_ref,
                               progress=lambda done, total: bar.update(done - bar.n))
     split.update(scored_tokens=result["tokens"], predictions=result["predictions"],
                  disjoint_from_training=source.disjoint_from_training)
@@ -120,6 +126,22 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"saved {out_path}")
     return 0
+
+
+def _outlier_rule(meta: dict, factor: float | None) -> tuple[float, float | None]:
+    """(factor, reference norm) for eval: the flag's factor with a fresh reference norm, else the rule training
+    recorded in the SAE's metadata (app/lm/outliers.py), else the default factor with a fresh reference norm."""
+    if factor is not None:
+        if not factor >= 0:
+            raise CLIError(f"--outlier-factor must be >= 0 (0 turns outlier skipping off), got {factor}")
+        return factor, None
+    recorded = meta.get("outliers")
+    if isinstance(recorded, dict) and isinstance(recorded.get("factor"), int | float):
+        ref = recorded.get("reference_norm")
+        return float(recorded["factor"]), float(ref) if isinstance(ref, int | float) and ref > 0 else None
+    from app.lm.outliers import OUTLIER_FACTOR
+
+    return OUTLIER_FACTOR, None
 
 
 def _model_width(model: str) -> int | None:

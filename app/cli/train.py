@@ -39,6 +39,8 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--buffer-tokens", int, "mixing-buffer size in tokens (default 262144)"),
     ("--holdout-every", int, "hold every N-th corpus document out of training for `jumpscope eval` "
                              "(default 20; 0: none)"),
+    ("--outlier-factor", float, "skip positions whose activation norm exceeds this × the median norm "
+                                "(default 10; 0: off), as eval and the index do"),
     ("--d-sae", int, "number of latents (required)"),
     ("--d-in", int, "expected activation width (checked against the data)"),
     ("--threshold-init", float, "θ at init, normalised units (default 0.001)"),

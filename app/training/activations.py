@@ -1,7 +1,8 @@
 """Activation sources for training: an activation file (SPEC §6), or an LM harvested on the fly.
 
 Both serve fixed *blocks* to the mixing buffer (app.training.buffer). An LM block is the activations of a
-fixed run of consecutive contexts of this rank's corpus shard, with special tokens (BOS/EOS/PAD) dropped;
+fixed run of consecutive contexts of this rank's corpus shard, with special tokens (BOS/EOS/PAD) and outlier-norm
+positions dropped (the shared rule of app/lm/outliers.py);
 harvested blocks can be kept as safetensors shards in an activation cache and reused by every run of a sweep
 that reads the same model, hook, corpus and token budget.
 """
@@ -120,12 +121,16 @@ class LMSource:
         lm_batch_size: int = 8,
         cache_dir: Path | None = None,
         rank: int = 0,
+        outlier_factor: float = 0.0,
+        norm_ref: float | None = None,
     ) -> None:
         if contexts.ndim != 2 or contexts.shape[0] == 0:
             raise ActivationError("no token contexts to harvest from (corpus too small for one context?)")
         self.lm, self.contexts, self.kind, self.layer = lm, contexts, kind, layer
         self.d_in = int(lm.d_model)
         self.lm_batch_size = lm_batch_size
+        self.outlier_factor, self.norm_ref = outlier_factor, norm_ref
+        self.outliers_excluded = 0  # non-special positions dropped as outliers (blocks harvested by this process)
         self.ctx_per_block = max(1, math.ceil(block_tokens / contexts.shape[1]))
         self.n_blocks = math.ceil(contexts.shape[0] / self.ctx_per_block)
         self.cache_dir, self.rank = cache_dir, rank
@@ -134,13 +139,15 @@ class LMSource:
 
     def _harvest(self, j: int) -> torch.Tensor:
         from app.lm.hooks import capture
+        from app.lm.outliers import keep_mask
 
         ids = self.contexts[j * self.ctx_per_block: (j + 1) * self.ctx_per_block]
         out = []
         for lo in range(0, ids.shape[0], self.lm_batch_size):
             chunk = ids[lo: lo + self.lm_batch_size]
             h = capture(self.lm, chunk, None, self.kind, self.layer)
-            keep = ~self.lm.special_mask(chunk).to(h.device)  # BOS/EOS/PAD never enter training
+            keep = keep_mask(self.lm, chunk, h, self.outlier_factor, self.norm_ref)  # special + outliers out
+            self.outliers_excluded += int((~self.lm.special_mask(chunk).to(h.device) & ~keep).sum())
             out.append(h[keep].float().cpu())
         acts = torch.cat(out)
         check_finite(acts, f"activations of block {j} at {self.kind} layer {self.layer}")

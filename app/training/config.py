@@ -66,6 +66,7 @@ class TrainConfig:
     activation_cache: str | None = None  # folder of harvested activation shards, reused across a sweep
     buffer_tokens: int = 262_144  # mixing-buffer size: activations are shuffled within blocks of this many tokens
     holdout_every: int = 20  # every N-th corpus document is held out of training for `jumpscope eval`; 0: none
+    outlier_factor: float = 10.0  # skip positions with norm > factor × median norm (app/lm/outliers.py); 0: off
     # --- the SAE ----------------------------------------------------------------------------------------
     d_sae: int = 0  # number of latents (required)
     d_in: int | None = None  # expected activation width; None: taken from the data (a mismatch is an error)
@@ -160,6 +161,8 @@ class TrainConfig:
             (self.lm_batch_size > 0, f"--lm-batch-size must be positive, got {self.lm_batch_size}"),
             (self.holdout_every == 0 or self.holdout_every >= 2,
              f"--holdout-every must be 0 (nothing held out) or >= 2, got {self.holdout_every}"),
+            (math.isfinite(self.outlier_factor) and self.outlier_factor >= 0,
+             f"--outlier-factor must be >= 0 (0 turns outlier skipping off), got {self.outlier_factor}"),
             (self.context_size is None or self.context_size >= 2,
              f"--context-size must be >= 2, got {self.context_size}"),
             (self.log_every is None or self.log_every > 0, f"--log-every must be positive, got {self.log_every}"),

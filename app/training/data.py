@@ -60,7 +60,8 @@ def build_data(config: TrainConfig, dist: DistContext) -> DataPlan:
 def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
     from app.lm import load_lm
     from app.lm.corpus import iter_texts, load_split
-    from app.lm.hooks import hook_name, resolve_hook
+    from app.lm.hooks import capture, hook_name, resolve_hook
+    from app.lm.outliers import outlier_record, reference_norm
 
     if config.batch_size % dist.world:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {dist.world} ranks")
@@ -87,10 +88,17 @@ def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
             "model": str(config.model), "hook": config.hook, "layer": config.layer, "corpus": str(config.corpus),
             "context_size": ctx, "n_tokens": n_tokens, "seed": config.seed, "block_tokens": block_tokens,
             "world": dist.world, "lm_dtype": str(lm.dtype), "holdout_every": config.holdout_every,
+            "outlier_factor": config.outlier_factor,
         }
         cache_dir = cache_folder(config.activation_cache, key)
+    # The outlier yardstick: the median norm of the first LM batch of the (shuffled) training contexts, the same
+    # on every rank and on resume.
+    norm_ref = None
+    if config.outlier_factor > 0:
+        first_ids = contexts[: config.lm_batch_size]
+        norm_ref = reference_norm(lm, first_ids, capture(lm, first_ids, None, config.hook, config.layer))
     source = LMSource(lm, shard, config.hook, config.layer, block_tokens, config.lm_batch_size,
-                      cache_dir=cache_dir, rank=dist.rank)
+                      cache_dir=cache_dir, rank=dist.rank, outlier_factor=config.outlier_factor, norm_ref=norm_ref)
     first = source.rows(0, torch.arange(source.block_size(0)))  # harvest block 0: NaN/Inf fail before work
     check_finite(first, f"{config.model} at {config.hook} layer {config.layer}")
     if config.d_in is not None and config.d_in != source.d_in:
@@ -100,5 +108,6 @@ def _build_lm_data(config: TrainConfig, dist: DistContext) -> DataPlan:
     meta = {
         "model_name": str(config.model), "hook_name": hook_name(config.hook, config.layer),
         "hook_layer": config.layer, "context_size": ctx, "dataset_path": str(config.corpus), "prepend_bos": True,
+        "outliers": outlier_record(config.outlier_factor, norm_ref),
     }
     return DataPlan(buffer, source.d_in, meta, cache_dir, cache_key=key if cache_dir else None, split=split)

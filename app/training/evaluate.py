@@ -1,8 +1,9 @@
 """Evaluate an SAE on a language model (issue 3 item 5), with SPEC §3's metric definitions.
 
 For every batch of contexts the LM runs three times: clean (the hook's activations h are recorded), with the
-SAE's reconstruction x̂(h) spliced in at the hook, and with h zero-ablated. Special tokens (BOS/EOS/PAD) are
-never spliced or ablated and are never counted:
+SAE's reconstruction x̂(h) spliced in at the hook, and with h zero-ablated. Excluded positions — special tokens
+(BOS/EOS/PAD) and outlier-norm positions, by the rule training and the index share (app/lm/outliers.py; the
+reference norm is the median over the first batch unless given) — are never spliced or ablated and never counted:
 
 - L0, density, dead / dense latents, FVU: over the non-special tokens' activations at the hook.
   FVU = Σ‖h − x̂‖² / Σ‖h − mean(h)‖² with the per-dimension mean over the whole evaluation set.
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from app.fsio import atomic_write_json
 from app.lm.hooks import intervene, parse_hook_name
 from app.lm.model import LanguageModel
+from app.lm.outliers import OUTLIER_FACTOR, check_factor, keep_mask, outlier_record, reference_norm
 from app.sae.jumprelu import JumpReLUSAE
 from app.training.bootstrap import N_BOOT, ContextSums, bootstrap_intervals
 from app.training.metrics import FVUAccumulator, LatentStats, density_histogram, finite_or_none
@@ -108,12 +110,16 @@ def evaluate_sae(
     progress: Callable[[int, int], None] | None = None,
     n_boot: int = N_BOOT,
     seed: int = 0,
+    outlier_factor: float = OUTLIER_FACTOR,
+    norm_ref: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of `sae` spliced into `lm` over `contexts` (LongTensor [N, T], e.g. from load_contexts).
 
     `hook` defaults to the SAE's metadata `hook_name`. `progress(done, total)` is called after each batch.
     FVU, ΔLM loss, CE score and KL get 95 % bootstrap intervals over contexts (`<metric>_ci`, `n_boot`
-    resamples drawn with `seed`; app/training/bootstrap.py); n_boot=0 skips them.
+    resamples drawn with `seed`; app/training/bootstrap.py); n_boot=0 skips them. Positions whose activation norm
+    exceeds `outlier_factor` × `norm_ref` (default: the median norm of the first batch) are excluded like special
+    tokens; `outliers` in the result records the rule and how many positions it excluded.
     Returns a JSON-able dict (NaN → None); see the module docstring for the definitions.
     """
     hook = hook or sae.cfg.metadata.get("hook_name")
@@ -126,19 +132,20 @@ def evaluate_sae(
         raise ValueError(f"contexts must be a non-empty [N, T≥2] tensor of token ids, got {tuple(contexts.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    check_factor(outlier_factor)
     sae = sae.to(lm.device)
     special_all = lm.special_mask(contexts)
-    n_tokens = int((~special_all).sum())
-    if n_tokens == 0:
+    n_real = int((~special_all).sum())
+    if n_real == 0:
         raise ValueError("the contexts hold only special tokens")
-    stats = LatentStats(sae.d_sae, dead_window=n_tokens)
+    stats = LatentStats(sae.d_sae, dead_window=n_real)
     fvu = FVUAccumulator()
     ce = _CEAccumulator()
     per_context = ContextSums()
     theta = sae.threshold
+    rule = {"norm_ref": norm_ref, "tokens": 0, "outliers": 0}
 
     def run_batch(ids: torch.Tensor, special: torch.Tensor) -> None:
-        keep = special.unsqueeze(-1)  # positions left untouched by splicing / ablation
         seen: dict[str, torch.Tensor] = {}
 
         def record(h: torch.Tensor, offset: int) -> torch.Tensor:
@@ -157,11 +164,16 @@ def evaluate_sae(
 
         with intervene(lm, kind, layer, record):
             clean = _logits(lm, ids)
+        if rule["norm_ref"] is None and outlier_factor > 0:
+            rule["norm_ref"] = reference_norm(lm, ids, seen["h"])
+        real = keep_mask(lm, ids, seen["h"], outlier_factor, rule["norm_ref"])
+        rule["outliers"] += int((real != ~special).sum())
+        rule["tokens"] += int(real.sum())
+        keep = (~real).unsqueeze(-1)  # positions left untouched by splicing / ablation
         with intervene(lm, kind, layer, splice):
             spliced = _logits(lm, ids)
         with intervene(lm, kind, layer, ablate):
             zero = _logits(lm, ids)
-        real = ~special
         stats.update(seen["active"][real])
         fvu.update(seen["h"][real], seen["x_hat"][real])
         per_context.add_activations(seen["h"], seen["x_hat"], real)
@@ -177,6 +189,10 @@ def evaluate_sae(
         if progress is not None:
             progress(min(start + batch_size, total), total)
 
+    n_tokens = rule["tokens"]
+    if n_tokens == 0:
+        raise ValueError("every non-special position of the contexts is an outlier (see --outlier-factor)")
+    stats.dead_window = n_tokens  # dead = never active over the positions actually scored
     density = stats.density()
     result: dict[str, Any] = {
         "hook_name": hook,
@@ -194,6 +210,7 @@ def evaluate_sae(
         "dead_over_tokens": n_tokens,
         "dense_fraction": stats.dense_fraction(),
         "density_histogram": density_histogram(density, bins=histogram_bins),
+        "outliers": outlier_record(outlier_factor, rule["norm_ref"], rule["outliers"]),
     }
     if n_boot > 0:
         result.update(bootstrap_intervals(per_context, n_boot=n_boot, seed=seed))
