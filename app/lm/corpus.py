@@ -2,6 +2,11 @@
 
 Each row starts with BOS; documents are separated by EOS. Shuffling is deterministic by seed.
 
+Corpus order: a folder's documents are interleaved, not read file after file: the files are shuffled with a fixed
+seed (ORDER_SEED) and up to LANES of them are read at once, each next document drawn from a seeded random one
+of those. A token budget therefore samples every file, not the alphabetically first ones. The order is a pure
+function of the folder's contents (no run seed), so the split below and the index's row numbers stay stable.
+
 Train / held-out split (by document, so it holds for any tokenizer and context size): document i of a corpus
 (0-based, in `iter_texts` order) is held out iff `holdout_every > 0` and i % holdout_every == holdout_every − 1.
 Training packs only the other documents (part "train"); `jumpscope eval` packs only the held-out ones
@@ -30,6 +35,8 @@ SUPPORTED = ", ".join(sorted(TEXT_SUFFIXES | {".jsonl", ".parquet"}))
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
+ORDER_SEED = 0  # the fixed seed of a folder's document interleaving
+LANES = 64  # files read at once while interleaving (bounds open files)
 HOLDOUT_EVERY = 20  # default: every 20th document (5 %) is held out of training for evaluation
 PARTS = ("all", "train", "held_out")
 
@@ -128,7 +135,7 @@ def iter_texts(path: str | os.PathLike) -> Iterator[str]:
         for f in files:
             if f.suffix not in TEXT_SUFFIXES | {".jsonl", ".parquet"}:
                 raise CorpusError(f"{f}: unsupported corpus file type (use {SUPPORTED})")
-        source = _chain(files)
+        source = _interleave(files) if len(files) > 1 else _chain(files)
     empty = True
     for text in source:
         empty = False
@@ -137,14 +144,36 @@ def iter_texts(path: str | os.PathLike) -> Iterator[str]:
         raise CorpusError(f"{spec}: corpus is empty (no non-blank text)")
 
 
+def _read_file(f: Path) -> Iterator[str]:
+    if f.suffix == ".jsonl":
+        return _read_jsonl(f)
+    if f.suffix == ".parquet":
+        return _read_parquet(f)
+    return _read_text_file(f)
+
+
 def _chain(files: list[Path]) -> Iterator[str]:
     for f in files:
-        if f.suffix == ".jsonl":
-            yield from _read_jsonl(f)
-        elif f.suffix == ".parquet":
-            yield from _read_parquet(f)
+        yield from _read_file(f)
+
+
+def _interleave(files: list[Path], seed: int = ORDER_SEED, lanes: int = LANES) -> Iterator[str]:
+    """Documents of several files mixed: files in a seeded shuffled order, `lanes` of them open at a time, each
+    next document taken from a seeded random open file (documents of one file keep their order)."""
+    rng = random.Random(seed)
+    queue = list(files)
+    rng.shuffle(queue)
+    queue.reverse()  # pop() takes the next file of the shuffled order
+    active: list[Iterator[str]] = []
+    while queue or active:
+        while queue and len(active) < lanes:
+            active.append(_read_file(queue.pop()))
+        i = rng.randrange(len(active))
+        doc = next(active[i], None)
+        if doc is None:
+            active.pop(i)
         else:
-            yield from _read_text_file(f)
+            yield doc
 
 
 def _tokenizer(lm_or_tokenizer: Any):

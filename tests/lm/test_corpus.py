@@ -15,7 +15,9 @@ def test_reads_text_jsonl_and_parquet_folders(tmp_path):
     (tmp_path / "a.txt").write_text("first paragraph\nstill first\n\n\nsecond one\n")
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "from jsonl"}) + "\n\n" + json.dumps({"text": "  "}) + "\n")
     pq.write_table(pa.table({"text": ["from parquet", None, ""]}), tmp_path / "c.parquet")
-    assert list(iter_texts(tmp_path)) == ["first paragraph\nstill first", "second one", "from jsonl", "from parquet"]
+    docs = list(iter_texts(tmp_path))  # interleaved across files (see test_folder_documents_are_interleaved…)
+    assert sorted(docs) == sorted(["first paragraph\nstill first", "second one", "from jsonl", "from parquet"])
+    assert docs.index("first paragraph\nstill first") < docs.index("second one")
 
 
 def test_odd_bytes_are_replaced_not_fatal(tmp_path):
@@ -79,3 +81,41 @@ def test_hf_dataset_without_the_datasets_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as on a machine without `datasets`
     with pytest.raises(CorpusError, match="'datasets' package is not installed"):
         list(iter_texts("hf:some/corpus:train"))
+
+
+def _folder_of_files(tmp_path, n_files=4, per_file=12):
+    for f in range(n_files):
+        (tmp_path / f"f{f}.txt").write_text("\n\n".join(f"doc {d} of file {f}" for d in range(per_file)))
+    return [[f"doc {d} of file {f}" for d in range(per_file)] for f in range(n_files)]
+
+
+def test_folder_documents_are_interleaved_deterministically(tmp_path):
+    """Every file contributes early, each file's documents keep their order, nothing is lost or repeated."""
+    by_file = _folder_of_files(tmp_path)
+    docs = list(iter_texts(tmp_path))
+    assert docs == list(iter_texts(tmp_path))  # deterministic
+    assert sorted(docs) == sorted(d for f in by_file for d in f)
+    assert docs != [d for f in by_file for d in f]  # not file after file
+    first = docs[: len(docs) // 4]
+    assert {d.rsplit(" ", 1)[1] for d in first} == {str(f) for f in range(len(by_file))}  # all files early
+    for f, want in enumerate(by_file):
+        assert [d for d in docs if d.endswith(f"file {f}")] == want
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "a.txt").write_text("x\n\ny\n\nz")
+    assert list(iter_texts(tmp_path / "single")) == ["x", "y", "z"]  # one file: its own order
+
+
+def test_interleaved_split_stays_disjoint(tmp_path, tiny_tokenizer):
+    """Train and held-out parts of an interleaved folder: disjoint, together the whole corpus, reproducible."""
+    _folder_of_files(tmp_path, n_files=3, per_file=20)
+    docs = list(iter_texts(tmp_path))
+    k = 5
+    held = [d for i, d in enumerate(docs) if i % k == k - 1]
+    kept = [d for i, d in enumerate(docs) if i % k != k - 1]
+    assert not set(held) & set(kept) and len(held) + len(kept) == 60
+    for part, want_docs in (("held_out", held), ("train", kept)):
+        rows, record = load_split(tiny_tokenizer, tmp_path, 8, shuffle=False, part=part, holdout_every=k)
+        assert rows.tolist() == list(iter_contexts(tiny_tokenizer, want_docs, 8)), part
+        again, _ = load_split(tiny_tokenizer, tmp_path, 8, shuffle=False, part=part, holdout_every=k)
+        assert again.equal(rows)
+        assert record["documents"] == len(want_docs)
