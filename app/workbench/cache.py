@@ -8,8 +8,9 @@ with the SAE's reconstruction spliced in, both with SPEC §3's definitions as in
 - per context, the summed next-token NLL of the clean and of the spliced model over counted predictions.
 
 A changed θ only changes which (position, latent) pairs are active, so L0 and FVU follow from `pre` without an
-LM call; ΔLM loss re-runs the spliced LM on the contexts whose reconstruction changed (the whole forward: the
-layers before the hook are recomputed, their output is then replaced at the hook).
+LM call; ΔLM loss re-runs the spliced LM on the contexts whose reconstruction changed, from the hook on for
+resid_post / resid_pre hooks (app/workbench/forward.py: the blocks before the hook are skipped; checked once
+against the whole spliced forward, which is used otherwise).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.lm.hooks import intervene, parse_hook_name
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
 from app.training.metrics import FVUAccumulator
+from app.workbench.forward import block_returns_tuple, logits_from_hook, skips_prefix
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class SampleCache:
     predictions: int  # counted predictions
     split: dict[str, Any] = field(default_factory=dict)  # where the sample came from
     build_seconds: float = 0.0
+    skip_prefix: bool = False  # LM forwards start at the hook (verified at build time)
+    block_tuple: bool = False  # the model's blocks return tuples
 
     @property
     def n_tokens(self) -> int:
@@ -79,9 +83,10 @@ def decoder_rows(sae: JumpReLUSAE) -> torch.Tensor:
 
 @torch.no_grad()
 def spliced_nll(lm: LanguageModel, sae: JumpReLUSAE, cache: SampleCache, ctx: torch.Tensor,
-                x_hat_rows: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+                x_hat_rows: torch.Tensor, batch_size: int = 16, skip: bool | None = None) -> torch.Tensor:
     """float64 [len(ctx)]: summed NLL per context with `x_hat_rows` (the reconstruction at those contexts'
-    non-special positions, in cache order) spliced in at the hook."""
+    non-special positions, in cache order) spliced in at the hook. `skip`: start at the hook (default: the
+    cache's verified choice)."""
     kind, layer = parse_hook_name(sae.cfg.metadata["hook_name"])
     out = torch.zeros(ctx.numel(), dtype=torch.float64)
     # positions of each wanted context inside the cached [N] order
@@ -98,12 +103,8 @@ def spliced_nll(lm: LanguageModel, sae: JumpReLUSAE, cache: SampleCache, ctx: to
         full = cache.h_full[sel].clone()
         full[~special.cpu()] = rows.to(full.dtype)
         full = full.to(lm.device)
-
-        def splice(h: torch.Tensor, offset: int, full=full, special=special) -> torch.Tensor:
-            return torch.where(special.unsqueeze(-1), h, full.to(h.dtype))
-
-        with intervene(lm, kind, layer, splice):
-            logits = lm.model(input_ids=ids, use_cache=False).logits
+        logits = logits_from_hook(lm, kind, layer, ids, full, special, skip if skip is not None else
+                                  cache.skip_prefix, cache.block_tuple)
         out[b:b + sel.numel()] = context_nll(logits, ids, cache.counted[sel].to(lm.device)).cpu()
     return out
 
@@ -157,7 +158,16 @@ def build_cache(lm: LanguageModel, sae: JumpReLUSAE, contexts: torch.Tensor, spl
                         total_variance=float(fvu.m2.sum()), active=int((pre > theta).sum()),
                         nll_clean=torch.cat(clean_parts), nll_sae=torch.zeros(contexts.shape[0], dtype=torch.float64),
                         predictions=int(counted.sum()), split=dict(split or {}))
-    cache.nll_sae = spliced_nll(lm, sae, cache, torch.arange(contexts.shape[0]), x_hat, batch_size)
+    every = torch.arange(contexts.shape[0])
+    cache.nll_sae = spliced_nll(lm, sae, cache, every, x_hat, batch_size, skip=False)
+    if skips_prefix(kind, layer):
+        cache.block_tuple = block_returns_tuple(lm, contexts)
+        fast = spliced_nll(lm, sae, cache, every, x_hat, batch_size, skip=True)
+        if torch.allclose(fast, cache.nll_sae, rtol=1e-6, atol=1e-5):
+            cache.skip_prefix, cache.nll_sae = True, fast
+        else:
+            log.warning("forwards from the hook disagree with whole forwards (max |Δ| %.3g): using whole forwards",
+                        float((fast - cache.nll_sae).abs().max()))
     cache.build_seconds = time.perf_counter() - t0
     log.info("workbench sample: %d contexts, %d tokens, cached in %.2f s", contexts.shape[0], cache.n_tokens,
              cache.build_seconds)

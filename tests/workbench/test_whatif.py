@@ -94,3 +94,36 @@ def test_density_at_stored_theta_is_the_index_density(tmp_path, tiny_lm, wb_sae,
         assert d["tokens_seen"] == wb_cache.n_tokens
         r = what_if(tiny_lm, wb_sae, wb_cache, i, d["threshold"], lm_loss=False)
         assert r["density"] == d["density"], i
+
+
+def test_the_cache_starts_forwards_at_the_hook(wb_cache):
+    assert wb_cache.skip_prefix  # resid_post of a llama block: the blocks up to the hook are skipped
+
+
+@pytest.mark.parametrize("family,hook,skips", [("gpt2", "blocks.1.hook_resid_pre", True),
+                                                ("llama", "blocks.1.hook_mlp_out", False)])
+def test_other_families_and_hooks_match_a_reevaluation(tiny_model_dir, wb_corpus, family, hook, skips):
+    from app.lm import load_lm
+    from app.lm.corpus import load_contexts
+    from app.lm.hooks import capture, parse_hook_name
+    from app.sae import JumpReLUSAE
+    from app.workbench.cache import build_cache
+
+    lm = load_lm(tiny_model_dir(family), device="cpu")
+    sae = JumpReLUSAE.create(lm.d_model, 16, seed=1, metadata={"hook_name": hook})
+    contexts = load_contexts(lm, wb_corpus, CTX, n_tokens=192, shuffle=False)
+    h = capture(lm, contexts, None, *parse_hook_name(hook))[:, 1:].reshape(-1, lm.d_model)
+    with torch.no_grad():
+        sae.set_threshold(sae.pre_acts(h).quantile(0.8, dim=0).clamp_min(1e-3))
+    sae.requires_grad_(False)
+    cache = build_cache(lm, sae, contexts)
+    assert cache.skip_prefix == skips
+    base = evaluate(sae, lm, contexts)
+    assert cache.baseline()["delta_lm_loss"] == pytest.approx(base["delta_lm_loss"], rel=1e-4, abs=1e-7)
+    theta = float(sae.threshold[2]) * 0.6
+    r = what_if(lm, sae, cache, 2, theta)
+    new = evaluate(edited(sae, 2, theta), lm, contexts)
+    assert r["changed_tokens"] > 0
+    assert r["delta_lm_loss_change"] == pytest.approx(new["delta_lm_loss"] - base["delta_lm_loss"], rel=1e-3,
+                                                      abs=2e-6)
+    assert r["fvu_change"] == pytest.approx(new["fvu"] - base["fvu"], rel=1e-4, abs=1e-7)
