@@ -205,10 +205,26 @@ def _connect_writer(db_path: Path, restart: bool) -> sqlite3.Connection:
     except IndexSchemaError:
         if not restart:
             raise
-        log.warning("%s has an older index schema: deleting it (--restart)", db_path)
+        log.warning("%s has an older index schema: rebuilding it (--restart), keeping its explanations", db_path)
+        kept = _old_explanations(db_path)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-        return connect(db_path)
+        conn = connect(db_path)
+        with conn:
+            conn.executemany("INSERT INTO explanations(latent, text, updated) VALUES (?, ?, ?)", kept)
+        return conn
+
+
+def _old_explanations(db_path: Path) -> list[tuple]:
+    """(latent, text, updated) rows of an index about to be rebuilt (none when unreadable)."""
+    try:
+        old = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return old.execute("SELECT latent, text, updated FROM explanations").fetchall()
+        finally:
+            old.close()
+    except sqlite3.DatabaseError:
+        return []
 
 
 def _write_info(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE, cfg: IndexConfig,

@@ -141,6 +141,7 @@ def test_an_index_of_the_old_schema_reads_without_the_window_and_restarts(built,
         conn.execute("DROP TABLE theta_window")
         conn.execute("DELETE FROM examples WHERE kind = 'near'")
         set_meta(conn, "schema_version", 1)
+        conn.execute("INSERT OR REPLACE INTO explanations(latent, text, updated) VALUES (2, 'kept text', 1.0)")
         conn.commit()
     d = latent_dashboard(old, 0)
     assert d["pre_histogram"] is None and d["near_misses"] == [] and d["top_examples"] is not None
@@ -149,3 +150,4 @@ def test_an_index_of_the_old_schema_reads_without_the_window_and_restarts(built,
         run_index(tiny_lm, tiny_sae, corpus_file, 64, old, quick)
     run_index(tiny_lm, tiny_sae, corpus_file, 64, old, quick, restart=True)
     assert latent_dashboard(old, 0)["pre_histogram"] is not None
+    assert latent_dashboard(old, 2)["explanation"] == "kept text"  # explanations survive the rebuild
