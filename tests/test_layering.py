@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ("fastapi", "starlette", "uvicorn", "jinja2")
 CORE = ["app.config", "app.sae", "app.lm", "app.training", "app.index", "app.steering", "app.demo", "app.jobs",
-        "app.cli"]
+        "app.cli", "app.workbench", "app.workbench.whatif", "app.workbench.dial", "app.workbench.registry"]
 
 # sys.modules[name] = None makes `import name` fail while find_spec() reports "not installed",
 # which is how a machine without those packages looks to probing libraries (transformers probes jinja2).
