@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP := -m pip --disable-pip-version-check -q
 # The fast part of the suite: what the newest and lowest environments run.
-FAST := -m "not slow and not browser" -p no:cacheprovider
+FAST := -m "not slow and not browser and not real" -p no:cacheprovider
 
-.PHONY: install serve test test-locked test-newest test-lowest lint lock bench clean
+.PHONY: install serve test test-locked test-real test-newest test-lowest lint lock bench clean
 
 # A locked venv: $(1) = venv folder, $(2) = lock file. No resolution happens: every pin and hash is in the lock.
 define locked_venv
@@ -29,10 +29,14 @@ install: $(VENV)/.installed
 serve: install
 	$(VENV)/bin/jumpscope serve
 
-test: test-locked test-newest test-lowest
+test: test-locked test-real test-newest test-lowest
 
 test-locked: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not real"
+
+# Real LMs from GGUF files (SmolLM2-135M, Gemma 3 270M; their wheels are in the lock): tests/real/.
+test-real: install
+	$(PY) -m pytest -q -m real -p no:cacheprovider
 
 # Newest releases of every dependency (torch stays the local CPU wheel), resolved now, not locked.
 test-newest: install
