@@ -39,18 +39,18 @@ def bos_prefix(lm: LanguageModel, ids: list[int]) -> int:
 
 
 @torch.no_grad()
-def sae_latents(sae: JumpReLUSAE, h: torch.Tensor, special: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pre-activations, latents) [T, d_sae] of the SAE on hook activations h [T, d]; special positions get
-    no latents (f = 0 there), as in training."""
-    pre = sae.pre_acts(h.to(sae.device))
-    f = pre * (pre > sae.threshold.detach())
-    return pre, f.masked_fill(special.to(f.device)[:, None], 0.0)
+def sae_latents(sae: JumpReLUSAE, h: torch.Tensor, special: torch.Tensor) -> torch.Tensor:
+    """Latents f [T, d_sae] of the SAE on hook activations h [T, d]; special positions get none (f = 0 there),
+    as in training. Where a latent is active (pre > θ), f = pre, so its margin pre − θ is f − θ."""
+    f = sae.encode(h.to(sae.device))
+    f[special.to(f.device)] = 0.0
+    return f
 
 
-def token_latents(pre: torch.Tensor, f: torch.Tensor, theta: torch.Tensor, top_k: int) -> list[list[dict]]:
+def token_latents(f: torch.Tensor, theta: torch.Tensor, top_k: int) -> list[list[dict]]:
     """Per token, its (at most `top_k`) active latents by value: {latent, value = f_i, margin = pre − θ}."""
     vals, idx = f.topk(min(top_k, f.shape[-1]), dim=-1)  # [T, k]
-    margins = pre.gather(1, idx) - theta[idx]
+    margins = vals - theta[idx]
     # One conversion to Python lists, then plain loops (per-element tensor ops are slow).
     return [
         [{"latent": i, "value": v, "margin": m} for v, i, m in zip(vr, ir, mr) if v > 0]
@@ -58,15 +58,14 @@ def token_latents(pre: torch.Tensor, f: torch.Tensor, theta: torch.Tensor, top_k
     ]
 
 
-def prompt_top_latents(f: torch.Tensor, top_k: int) -> list[dict]:
+def prompt_top_latents(f: torch.Tensor, active: torch.Tensor, top_k: int) -> list[dict]:
     """The `top_k` latents with the largest max over the prompt: {latent, max, count, values on every token}."""
-    counts = (f > 0).sum(0)  # [d_sae]
     top_vals, top_idx = f.max(0).values.topk(min(top_k, f.shape[-1]))
     keep = top_vals > 0
     top_vals, top_idx = top_vals[keep], top_idx[keep]
     return [
         {"latent": i, "max": m, "count": c, "values": col}
-        for i, m, c, col in zip(top_idx.tolist(), top_vals.tolist(), counts[top_idx].tolist(),
+        for i, m, c, col in zip(top_idx.tolist(), top_vals.tolist(), active[:, top_idx].sum(0).tolist(),
                                 f[:, top_idx].T.tolist())
     ]
 
@@ -74,11 +73,12 @@ def prompt_top_latents(f: torch.Tensor, top_k: int) -> list[dict]:
 @torch.no_grad()
 def sae_view(sae: JumpReLUSAE, h: torch.Tensor, special: torch.Tensor, top_k: int) -> dict[str, Any]:
     """One SAE's part of an encode answer: `l0`, `latents_per_token` and `top_latents` for hook activations h."""
-    pre, f = sae_latents(sae, h, special)
+    f = sae_latents(sae, h, special)
+    active = f > 0
     return {
-        "l0": (f > 0).sum(-1).tolist(),
-        "latents_per_token": token_latents(pre, f, sae.threshold.detach(), top_k),
-        "top_latents": prompt_top_latents(f, top_k),
+        "l0": active.sum(-1).tolist(),
+        "latents_per_token": token_latents(f, sae.threshold.detach(), top_k),
+        "top_latents": prompt_top_latents(f, active, top_k),
     }
 
 
