@@ -1,6 +1,14 @@
 """Steering, ablation and encoding services at an SAE's hook point (SPEC §4). No web imports here."""
 
 from app.steering.ablate import ablation_effect, clean_and_ablated_logits
+from app.steering.attribution import (
+    BadTarget,
+    ablation_deltas,
+    attribute,
+    attribute_ids,
+    measure_ablations,
+    ranked_nodes,
+)
 from app.steering.encode import InputTooLong, encode_many, encode_text, prompt_ids
 from app.steering.interventions import (
     MODES,
@@ -17,20 +25,26 @@ from app.steering.latent_info import latent_weights_summary
 from app.steering.steer import SteerResult, steer
 
 __all__ = [
+    "BadTarget",
     "MODES",
     "InputTooLong",
     "Intervention",
     "SteerResult",
     "UnknownLatent",
+    "ablation_deltas",
     "ablation_effect",
     "apply_interventions",
+    "attribute",
+    "attribute_ids",
     "check_interventions",
     "clean_and_ablated_logits",
     "encode_many",
     "encode_text",
     "hook_of",
     "latent_weights_summary",
+    "measure_ablations",
     "prompt_ids",
+    "ranked_nodes",
     "steer",
     "steering_hook",
     "steering_hooks",
