@@ -31,7 +31,7 @@ from app.index.state import (
     select_topk,
     sub_index,
 )
-from app.index.theta_window import theta_bins
+from app.index.theta_window import bins_by_table, theta_edges
 from app.index.windows import greedy_windows
 
 
@@ -71,17 +71,22 @@ class Collector:
         n_lat, nb = ent.n_latents, cfg.theta_bins
         hi = lo + n_lat
         theta = self.threshold[lo:hi]
+        edges = theta_edges(theta, cfg)
+        top = edges[:, -1].to(ent.value.dtype)  # (1 + w)·θ, rounded: a superset test in the values' dtype
         for part in (ent, below):
             if part is None or part.value.numel() == 0:
                 continue
-            b = theta_bins(part.value, theta.index_select(0, part.latent), cfg)
+            sub = (part.value <= top.index_select(0, part.latent)).nonzero().squeeze(1)
+            lat_s = part.latent.index_select(0, sub)
+            b = bins_by_table(part.value.index_select(0, sub), lat_s, edges)
             ok = (b >= 0).nonzero().squeeze(1)
-            jj = part.latent.index_select(0, ok)
+            jj = lat_s.index_select(0, ok)
             st.pre_hist[lo:hi] += torch.bincount(jj * nb + b.index_select(0, ok),
                                                  minlength=n_lat * nb).view(n_lat, nb)
             if part is not below:
                 continue
-            val, ii = part.value.index_select(0, ok), part.token.index_select(0, ok)
+            keep = sub.index_select(0, ok)
+            val, ii = part.value.index_select(0, keep), part.token.index_select(0, keep)
             cand = (val >= st.near_val[lo:hi, -1].index_select(0, jj)).nonzero().squeeze(1)
             jj, val, ii = jj[cand], val[cand], ii[cand]
             p, r = pos[ii], row[ii]

@@ -44,6 +44,25 @@ def theta_bins(pre: torch.Tensor, theta: torch.Tensor, cfg: IndexConfig) -> torc
     return torch.where(inside, b, torch.full_like(b, -1))
 
 
+def bins_by_table(pre: torch.Tensor, latent: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """`theta_bins` of entries of several latents from their `theta_edges` table [n, P + 1] (row = `latent`):
+    a float64 guess from the first edge and the bin width, then one exact step against the two edges."""
+    p = edges.shape[1] - 1
+    lo, hi = edges[:, 0], edges[:, p]
+    width = (hi - lo) / p
+    v = pre.double()
+    safe = torch.where(width > 0, width, torch.ones_like(width))
+    b = torch.floor((v - lo.index_select(0, latent)) / safe.index_select(0, latent)).clamp_(-1, p).long()
+    flat = edges.reshape(-1)
+    base = latent * (p + 1)
+    at = flat.index_select(0, base + b.clamp(0, p))
+    b = torch.where((b >= 0) & (v < at), b - 1, b)
+    nxt = flat.index_select(0, base + (b + 1).clamp(0, p))
+    b = torch.where((b < p) & (v >= nxt), b + 1, b)
+    inside = (hi.index_select(0, latent) > 0) & (b >= 0) & (b < p)
+    return torch.where(inside, b, torch.full_like(b, -1))
+
+
 def window_prefilter(pre: torch.Tensor, theta: torch.Tensor, cfg: IndexConfig) -> torch.Tensor:
     """A cheap superset of the below-θ part of the window, in pre's dtype: θ > 0 and lo <= pre <= θ, with lo
     the window's float64 lower edge rounded down to pre's dtype. `theta_bins` then decides exactly."""

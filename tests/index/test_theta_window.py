@@ -14,7 +14,7 @@ from app.index.config import IndexConfig
 from app.index.service import latent_dashboard
 from app.index.state import merge
 from app.index.store import connect, get_meta, load_state
-from app.index.theta_window import theta_bins, theta_edges, window_prefilter
+from app.index.theta_window import bins_by_table, theta_bins, theta_edges, window_prefilter
 from tests.index._index_brute import assert_theta_window_matches_brute
 
 CFG = IndexConfig(context_size=30, top_k=3, n_intervals=2, per_interval=2, interval_subdivisions=2,
@@ -71,7 +71,9 @@ def test_theta_bins_follow_the_documented_edges():
         want = torch.bucketize(vals.double(), edges[i], right=True) - 1
         want = torch.where((want >= 0) & (want < CFG.theta_bins), want, torch.full_like(want, -1))
         assert torch.equal(theta_bins(vals, theta[i].expand_as(vals), CFG), want)
+        assert torch.equal(bins_by_table(vals, torch.full_like(want, i), edges), want)
     assert (theta_bins(torch.tensor([0.0, 1.0]), theta[2].expand(2), CFG) == -1).all()
+    assert (bins_by_table(torch.tensor([0.0, 1.0]), torch.tensor([2, 2]), edges) == -1).all()
     assert float(edges[0, CFG.theta_bins // 2]) == pytest.approx(0.3)  # θ is the middle edge
 
 
