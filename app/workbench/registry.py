@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class SampleCaches:
     """Least-recently-used SampleCache per (SAE folder, loaded SAE object)."""
 
-    def __init__(self, tokens: int = DEFAULT_TOKENS, max_entries: int = 4, corpus: str | None = None) -> None:
+    def __init__(self, tokens: int = DEFAULT_TOKENS, max_entries: int = 2, corpus: str | None = None) -> None:
         self.tokens, self.max_entries, self.corpus = tokens, max_entries, corpus
         self._caches: OrderedDict[tuple[str, int], SampleCache] = OrderedDict()
 
