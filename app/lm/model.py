@@ -146,7 +146,7 @@ def load_lm(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, local_files_only=local)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # huggingface_hub < 1 says "Repo id must be ..." (a ValueError) for a bad path
         raise ValueError(f"cannot load model {name!r}: {e}") from None
     model.to(dev).eval()
     model.requires_grad_(False)
