@@ -1,6 +1,7 @@
 """`jumpscope dial`: the sparsity dial — scale every threshold by a factor and see L0, FVU and ΔLM loss.
 
-    jumpscope dial --sae DIR (--factors 0.5,1,2 | --target-l0 N) [--save OUT] [--corpus PATH] [--tokens N]
+    jumpscope dial --sae DIR (--factors 0.5,1,2 | --target-l0 N) [--save OUT [--set LATENT=THETA ...]]
+                   [--corpus PATH] [--tokens N]
 
 Scores a held-out sample (the training record's held-out split, else the index's corpus, else --corpus; see
 app/workbench/sample.py). `--target-l0` searches the factor by bisection; `--save OUT` writes the SAE with the
@@ -28,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--factors", help="comma-separated threshold factors, e.g. 0.5,1,2")
     what.add_argument("--target-l0", type=float, help="search the factor whose L0 on the sample is closest to N")
     p.add_argument("--save", help="write the SAE with scaled thresholds to this new folder")
+    p.add_argument("--set", action="append", default=[], metavar="LATENT=THETA",
+                   help="with --save: also give one latent its own threshold (repeatable), e.g. --set 12=0.4")
     p.add_argument("--corpus", help="corpus to sample (default: the training record's held-out split, else the "
                    "index's corpus)")
     p.add_argument("--tokens", type=int, default=2048, help="sample size in tokens (default 2048)")
@@ -47,12 +50,28 @@ def _factors(raw: str) -> list[float]:
     return values
 
 
+def _edits(items: list[str]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for item in items:
+        try:
+            latent, value = item.split("=", 1)
+            out[int(latent)] = float(value)
+        except ValueError:
+            raise CLIError(f"--set takes LATENT=THETA, got {item!r}") from None
+        if not out[int(latent)] >= 0 or out[int(latent)] == float("inf"):
+            raise CLIError(f"--set {item}: the threshold must be a finite number ≥ 0")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if args.tokens < 1:
         raise CLIError(f"--tokens must be ≥ 1, got {args.tokens}")
     factors = _factors(args.factors) if args.factors else None
     if args.save and factors is not None and len(factors) != 1:
         raise CLIError("--save needs one factor (or --target-l0): which point of the curve should be saved?")
+    edits = _edits(args.set)
+    if edits and not args.save:
+        raise CLIError("--set edits a saved SAE: give --save OUT")
     if not Path(args.sae).exists():
         raise CLIError(f"--sae {args.sae}: no such file or folder")
     from app.lm import load_lm
@@ -80,7 +99,15 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         s = curve[0]["factor"]
         edit = {"factor": s, **({"target_l0": args.target_l0} if args.target_l0 is not None else {})}
-        result["saved"] = str(save_edited(sae, scaled_thresholds(sae, s), args.save, folder, edit))
+        theta = scaled_thresholds(sae, s)
+        bad = [i for i in edits if not 0 <= i < sae.d_sae]
+        if bad:
+            raise CLIError(f"--set latent {bad[0]} is out of range: this SAE has latents 0..{sae.d_sae - 1}")
+        for i, value in edits.items():
+            theta[i] = value
+        if edits:
+            edit["latents"] = {str(i): float(theta[i]) for i in sorted(edits)}
+        result["saved"] = str(save_edited(sae, theta, args.save, folder, edit))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -30,6 +30,19 @@ def test_dial_cli_curve_and_save(tmp_path, wb_sae_folder, wb_corpus, capsys):
     assert torch.equal(edited.threshold, (src.threshold * meta["edit"]["factor"]).to(src.dtype))
 
 
+def test_dial_cli_per_latent_edit(tmp_path, wb_sae_folder, wb_corpus, capsys):
+    rc = main(["dial", "--sae", str(wb_sae_folder), "--corpus", str(wb_corpus), "--factors", "1", "--tokens", "64",
+               "--no-lm-loss", "--set", "3=0.25", "--set", "7=0", "--save", str(tmp_path / "e"), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    src, edited = load_sae(wb_sae_folder), load_sae(tmp_path / "e")
+    want = src.threshold.clone()
+    want[3], want[7] = 0.25, 0.0
+    assert torch.equal(edited.threshold, want)
+    assert edited.cfg.metadata["threshold_edit"]["edit"] == {"factor": 1.0, "latents": {"3": 0.25, "7": 0.0}}
+    assert main(["dial", "--sae", str(wb_sae_folder), "--factors", "1", "--set", "3=x", "--save", "y"]) == 2
+    assert main(["dial", "--sae", str(wb_sae_folder), "--factors", "1", "--set", "3=1"]) == 2  # needs --save
+
+
 def test_dial_cli_bad_input(wb_sae_folder, capsys):
     assert main(["dial", "--sae", str(wb_sae_folder), "--factors", "a,b"]) == 2
     assert "--factors" in capsys.readouterr().err
