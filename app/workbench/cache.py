@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from app.lm.hooks import intervene, parse_hook_name
 from app.lm.model import LanguageModel
+from app.lm.outliers import OUTLIER_FACTOR, check_factor, keep_mask, outlier_record, reference_norm
 from app.sae.jumprelu import JumpReLUSAE
 from app.training.metrics import FVUAccumulator
 from app.workbench.forward import block_returns_tuple, logits_from_hook, skips_prefix
@@ -37,10 +38,10 @@ class SampleCache:
     """Cached activations and baseline sums of one SAE on one sample (see the module docstring)."""
 
     contexts: torch.Tensor  # int64 [B, T] token ids
-    special: torch.Tensor  # bool [B, T] never spliced, never counted
+    special: torch.Tensor  # bool [B, T] excluded (special tokens, outlier norms): never spliced, never counted
     counted: torch.Tensor  # bool [B, T] positions whose next-token prediction is scored
     h_full: torch.Tensor  # [B, T, d_in] hook activations (LM dtype)
-    h: torch.Tensor  # float32 [N, d_in] at the non-special positions (row-major order)
+    h: torch.Tensor  # float32 [N, d_in] at the kept positions (row-major order)
     context_of: torch.Tensor  # int64 [N] context of each of those positions
     pre: torch.Tensor  # float32 [N, d_sae] pre-activations
     theta: torch.Tensor  # float32 [d_sae] the stored θ the baseline uses
@@ -54,6 +55,7 @@ class SampleCache:
     split: dict[str, Any] = field(default_factory=dict)  # where the sample came from
     build_seconds: float = 0.0
     skip_prefix: bool = False  # LM forwards start at the hook (verified at build time)
+    outliers: dict[str, Any] = field(default_factory=dict)  # the exclusion rule used (app/lm/outliers.py)
     block_tuple: bool = False  # the model's blocks return tuples
 
     @property
@@ -74,6 +76,15 @@ def context_nll(logits: torch.Tensor, ids: torch.Tensor, counted: torch.Tensor) 
     targets = torch.roll(ids, -1, dims=1)
     nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
     return (nll * counted).sum(1)
+
+
+def outlier_rule(sae: JumpReLUSAE) -> tuple[float, float | None]:
+    """(factor, reference norm) recorded in the SAE's metadata by training, else (default factor, None)."""
+    recorded = sae.cfg.metadata.get("outliers")
+    if isinstance(recorded, dict) and isinstance(recorded.get("factor"), int | float):
+        ref = recorded.get("reference_norm")
+        return float(recorded["factor"]), float(ref) if isinstance(ref, int | float) and ref > 0 else None
+    return OUTLIER_FACTOR, None
 
 
 def decoder_rows(sae: JumpReLUSAE) -> torch.Tensor:
@@ -116,8 +127,13 @@ def rows_of(cache: SampleCache, ctx: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def build_cache(lm: LanguageModel, sae: JumpReLUSAE, contexts: torch.Tensor, split: dict[str, Any] | None = None,
-                batch_size: int = 16) -> SampleCache:
-    """Run the sample once (clean with h recorded, then spliced) and keep what the workbench reuses."""
+                batch_size: int = 16, outlier_factor: float | None = None,
+                norm_ref: float | None = None) -> SampleCache:
+    """Run the sample once (clean with h recorded, then spliced) and keep what the workbench reuses.
+
+    Positions are excluded like `jumpscope eval` excludes them (app/lm/outliers.py): special tokens, and norms
+    above factor × reference norm — by default the rule recorded in the SAE's metadata, else the default
+    factor with the median norm of the sample's first batch."""
     t0 = time.perf_counter()
     hook = sae.cfg.metadata.get("hook_name")
     if not hook:
@@ -125,10 +141,9 @@ def build_cache(lm: LanguageModel, sae: JumpReLUSAE, contexts: torch.Tensor, spl
     kind, layer = parse_hook_name(hook)
     if contexts.ndim != 2 or contexts.shape[1] < 2 or contexts.shape[0] == 0:
         raise ValueError(f"the sample must be a non-empty [N, T≥2] tensor, got {tuple(contexts.shape)}")
-    special = lm.special_mask(contexts)
-    counted = ~special
-    counted[:, -1] = False  # no next token to predict
-    h_parts, clean_parts = [], []
+    factor, norm_ref = outlier_rule(sae) if outlier_factor is None else (outlier_factor, norm_ref)
+    check_factor(factor)
+    h_parts, clean_parts, real_parts = [], [], []
     for b in range(0, contexts.shape[0], batch_size):
         ids = contexts[b:b + batch_size].to(lm.device)
         seen: dict[str, torch.Tensor] = {}
@@ -139,10 +154,19 @@ def build_cache(lm: LanguageModel, sae: JumpReLUSAE, contexts: torch.Tensor, spl
 
         with intervene(lm, kind, layer, record):
             logits = lm.model(input_ids=ids, use_cache=False).logits
+        if norm_ref is None and factor > 0:
+            norm_ref = reference_norm(lm, ids, seen["h"])
+        real_b = keep_mask(lm, ids, seen["h"], factor, norm_ref)
+        counted_b = real_b.clone()
+        counted_b[:, -1] = False  # no next token to predict
         h_parts.append(seen["h"].detach().cpu())
-        clean_parts.append(context_nll(logits, ids, counted[b:b + batch_size].to(lm.device)).cpu())
+        real_parts.append(real_b.cpu())
+        clean_parts.append(context_nll(logits, ids, counted_b).cpu())
     h_full = torch.cat(h_parts)
-    real = ~special
+    real = torch.cat(real_parts)
+    special = ~real  # excluded positions (special tokens and outliers): never spliced, never counted
+    counted = real.clone()
+    counted[:, -1] = False
     h = h_full[real].float()
     if h.shape[0] == 0:
         raise ValueError("the sample holds only special tokens")
@@ -157,7 +181,8 @@ def build_cache(lm: LanguageModel, sae: JumpReLUSAE, contexts: torch.Tensor, spl
                         h=h, context_of=context_of, pre=pre, theta=theta, x_hat=x_hat, sse=fvu.sse,
                         total_variance=float(fvu.m2.sum()), active=int((pre > theta).sum()),
                         nll_clean=torch.cat(clean_parts), nll_sae=torch.zeros(contexts.shape[0], dtype=torch.float64),
-                        predictions=int(counted.sum()), split=dict(split or {}))
+                        predictions=int(counted.sum()), split=dict(split or {}),
+                        outliers=outlier_record(factor, norm_ref, int((real != ~lm.special_mask(contexts)).sum())))
     every = torch.arange(contexts.shape[0])
     cache.nll_sae = spliced_nll(lm, sae, cache, every, x_hat, batch_size, skip=False)
     if skips_prefix(kind, layer):

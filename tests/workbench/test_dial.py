@@ -24,7 +24,8 @@ from app.workbench.dial import (
 def test_a_dial_point_equals_evaluate_with_scaled_thresholds(tiny_lm, wb_sae, wb_contexts, wb_cache):
     for s in (1.0, 0.6):
         got = dial_point(tiny_lm, wb_sae, wb_cache, scaled_thresholds(wb_sae, s))
-        ref = evaluate_sae(edited_copy(wb_sae, scaled_thresholds(wb_sae, s)), tiny_lm, wb_contexts[0], n_boot=0)
+        ref = evaluate_sae(edited_copy(wb_sae, scaled_thresholds(wb_sae, s)), tiny_lm, wb_contexts[0], n_boot=0,
+                           norm_ref=wb_cache.outliers["reference_norm"])
         assert got["l0"] == pytest.approx(ref["l0"], rel=1e-12)
         assert got["fvu"] == pytest.approx(ref["fvu"], rel=1e-6)
         assert got["delta_lm_loss"] == pytest.approx(ref["delta_lm_loss"], rel=1e-4, abs=1e-7)

@@ -13,8 +13,10 @@ from app.workbench.whatif import UnknownLatentIndex, what_if
 from tests.workbench.conftest import CTX, SAMPLE_TOKENS
 
 
-def evaluate(sae, lm, contexts):
-    return evaluate_sae(sae, lm, contexts, batch_size=5, n_boot=0)
+def evaluate(sae, lm, contexts, cache=None, factor=10.0):
+    """evaluate.py with the cache's exclusion rule (same reference norm)."""
+    ref = cache.outliers["reference_norm"] if cache is not None else None
+    return evaluate_sae(sae, lm, contexts, batch_size=5, n_boot=0, outlier_factor=factor, norm_ref=ref)
 
 
 def edited(sae, latent, threshold):
@@ -26,7 +28,7 @@ def edited(sae, latent, threshold):
 
 
 def test_baseline_reproduces_evaluate(tiny_lm, wb_sae, wb_contexts, wb_cache):
-    ref = evaluate(wb_sae, tiny_lm, wb_contexts[0])
+    ref = evaluate(wb_sae, tiny_lm, wb_contexts[0], wb_cache)
     base = wb_cache.baseline()
     assert ref["tokens"] == wb_cache.n_tokens and ref["predictions"] == wb_cache.predictions
     assert base["l0"] == pytest.approx(ref["l0"], rel=1e-12)
@@ -48,8 +50,8 @@ def test_stored_threshold_changes_nothing(tiny_lm, wb_sae, wb_cache):
 def test_changes_equal_a_brute_force_reevaluation(tiny_lm, wb_sae, wb_contexts, wb_cache, latent, factor):
     theta = float(wb_sae.threshold[latent]) * factor
     r = what_if(tiny_lm, wb_sae, wb_cache, latent, theta)
-    base = evaluate(wb_sae, tiny_lm, wb_contexts[0])
-    new = evaluate(edited(wb_sae, latent, theta), tiny_lm, wb_contexts[0])
+    base = evaluate(wb_sae, tiny_lm, wb_contexts[0], wb_cache)
+    new = evaluate(edited(wb_sae, latent, theta), tiny_lm, wb_contexts[0], wb_cache)
     assert r["changed_tokens"] > 0
     assert r["l0_change"] == pytest.approx(new["l0"] - base["l0"], abs=1e-12)
     assert r["fvu_change"] == pytest.approx(new["fvu"] - base["fvu"], rel=1e-4, abs=1e-7)
@@ -118,12 +120,33 @@ def test_other_families_and_hooks_match_a_reevaluation(tiny_model_dir, wb_corpus
     sae.requires_grad_(False)
     cache = build_cache(lm, sae, contexts)
     assert cache.skip_prefix == skips
-    base = evaluate(sae, lm, contexts)
+    base = evaluate(sae, lm, contexts, cache)
     assert cache.baseline()["delta_lm_loss"] == pytest.approx(base["delta_lm_loss"], rel=1e-4, abs=1e-7)
     theta = float(sae.threshold[2]) * 0.6
     r = what_if(lm, sae, cache, 2, theta)
-    new = evaluate(edited(sae, 2, theta), lm, contexts)
+    new = evaluate(edited(sae, 2, theta), lm, contexts, cache)
     assert r["changed_tokens"] > 0
     assert r["delta_lm_loss_change"] == pytest.approx(new["delta_lm_loss"] - base["delta_lm_loss"], rel=1e-3,
                                                       abs=2e-6)
     assert r["fvu_change"] == pytest.approx(new["fvu"] - base["fvu"], rel=1e-4, abs=1e-7)
+
+
+def test_outlier_positions_are_excluded_like_evaluate(tiny_lm, wb_sae, wb_contexts):
+    """A low outlier factor excludes some positions: the cache excludes the same ones as evaluate.py (same rule,
+    same reference norm), so the baseline and a what-if still match a re-evaluation."""
+    from app.workbench.cache import build_cache
+
+    contexts = wb_contexts[0]
+    cache = build_cache(tiny_lm, wb_sae, contexts, outlier_factor=1.15)
+    excluded = cache.outliers["excluded_positions"]
+    assert 0 < excluded < cache.n_tokens
+    base = evaluate(wb_sae, tiny_lm, contexts, cache, factor=1.15)
+    assert base["tokens"] == cache.n_tokens and base["outliers"]["excluded_positions"] == excluded
+    assert cache.baseline()["fvu"] == pytest.approx(base["fvu"], rel=1e-6)
+    assert cache.baseline()["delta_lm_loss"] == pytest.approx(base["delta_lm_loss"], rel=1e-4, abs=1e-7)
+    theta = float(wb_sae.threshold[4]) * 0.5
+    r = what_if(tiny_lm, wb_sae, cache, 4, theta)
+    new = evaluate(edited(wb_sae, 4, theta), tiny_lm, contexts, cache, factor=1.15)
+    assert r["l0_change"] == pytest.approx(new["l0"] - base["l0"], abs=1e-12)
+    assert r["delta_lm_loss_change"] == pytest.approx(new["delta_lm_loss"] - base["delta_lm_loss"], rel=1e-3,
+                                                      abs=2e-6)
