@@ -16,7 +16,7 @@ from app.web import assets, viz
 from app.web.auth import SESSION_TTL
 from app.web.errors import install_error_handlers
 from app.web.middleware import BodySizeLimit, SecurityHeaders, TrustedHosts
-from app.web.routes import admin, api, pages, workbench
+from app.web.routes import admin, api, attribution, pages, workbench
 from app.web.services import Services
 from app.web.sessions import SessionStore
 from app.web.settings import Settings
@@ -89,4 +89,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(admin.router)
     app.include_router(pages.router)
     app.include_router(workbench.router)
+    app.include_router(attribution.router)
     return app
