@@ -75,3 +75,21 @@ def test_load_lm_of_a_gguf_file_loads_the_converted_folder_at_the_chosen_dtype(f
     ids = ref.tokenize(["The red fox jumps."]).input_ids
     torch.testing.assert_close(lm.model(ids).logits.float(), ref.model(ids).logits, atol=0.1, rtol=0.05)
     assert load_lm(f, device="cpu").dtype == torch.float32 and len(fake_convert) == 1
+
+
+def test_a_real_tiny_gguf_file_converts_to_what_transformers_reads(tmp_path, monkeypatch, tiny_tokenizer):
+    """A GGUF file written with the `gguf` package: load_lm's cached conversion gives transformers' own logits."""
+    pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM
+
+    from tests.lm.tiny_gguf import write_tiny_gguf
+
+    monkeypatch.setenv("JUMPSCOPE_CACHE", str(tmp_path / "cache"))
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_tokenizer)
+    lm = load_lm(path, device="cpu")
+    ref = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32)
+    text = "The red fox jumps over the lazy dog."
+    ids = lm.tokenize([text]).input_ids
+    assert ids[0, 1:].tolist() == tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(lm.model(ids).logits, ref(ids).logits, atol=1e-5, rtol=1e-5)
+    assert lm.n_layers == 2 and lm.d_model == 32
