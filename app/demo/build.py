@@ -24,6 +24,9 @@ Progress = Callable[[str, float], None]  # (what is happening, overall fraction 
 
 MODEL_DIR, SAE_DIR, CORPUS_DIR = "model", "sae", "corpus"
 REPORT_FILE, LM_METRICS_FILE, BUILD_FILE = "report.json", "lm_metrics.json", "build.json"
+# Raised whenever a bundle built by older code would be wrong for this code (2: sae-lens 6 cfg.json without
+# build-folder paths, exact θ, the index's θ window): a cached bundle of another version is rebuilt.
+BUNDLE_VERSION = 2
 EVAL_DOCS_FILE = "eval_docs.jsonl"  # held-out documents with their concept spans, for the report
 
 
@@ -166,7 +169,8 @@ def build_bundle(root: str | os.PathLike, cfg: BuildConfig, progress: Progress |
         _build(root, final_root, cfg, stages)
     finally:
         torch.set_num_threads(threads_before)
-    (root / BUILD_FILE).write_text(json.dumps({"config": asdict(cfg), "seconds": stages.seconds,
+    (root / BUILD_FILE).write_text(json.dumps({"bundle_version": BUNDLE_VERSION, "config": asdict(cfg),
+                                               "seconds": stages.seconds,
                                                "threads": choose_threads(cfg.threads)}, indent=2))
     return BuildResult(root, stages.seconds)
 

@@ -16,7 +16,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.demo.build import BUILD_FILE, MODEL_DIR, REPORT_FILE, SAE_DIR, BuildConfig, Progress, build_bundle
+from app.demo.build import (
+    BUILD_FILE,
+    BUNDLE_VERSION,
+    MODEL_DIR,
+    REPORT_FILE,
+    SAE_DIR,
+    BuildConfig,
+    Progress,
+    build_bundle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +48,20 @@ class DemoBundle:
         return cls(root, root / MODEL_DIR, root / SAE_DIR, root / REPORT_FILE)
 
     def is_complete(self) -> bool:
-        """True when every part the app and the report need is present."""
+        """True when every part the app and the report need is present, built by this bundle version."""
         needed = (self.model_dir / "config.json", self.sae_dir / "cfg.json", self.sae_dir / "eval.json",
                   self.sae_dir / "index.db", self.report_path, self.root / BUILD_FILE)
-        return all(p.exists() for p in needed)
+        if not all(p.exists() for p in needed):
+            return False
+        try:
+            version = json.loads((self.root / BUILD_FILE).read_text()).get("bundle_version")
+        except (OSError, ValueError, AttributeError):
+            return False
+        if version != BUNDLE_VERSION:
+            log.info("the demo bundle in %s is version %s, this code builds %s: rebuilding", self.root, version,
+                     BUNDLE_VERSION)
+            return False
+        return True
 
 
 def default_cache_dir() -> Path:

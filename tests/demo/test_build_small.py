@@ -100,3 +100,20 @@ def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("JUMPSCOPE_CACHE")
     assert default_cache_dir().name == "jumpscope"
+
+
+def test_a_bundle_of_another_version_is_not_complete(small_bundle, tmp_path):
+    """A cached bundle built by older code (other bundle_version, or none) is rebuilt, not served stale."""
+    import shutil
+
+    from app.demo.build import BUILD_FILE, BUNDLE_VERSION
+    from app.demo.bundle import DemoBundle
+
+    _, bundle = small_bundle
+    copy = DemoBundle.at(shutil.copytree(bundle.root, tmp_path / "demo"))
+    assert copy.is_complete()
+    info = json.loads((copy.root / BUILD_FILE).read_text())
+    for stale in (BUNDLE_VERSION - 1, None):
+        info["bundle_version"] = stale
+        (copy.root / BUILD_FILE).write_text(json.dumps(info))
+        assert not copy.is_complete()
