@@ -15,6 +15,8 @@ class EncodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(..., min_length=1, max_length=TEXT_MAX_CHARS, description="the text to analyse")
     sae: str | None = Field(None, description="SAE id (default: the first loaded)")
+    saes: list[str] | None = Field(None, max_length=64, description="several SAE ids, encoded from ONE pass of the "
+                                   "model: the answer adds `per_sae` {id: {hook, l0, latents_per_token, top_latents}}")
     top_k: int = Field(16, ge=1, description="latents listed per token and for the whole prompt")
 
 
@@ -31,6 +33,15 @@ class TopLatent(BaseModel):
     values: list[float] = Field(..., description="the latent's value on every token")
 
 
+class SAEEncoding(BaseModel):
+    """One SAE's part of a multi-SAE encode."""
+
+    hook: str
+    l0: list[int]
+    latents_per_token: list[list[LatentValue]]
+    top_latents: list[TopLatent]
+
+
 class EncodeResponse(BaseModel):
     tokens: list[str]
     token_ids: list[int]
@@ -39,6 +50,7 @@ class EncodeResponse(BaseModel):
     latents_per_token: list[list[LatentValue]]
     top_latents: list[TopLatent]
     sae: str
+    per_sae: dict[str, SAEEncoding] | None = Field(None, description="one entry per id of the request's `saes`")
 
 
 class InterventionIn(BaseModel):
@@ -48,6 +60,8 @@ class InterventionIn(BaseModel):
     latent: int = Field(..., ge=0)
     mode: Literal["clamp", "add", "ablate"] = "clamp"
     value: float = Field(0.0, ge=-1e5, le=1e5, allow_inf_nan=False)
+    sae: str | None = Field(None, description="the SAE this latent belongs to (default: the request's `sae`); "
+                            "interventions may name SAEs at several layers")
 
 
 class SteerRequest(BaseModel):

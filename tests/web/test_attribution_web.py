@@ -34,12 +34,8 @@ def lclient(settings, layer_services):
     from fastapi.testclient import TestClient
 
     from app.web import create_app
-    from app.web.routes import attribution
 
-    app = create_app(settings, services=layer_services)
-    if not any(getattr(r, "path", None) == "/api/attribute" for r in app.routes):  # until app.py registers it
-        app.include_router(attribution.router)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings, services=layer_services), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -178,3 +174,39 @@ def test_inspect_layer_view(lclient, layer_services):
     assert "blocks.0.hook_resid_post" in one.text and "blocks.2.hook_mlp_out" in one.text
     bad = lclient.get("/inspect/layers", params={"text": TEXT, "token": 99}, headers=HX)
     assert bad.status_code == 422 and "outside the prompt" in bad.text
+
+
+# --- encode and steer across layers ------------------------------------------------------------------------------
+def test_encode_several_saes_in_one_request(lclient):
+    one = lclient.post("/api/encode", json={"text": TEXT, "top_k": 5}).json()
+    r = lclient.post("/api/encode", json={"text": TEXT, "top_k": 5, "saes": ["late-mlp", "early", "late-mlp"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["sae"] == "tiny-sae" and list(body["per_sae"]) == ["late-mlp", "early"]
+    assert one["per_sae"] is None
+    assert {k: body[k] for k in one if k != "per_sae"} == {k: v for k, v in one.items() if k != "per_sae"}
+    for sae_id, hook in (("late-mlp", "blocks.2.hook_mlp_out"), ("early", "blocks.0.hook_resid_post")):
+        alone = lclient.post("/api/encode", json={"text": TEXT, "top_k": 5, "sae": sae_id}).json()
+        part = body["per_sae"][sae_id]
+        assert part["hook"] == hook
+        assert {k: part[k] for k in ("l0", "latents_per_token", "top_latents")} == \
+            {k: alone[k] for k in ("l0", "latents_per_token", "top_latents")}
+    assert lclient.post("/api/encode", json={"text": TEXT, "saes": ["early", "nope"]}).status_code == 404
+    assert lclient.post("/api/encode", json={"text": TEXT, "saes": "early"}).status_code == 422
+
+
+def test_steer_with_interventions_at_several_layers(lclient):
+    base = {"prompt": "The red fox", "max_new_tokens": 8, "temperature": 0.0}
+    both = [{"latent": 3, "mode": "add", "value": 40.0, "sae": "early"},
+            {"latent": 5, "mode": "add", "value": 40.0, "sae": "late-mlp"},
+            {"latent": 7, "mode": "clamp", "value": 20.0}]  # no sae: the request's (tiny-sae)
+    r = lclient.post("/api/steer", json={**base, "interventions": both})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["sae"] == "tiny-sae" and out["steered"] != out["default"]
+    one = lclient.post("/api/steer", json={**base, "interventions": both[2:]}).json()
+    assert one["default"] == out["default"] and one["steered"] != out["steered"]
+    bad = lclient.post("/api/steer", json={**base, "interventions": [{"latent": 1, "sae": "nope"}]})
+    assert bad.status_code == 404 and "unknown SAE" in bad.json()["detail"]
+    bad = lclient.post("/api/steer", json={**base, "interventions": [{"latent": 48, "sae": "early"}]})
+    assert bad.status_code == 404 and "does not exist" in bad.json()["detail"]

@@ -7,7 +7,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request
 
-from app.steering import Intervention, ablation_effect, encode_text, steer
+from app.steering import Intervention, ablation_effect, encode_many, encode_text, steer
 from app.web import latent_data
 from app.web.public_names import failed_saes, model_label
 from app.web.report import ReportUnavailable, load_report
@@ -71,9 +71,18 @@ async def encode(body: EncodeRequest, request: Request) -> dict[str, Any]:
     settings, services = _settings(request), _services(request)
     check_limit("top_k", body.top_k, settings.max_top_k)
     entry = services.get(body.sae)
-    result = await services.run(encode_text, services.lm, entry.sae, body.text, top_k=body.top_k,
+    if body.saes is None:
+        result = await services.run(encode_text, services.lm, entry.sae, body.text, top_k=body.top_k,
+                                    max_tokens=settings.max_prompt_tokens)
+        return {**result, "sae": entry.id}
+    # Several SAEs: one LM pass for all of them (and the `sae` whose fields stay at the top level).
+    named = list(dict.fromkeys(body.saes))
+    saes = {e.id: e.sae for e in (services.get(i) for i in dict.fromkeys([entry.id, *named]))}
+    result = await services.run(encode_many, services.lm, saes, body.text, top_k=body.top_k,
                                 max_tokens=settings.max_prompt_tokens)
-    return {**result, "sae": entry.id}
+    per_sae = result.pop("per_sae")
+    main = {k: v for k, v in per_sae[entry.id].items() if k != "hook"}
+    return {**result, **main, "sae": entry.id, "per_sae": {i: per_sae[i] for i in named}}
 
 
 @router.get("/saes/{sae}/latents/{latent}", response_model=Dashboard, responses=ERRORS)
@@ -87,7 +96,7 @@ async def latent_dashboard(sae: str, latent: int, request: Request) -> dict[str,
 def interventions_of(items: list, settings: Settings) -> list[Intervention]:
     """Validated Intervention objects, within the server's intervention limit."""
     check_limit("the number of interventions", len(items), settings.max_interventions)
-    return [Intervention(latent=i.latent, mode=i.mode, value=i.value) for i in items]
+    return [Intervention(latent=i.latent, mode=i.mode, value=i.value, sae=i.sae) for i in items]
 
 
 @router.post("/steer", response_model=SteerResponse, responses=ERRORS)
@@ -97,7 +106,10 @@ async def steer_route(body: SteerRequest, request: Request) -> dict[str, Any]:
     check_limit("max_new_tokens", body.max_new_tokens, settings.max_new_tokens)
     interventions = interventions_of(body.interventions, settings)
     entry = services.get(body.sae)
-    result = await services.run(steer, services.lm, entry.sae, body.prompt, interventions,
+    # The request's SAE first (interventions naming no SAE use it), then every SAE an intervention names.
+    ids = dict.fromkeys([entry.id, *(iv.sae for iv in interventions if iv.sae is not None)])
+    saes = {e.id: e.sae for e in (services.get(i) for i in ids)}
+    result = await services.run(steer, services.lm, saes, body.prompt, interventions,
                                 max_new_tokens=body.max_new_tokens, temperature=body.temperature, seed=body.seed,
                                 top_k=body.top_k, max_prompt_tokens=settings.max_prompt_tokens)
     return {**result.to_json(), "sae": entry.id}
