@@ -6,6 +6,8 @@ blocks.1 resid_post, plus blocks.0 resid_post and blocks.2 mlp_out)."""
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from tests.steering.helpers import make_sae
@@ -210,3 +212,27 @@ def test_steer_with_interventions_at_several_layers(lclient):
     assert bad.status_code == 404 and "unknown SAE" in bad.json()["detail"]
     bad = lclient.post("/api/steer", json={**base, "interventions": [{"latent": 48, "sae": "early"}]})
     assert bad.status_code == 404 and "does not exist" in bad.json()["detail"]
+
+
+def test_steer_page_picks_latents_from_any_loaded_sae(lclient):
+    from urllib.parse import parse_qs, urlsplit
+
+    form = lclient.get("/steer")
+    assert form.text.count('name="latent_sae"') == 1 and "blocks.2.hook_mlp_out" in form.text
+    params = [("prompt", "The red fox"), ("sae", "tiny-sae"), ("max_new_tokens", "6"), ("temperature", "0"),
+              ("latent", "3"), ("mode", "add"), ("value", "40"), ("latent_sae", "early"),
+              ("latent", "5"), ("mode", "add"), ("value", ""), ("latent_sae", "late-mlp")]
+    r = lclient.get("/steer", params=params, headers=HX)
+    assert r.status_code == 200, r.text
+    assert 'href="/latents/early/3"' in r.text and 'href="/latents/late-mlp/5"' in r.text
+    q = parse_qs(urlsplit(r.headers["HX-Push-Url"]).query)
+    assert q["latent_sae"] == ["early", "late-mlp"] and float(q["value"][1]) > 0  # the default, from late-mlp
+    api = lclient.post("/api/steer", json={"prompt": "The red fox", "sae": "tiny-sae", "max_new_tokens": 6,
+                                           "temperature": 0.0, "interventions": [
+                                               {"latent": 3, "mode": "add", "value": 40.0, "sae": "early"},
+                                               {"latent": 5, "mode": "add", "value": float(q["value"][1]),
+                                                "sae": "late-mlp"}]}).json()
+    shown = html.unescape(r.text.split('id="steered-text">')[1].split("</span>")[0])
+    assert shown == api["steered"]  # the page ran the same two-layer generation
+    bad = lclient.get("/steer", params=[*params[:4], ("latent", "3"), ("latent_sae", "nope")], headers=HX)
+    assert bad.status_code == 404 and "unknown SAE" in bad.text

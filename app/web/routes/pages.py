@@ -212,23 +212,26 @@ async def steer_page(request: Request) -> Response:
         ctx["temperature"] = parse_float(q.get("temperature"), "temperature", 0.7, 0.0, 10.0)
         ctx["seed"] = parse_int(q.get("seed"), "seed", 0, 0, 2**63 - 1)
         latents, modes, values = q.getlist("latent"), q.getlist("mode"), q.getlist("value")
+        row_saes = q.getlist("latent_sae")  # each row's SAE (any loaded one); blank: the page's SAE
         if len(latents) > settings.max_interventions:
             raise ValueError(f"{len(latents)} interventions; this server allows at most {settings.max_interventions}")
-        interventions = []
+        interventions, saes = [], {entry.id: entry.sae}
         for k, raw in enumerate(latents):
             if not raw.strip():
                 continue
             latent = parse_int(raw, "latent", 0, 0, 2**31)
             mode = modes[k] if k < len(modes) and modes[k] in MODES else "clamp"
+            row_entry = services.get(row_saes[k]) if k < len(row_saes) and row_saes[k] else entry
+            saes[row_entry.id] = row_entry.sae
             value = parse_float(values[k] if k < len(values) else None, f"value of latent {latent}", None,
                                 -1e5, 1e5)
             if value is None:
-                value = await services.run(latent_data.default_value, services, entry, latent, mode)
-            interventions.append(Intervention(latent, mode, value))
-            ctx["rows"].append({"latent": latent, "mode": mode, "value": value})
+                value = await services.run(latent_data.default_value, services, row_entry, latent, mode)
+            interventions.append(Intervention(latent, mode, value, sae=row_entry.id))
+            ctx["rows"].append({"latent": latent, "mode": mode, "value": value, "sae": row_entry.id})
         if ctx["prompt"].strip():
             ctx["result"] = await services.run(
-                steer, services.lm, entry.sae, ctx["prompt"], interventions, max_new_tokens=ctx["max_new_tokens"],
+                steer, services.lm, saes, ctx["prompt"], interventions, max_new_tokens=ctx["max_new_tokens"],
                 temperature=ctx["temperature"], seed=ctx["seed"], max_prompt_tokens=settings.max_prompt_tokens)
         push = "/steer?" + urlencode(steer_query(ctx), doseq=True)
     except EXPECTED as e:
@@ -241,7 +244,7 @@ def steer_query(ctx: dict[str, Any]) -> list[tuple[str, Any]]:
     """The canonical query string of a steer page (all settings, defaults resolved)."""
     items: list[tuple[str, Any]] = [("sae", ctx["sae_id"] or ""), ("prompt", ctx["prompt"])]
     for row in ctx["rows"]:
-        items += [("latent", row["latent"]), ("mode", row["mode"]), ("value", row["value"])]
+        items += [("latent", row["latent"]), ("mode", row["mode"]), ("value", row["value"]), ("latent_sae", row["sae"])]
     items += [("max_new_tokens", ctx["max_new_tokens"]), ("temperature", ctx["temperature"]),
               ("seed", ctx["seed"])]
     return items
