@@ -236,3 +236,12 @@ def test_steer_page_picks_latents_from_any_loaded_sae(lclient):
     assert shown == api["steered"]  # the page ran the same two-layer generation
     bad = lclient.get("/steer", params=[*params[:4], ("latent", "3"), ("latent_sae", "nope")], headers=HX)
     assert bad.status_code == 404 and "unknown SAE" in bad.text
+
+
+def test_layer_views_list_saes_in_forward_order(lclient):
+    top = lclient.get("/inspect/layers", params={"text": TEXT}, headers=HX).text
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_mlp_out"]
+    assert sorted(hooks, key=top.index) == hooks  # loaded as tiny-sae (1), early (0), late-mlp (2)
+    page = lclient.get("/attribute", params={"text": TEXT}, headers=HX).text
+    rows = page.split('id="heat-rows"')[1]
+    assert sorted(hooks, key=rows.index) == hooks

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.index.store import connect
+from app.lm.hooks import parse_hook_name
 from app.steering import BadTarget, attribute, encode_many, measure_ablations
 from app.web.routes.api import ERRORS, check_limit
 from app.web.routes.pages import EXPECTED, parse_float, parse_int, render, status_of
@@ -140,6 +141,17 @@ def selected(services: Services, ids: list[str] | None) -> list[SAEEntry]:
     return [services.get(i) for i in dict.fromkeys(ids)]
 
 
+_DEPTH = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}  # order within a block
+
+
+def by_depth(entries: list[SAEEntry]) -> list[SAEEntry]:
+    """The SAEs in the order the forward pass reaches their hooks (what a layer view lists top to bottom)."""
+    def depth(e: SAEEntry) -> tuple[int, int]:
+        kind, layer = parse_hook_name(e.hook)
+        return layer, _DEPTH[kind]
+    return sorted(entries, key=depth)
+
+
 def sae_map(entries: list[SAEEntry]) -> dict[str, Any]:
     return {e.id: e.sae for e in entries}
 
@@ -238,7 +250,7 @@ async def attribute_page(request: Request) -> Response:
                            "position": q.get("position", ""), "target": q.get("target", ""), "top_k": 32}
     status = 200
     try:
-        entries = selected(services, ctx["chosen"])
+        entries = by_depth(selected(services, ctx["chosen"]))
         ctx["chosen"] = [e.id for e in entries]
         ctx["hooks"] = {e.id: e.hook for e in entries}
         ctx["top_k"] = parse_int(q.get("top_k"), "top_k", 32, 1, settings.max_top_k)
@@ -307,7 +319,7 @@ async def layers_partial(request: Request) -> Response:
     ctx: dict[str, Any] = {"error": None, "layers": None, "text": q.get("text", "")}
     status = 200
     try:
-        entries = selected(services, q.getlist("sae"))
+        entries = by_depth(selected(services, q.getlist("sae")))
         ctx["hooks"] = {e.id: e.hook for e in entries}
         top_k = parse_int(q.get("top_k"), "top_k", 16, 1, settings.max_top_k)
         token = parse_int(q.get("token"), "token", -1, 0, 2**31)
