@@ -61,6 +61,7 @@ def ablation_effect(lm: LanguageModel, sae: SAEs, text: str, latents: Sequence[L
     ids = prompt_ids(lm, text, max_tokens)
     if len(ids) < 2:
         raise ValueError("the text needs at least one token after BOS")
+    edits = ablations(latents)
     clean, ablated = clean_and_ablated_logits(lm, sae, ids, latents)
     target = torch.tensor(ids[1:], device=clean.device)
     lp_clean = torch.log_softmax(clean[:-1], -1).gather(-1, target[:, None])[:, 0]
@@ -81,8 +82,8 @@ def ablation_effect(lm: LanguageModel, sae: SAEs, text: str, latents: Sequence[L
     return {
         "tokens": lm.token_strs(ids),
         "token_ids": ids,
-        "latents": [iv.latent for iv in ablations(latents)],
-        "latent_saes": [iv.sae for iv in ablations(latents)],  # None: the first SAE
+        "latents": [iv.latent for iv in edits],
+        "latent_saes": [iv.sae for iv in edits],  # None: the first SAE
         "delta_logprob": [None, *delta],
         "logprob_clean": [None, *lp_clean.tolist()],
         "total_delta_logprob": float(sum(delta)),

@@ -176,10 +176,7 @@ def _edit_fn(groups: list[tuple[JumpReLUSAE, list[Intervention]]], protect_prefi
             return h
         out = h.clone()
         x = h[rows, start:]
-        if len(groups) == 1:
-            out[rows, start:] = apply_interventions(x, *groups[0])
-        else:
-            out[rows, start:] = x + sum(intervention_delta(x, sae, ivs).to(h.dtype) for sae, ivs in groups)
+        out[rows, start:] = x + sum(intervention_delta(x, sae, ivs).to(h.dtype) for sae, ivs in groups if ivs)
         return out
 
     return fn
