@@ -41,8 +41,8 @@ test-real: install
 # Newest releases of every dependency (torch stays the local CPU wheel), resolved now, not locked.
 test-newest: install
 	rm -rf .venv-newest && $(PYTHON) -m venv .venv-newest
-	.venv-newest/bin/python $(PIP) install -c constraints-cpu.txt $(WHEELS) --upgrade ".[web,test,interop]"
-	.venv-newest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|tokenizers|safetensors|numpy|sae-lens|fastapi)=='
+	.venv-newest/bin/python $(PIP) install -c constraints-cpu.txt $(WHEELS) --upgrade ".[web,test,interop,gguf]"
+	.venv-newest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|tokenizers|safetensors|numpy|sae-lens|fastapi|gguf)=='
 	.venv-newest/bin/python -m pytest -q $(FAST)
 
 # Every declared lower bound (sae-lens is absent there: it needs transformers 5, so interop tests skip).
