@@ -57,7 +57,7 @@ def _check(path: Path) -> None:
         assert len(msg) < 2000, "message is a dump, not a readable sentence"
         return
     assert isinstance(sae, JumpReLUSAE)
-    assert torch.isfinite(sae.W_enc).all() and (sae.threshold > 0).all()
+    assert torch.isfinite(sae.W_enc).all() and (sae.threshold >= 0).all()  # θ = 0: a ReLU latent
 
 
 # --- cfg.json ----------------------------------------------------------------------------------------

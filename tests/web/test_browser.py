@@ -83,7 +83,9 @@ def test_open_a_dashboard(page, server):
     page.wait_for_url("**" + href)
     latent = int(href.rsplit("/", 1)[1])
     assert f"Latent #{latent}" in page.inner_text("#dashboard h1")
-    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    # caret="initial": playwright's default (hide) injects an inline <style>, which the page's CSP blocks and
+    # reports as a console error on the next swap.
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True, caret="initial")
     page.click("a[rel=next]")  # htmx swaps the dashboard partial and pushes the URL
     page.wait_for_function(f"document.querySelector('#dashboard').dataset.latent === '{latent + 1}'")
     assert page.url.endswith(f"/latents/tiny-sae/{latent + 1}")
