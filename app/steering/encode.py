@@ -60,7 +60,7 @@ def token_latents(f: torch.Tensor, theta: torch.Tensor, top_k: int) -> list[list
 
 def prompt_top_latents(f: torch.Tensor, active: torch.Tensor, top_k: int) -> list[dict]:
     """The `top_k` latents with the largest max over the prompt: {latent, max, count, values on every token}."""
-    top_vals, top_idx = f.max(0).values.topk(min(top_k, f.shape[-1]))
+    top_vals, top_idx = f.amax(0).topk(min(top_k, f.shape[-1]))  # amax: no argmax work (max(0) is ~25x slower)
     keep = top_vals > 0
     top_vals, top_idx = top_vals[keep], top_idx[keep]
     return [
