@@ -4,6 +4,8 @@ every supported family and every intervention mode."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 import torch
 
@@ -38,17 +40,29 @@ def _until_eos(lm, tokens: list[int]) -> list[int]:
     return tokens[: tokens.index(eos)] if eos in tokens else tokens
 
 
+def per_sae(saes, interventions) -> list[tuple]:
+    """(SAE, its interventions) pairs: one SAE takes them all; in a set {name: SAE} each names its SAE."""
+    if not isinstance(saes, dict):
+        return [(saes, list(interventions))]
+    groups: dict[str, list] = {}
+    for iv in interventions:
+        groups.setdefault(iv.sae, []).append(iv)
+    return [(saes[name], group) for name, group in groups.items()]
+
+
 @torch.no_grad()
-def brute_force(lm, sae, ids: list[int], interventions) -> tuple[list[int], torch.Tensor]:
-    """Greedy decoding that re-runs the whole sequence each step, no cache, editing every position but BOS.
+def brute_force(lm, saes, ids: list[int], interventions) -> tuple[list[int], torch.Tensor]:
+    """Greedy decoding that re-runs the whole sequence each step, no cache, editing every position but BOS at
+    each SAE's hook (`saes`: one SAE, or {name: SAE} with interventions naming theirs).
 
     Returns the new tokens and the next-token logits [steps, V] each step decided on."""
-    def every_non_bos(h, offset):  # a whole sequence from position 0 each time: h[:, 0] is BOS
-        return torch.cat([h[:, :1], apply_interventions(h[:, 1:], sae, interventions)], dim=1)
-
     out: list[int] = []
     logits = []
-    with intervene(lm, *hook_of(sae), every_non_bos):
+    with ExitStack() as stack:
+        for sae, group in per_sae(saes, interventions):
+            def every_non_bos(h, offset, sae=sae, group=group):  # a whole sequence from position 0: h[:, 0] is BOS
+                return torch.cat([h[:, :1], apply_interventions(h[:, 1:], sae, group)], dim=1)
+            stack.enter_context(intervene(lm, *hook_of(sae), every_non_bos))
         for _ in range(N_NEW):
             logits.append(lm.model(input_ids=torch.tensor([ids + out]), use_cache=False).logits[0, -1])
             nxt = int(logits[-1].argmax())

@@ -23,9 +23,8 @@ from app.steering import (
 )
 from app.steering.ablate import clean_and_ablated_logits
 from tests.steering.helpers import make_sae
+from tests.steering.test_generation_brute_force import N_NEW, PROMPT, brute_force, per_sae
 
-PROMPT = "The red fox"
-N_NEW = 12
 EDITS = [Intervention(3, "clamp", 6.0, sae="early"), Intervention(5, "add", 4.0, sae="late"),
          Intervention(7, "ablate", sae="late")]
 
@@ -40,32 +39,6 @@ def saes(lm):
     last = lm.n_layers - 1
     return {"early": make_sae(lm.d_model, 64, seed=1, threshold=0.01, hook="blocks.0.hook_resid_post"),
             "late": make_sae(lm.d_model, 64, seed=2, threshold=0.001, hook=f"blocks.{last}.hook_mlp_out")}
-
-
-def _per_sae(saes, interventions):
-    groups: dict[str, list[Intervention]] = {}
-    for iv in interventions:
-        groups.setdefault(iv.sae, []).append(iv)
-    return [(saes[k], g) for k, g in groups.items()]
-
-
-@torch.no_grad()
-def brute_force(lm, saes, ids, interventions) -> tuple[list[int], torch.Tensor]:
-    """Greedy decoding re-running the whole sequence each step without a cache; every SAE's edits applied at its
-    own hook to every position but BOS."""
-    out, logits = [], []
-    with ExitStack() as stack:
-        for sae, group in _per_sae(saes, interventions):
-            def every_non_bos(h, offset, sae=sae, group=group):
-                return torch.cat([h[:, :1], apply_interventions(h[:, 1:], sae, group)], dim=1)
-            stack.enter_context(intervene(lm, *hook_of(sae), every_non_bos))
-        for _ in range(N_NEW):
-            logits.append(lm.model(input_ids=torch.tensor([ids + out]), use_cache=False).logits[0, -1])
-            nxt = int(logits[-1].argmax())
-            if nxt == lm.tokenizer.eos_token_id:
-                break
-            out.append(nxt)
-    return out, torch.stack(logits)
 
 
 def test_two_saes_at_two_layers_equal_the_brute_force(lm, saes):
@@ -93,7 +66,7 @@ def test_ablation_across_layers_equals_nested_hooks(lm, saes):
     clean, ablated = clean_and_ablated_logits(lm, saes, ids, latents)
     ivs = [Intervention(i, "ablate", sae=k) for k, i in latents]
     with ExitStack() as stack:
-        for sae, group in _per_sae(saes, ivs):
+        for sae, group in per_sae(saes, ivs):
             stack.enter_context(intervene(lm, *hook_of(sae), lambda h, o, sae=sae, group=group: torch.cat(
                 [h[:, :1], apply_interventions(h[:, 1:], sae, group)], dim=1)))
         expected = lm.model(input_ids=torch.tensor([ids])).logits[0].float()
