@@ -17,6 +17,7 @@ check beside each estimate. Special positions (BOS) are no nodes: nothing is eve
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,28 +146,38 @@ def attribute_ids(lm: LanguageModel, saes: Mapping[str, JumpReLUSAE], ids: list[
 
 
 @torch.no_grad()
-def _sae_nodes(sae: JumpReLUSAE, hook: str, h: torch.Tensor, g: torch.Tensor, special: torch.Tensor,
-               chunk: int = 4096) -> SAEAttribution:
+def _sae_nodes(sae: JumpReLUSAE, hook: str, h: torch.Tensor, g: torch.Tensor, special: torch.Tensor
+               ) -> SAEAttribution:
     """Latent and error attributions of one SAE from its hook's activations h and gradient g, both [P+1, d].
 
-    Only the active (position, latent) pairs are touched: d_i · g(t) per pair, in chunks of `chunk` pairs. The
-    error node needs no decode: err · g = (h − b_dec) · g − Σ_i f_i (d_i · g), since decode(f) = Σ f_i d_i + b_dec.
+    Only the active (position, latent) pairs are computed: d_i · g(t) per pair. The error node needs no decode:
+    err · g = (h − b_dec) · g − Σ_i f_i (d_i · g), since decode(f) = Σ f_i d_i + b_dec.
     """
-    f = sae_latents(sae, h, special)
     dt = torch.promote_types(torch.promote_types(h.dtype, sae.dtype), torch.float32)
+    f = sae_latents(sae, h, special).to(dt)
     g = g.to(sae.device, dt)
     scale = sae.input_scale.to(dt)  # decode works in raw units: d_i = W_dec[i] / s, bias b_dec / s
     t, i = f.nonzero(as_tuple=True)
-    values = f[t, i].to(dt)
-    grad_f = torch.cat([(sae.W_dec.detach()[i[k:k + chunk]].to(dt) * g[t[k:k + chunk]]).sum(-1)
-                        for k in range(0, len(t), chunk)]) / scale if len(t) else values
-    scores = values * grad_f  # f_i · (d_i · g)
+    scores = f[t, i] * _active_products(f, g, sae.W_dec.detach().to(dt)) / scale  # f_i · (d_i · g)
     attribution = torch.zeros(f.shape, dtype=dt, device=f.device).index_put_((t, i), scores)
     per_position = torch.zeros(f.shape[0], dtype=dt, device=f.device).index_add_(0, t, scores)
     bias = sae.b_dec.detach().to(dt) / scale
     error = ((h.to(sae.device, dt) - bias) * g).sum(-1) - per_position
     error = error.masked_fill(special.to(error.device), 0.0)
-    return SAEAttribution(hook, f.to(dt).cpu(), attribution.cpu(), error.cpu())
+    return SAEAttribution(hook, f.cpu(), attribution.cpu(), error.cpu())
+
+
+def _active_products(f: torch.Tensor, g: torch.Tensor, w_dec: torch.Tensor) -> torch.Tensor:
+    """W_dec[i] · g[t] for every nonzero f[t, i], in `f.nonzero()` (row-major) order: a sampled dense-dense
+    product over f's sparsity pattern (~nnz·d work; a dense g @ W_decᵀ costs T·d_sae·d), dense where the
+    sparse kernel is unavailable."""
+    try:
+        with warnings.catch_warnings():  # torch's one-time "sparse CSR tensor support is in beta" notice
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse.sampled_addmm(f.to_sparse_csr(), g, w_dec.T, beta=0.0).values()
+    except (RuntimeError, NotImplementedError):
+        t, i = f.nonzero(as_tuple=True)
+        return (g @ w_dec.T)[t, i]
 
 
 def ranked_nodes(result: Attribution, top_k: int | None = None) -> list[dict[str, Any]]:

@@ -246,3 +246,17 @@ def test_does_not_disturb_the_model(tiny_lm, saes):
     assert all(not p.requires_grad for p in tiny_lm.model.parameters())
     assert all(torch.equal(v, before[k]) for k, v in tiny_lm.model.state_dict().items())
     assert not tiny_lm.model._forward_hooks and all(not m._forward_hooks for m in tiny_lm.model.modules())
+
+
+def test_dense_fallback_gives_the_same_attributions(tiny_lm, saes, monkeypatch):
+    ids = tiny_lm.token_ids(TEXT)
+    sparse = attribute_ids(tiny_lm, saes, ids)
+
+    def unavailable(*args, **kwargs):
+        raise NotImplementedError("no sampled_addmm here")
+
+    monkeypatch.setattr(torch.sparse, "sampled_addmm", unavailable)
+    dense = attribute_ids(tiny_lm, saes, ids)
+    for key in saes:
+        torch.testing.assert_close(sparse.saes[key].attribution, dense.saes[key].attribution, atol=1e-7, rtol=1e-5)
+        torch.testing.assert_close(sparse.saes[key].error, dense.saes[key].error, atol=1e-7, rtol=1e-5)
