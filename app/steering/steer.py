@@ -40,7 +40,12 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
     """Next token per row from [B, V] logits: argmax at temperature 0, else softmax(logits / T) sampling."""
     if temperature <= 0:
         return logits.argmax(-1)
-    scaled = logits.float() / temperature
+    logits = torch.nan_to_num(logits.double(), nan=float("-inf"), posinf=torch.finfo(torch.float64).max)
+    if not bool(torch.isfinite(logits).any(-1).all()):
+        raise ValueError("the model returned no finite logit; the interventions are too strong to sample from")
+    # Shift by the row maximum first (in float64, where a denormal T is still > 0), so a tiny temperature gives
+    # 0 / -inf (greedy-like) rather than inf / inf.
+    scaled = (logits - logits.max(-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = scaled.topk(top_k, dim=-1).values[:, -1:]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))

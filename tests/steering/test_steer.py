@@ -66,3 +66,16 @@ def test_bad_requests(tiny_lm, tiny_sae):
         steer(tiny_lm, tiny_sae, "   ", [], max_new_tokens=2)
     with pytest.raises(ValueError, match="temperature"):
         steer(tiny_lm, tiny_sae, PROMPT, [], max_new_tokens=2, temperature=-1)
+
+
+def test_sampling_survives_tiny_temperatures_and_non_finite_logits():
+    """A temperature near 0 samples the argmax (no inf/inf = NaN); ±inf and NaN logits never reach multinomial."""
+    from app.steering.steer import _sample
+
+    logits = torch.tensor([[1.0, 3.0, 2.0], [float("nan"), 0.5, float("inf")]])
+    gens = [torch.Generator().manual_seed(0) for _ in range(2)]
+    for t in (1e-300, 5e-324, 1e-30):
+        assert _sample(logits, t, None, gens).tolist() == [1, 2]
+    assert _sample(logits, 1.0, 1, gens).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="no finite logit"):
+        _sample(torch.full((1, 4), float("nan")), 0.7, None, gens[:1])
