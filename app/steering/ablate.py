@@ -1,6 +1,8 @@
 """Ablation effect (SPEC §4): ablate latents at every non-BOS position and measure, per token, the change in
-log-probability of the actual next token, plus the tokens whose logits move most.
+log-probability of the actual next token, plus the vocabulary tokens whose log-probability moves most.
 
+Rankings use Δlog-prob, never raw Δlogit: an ablation that lifts every logit by the same amount changes no
+probability, and ranking raw logits would then list arbitrary tokens as "raised" (issue 11).
 Clean and ablated passes run as one batch of two identical rows; only row 1 is edited.
 """
 
@@ -44,6 +46,14 @@ def _token_changes(lm: LanguageModel, values: torch.Tensor, ids: torch.Tensor) -
 
 
 @torch.no_grad()
+def delta_logprobs(clean: torch.Tensor, ablated: torch.Tensor) -> torch.Tensor:
+    """log_softmax(ablated) − log_softmax(clean) per row [T, V] (float32; computed in place to save memory)."""
+    out = torch.log_softmax(ablated.float(), -1)
+    out -= torch.log_softmax(clean.float(), -1)
+    return out
+
+
+@torch.no_grad()
 def ablation_effect(lm: LanguageModel, sae: SAEs, text: str, latents: Sequence[Latent],
                     top_n: int = 10, per_token_n: int = 3, max_tokens: int = 512) -> dict[str, Any]:
     """Per-token Δlog-prob of the actual next token when `latents` are ablated together.
@@ -53,8 +63,8 @@ def ablation_effect(lm: LanguageModel, sae: SAEs, text: str, latents: Sequence[L
 
     `delta_logprob[j]` is log p_ablated(x_j | x_<j) − log p_clean(x_j | x_<j), aligned with `tokens`
     (None for the first token, which nothing predicts). `top_increased` / `top_decreased` rank vocabulary
-    tokens by their logit change averaged over the predicting positions; `per_token[j]` gives the tokens whose
-    logits moved most when predicting x_j.
+    tokens by their Δlog-prob averaged over the predicting positions after BOS; `per_token[j]` gives the
+    tokens whose log-prob moved most when predicting x_j. Every `delta` there is a Δlog-prob (nats).
     """
     if not latents:
         raise ValueError("choose at least one latent to ablate")
@@ -65,19 +75,19 @@ def ablation_effect(lm: LanguageModel, sae: SAEs, text: str, latents: Sequence[L
     clean, ablated = clean_and_ablated_logits(lm, sae, ids, latents)
     target = torch.tensor(ids[1:], device=clean.device)
     lp_clean = torch.log_softmax(clean[:-1], -1).gather(-1, target[:, None])[:, 0]
-    lp_abl = torch.log_softmax(ablated[:-1], -1).gather(-1, target[:, None])[:, 0]
-    delta = (lp_abl - lp_clean).tolist()
-    dlogit = ablated[:-1] - clean[:-1]  # [T-1, V]: row t predicts x_{t+1}
-    start = bos_prefix(lm, ids)  # the BOS row's logits never change (it is not edited)
-    mean_shift = dlogit[start:].mean(0) if dlogit.shape[0] > start else dlogit.mean(0)
+    dlogp = delta_logprobs(clean[:-1], ablated[:-1])  # [T-1, V]: row t predicts x_{t+1}
+    del clean, ablated
+    delta = dlogp.gather(-1, target[:, None])[:, 0].tolist()
+    start = bos_prefix(lm, ids)  # the BOS row's predictions never change (it is not edited)
+    mean_shift = dlogp[start:].mean(0) if dlogp.shape[0] > start else dlogp.mean(0)
     n = min(top_n, mean_shift.numel())
     up_v, up_i = mean_shift.topk(n)
     down_v, down_i = (-mean_shift).topk(n)
     per_token: list[dict[str, Any] | None] = [None]
-    k = min(per_token_n, dlogit.shape[-1])
-    for t in range(dlogit.shape[0]):
-        uv, ui = dlogit[t].topk(k)
-        dv, di = (-dlogit[t]).topk(k)
+    k = min(per_token_n, dlogp.shape[-1])
+    for t in range(dlogp.shape[0]):
+        uv, ui = dlogp[t].topk(k)
+        dv, di = (-dlogp[t]).topk(k)
         per_token.append({"increased": _token_changes(lm, uv, ui), "decreased": _token_changes(lm, -dv, di)})
     return {
         "tokens": lm.token_strs(ids),

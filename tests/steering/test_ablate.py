@@ -84,3 +84,43 @@ def test_ablation_errors(tiny_lm, tiny_sae):
         ablation_effect(tiny_lm, tiny_sae, TEXT, [])
     with pytest.raises(UnknownLatent):
         ablation_effect(tiny_lm, tiny_sae, TEXT, [tiny_sae.d_sae])
+
+
+def test_moved_tokens_are_ranked_by_mean_delta_logprob(tiny_lm, tiny_sae):
+    """`top_increased` / `top_decreased` and `per_token` hold Δlog-prob (log_softmax difference), not Δlogit."""
+    latents = _active_latents(tiny_lm, tiny_sae, TEXT, 3)
+    res = ablation_effect(tiny_lm, tiny_sae, TEXT, latents, top_n=5)
+    _, dlogp = brute_force_delta(tiny_lm, tiny_sae, TEXT, latents)
+    mean = dlogp[1:-1].mean(0)  # rows predicting x_2..x_T-1 (row 0 is BOS, never edited; the last predicts nothing)
+    for got, ref in ((res["top_increased"], mean.topk(5)), (res["top_decreased"], (-mean).topk(5))):
+        assert [c["token_id"] for c in got] == ref.indices.tolist()
+        torch.testing.assert_close(torch.tensor([abs(c["delta"]) for c in got]), ref.values.abs(),
+                                   atol=1e-5, rtol=1e-4)
+    for t in range(1, len(res["tokens"])):
+        for c in res["per_token"][t]["increased"] + res["per_token"][t]["decreased"]:
+            assert c["delta"] == pytest.approx(float(dlogp[t - 1, c["token_id"]]), abs=1e-5)
+
+
+def test_a_uniform_logit_shift_is_no_change(tiny_lm, tiny_sae, monkeypatch):
+    """Issue 11: an ablation that lifts every logit by 4–8 (and one token by 1 more) raises only that token's
+    probability; ranking by Δlogit listed every token as "raised". Synthetic logits stand in for the model."""
+    import app.steering.ablate as ablate_mod
+
+    gen = torch.Generator().manual_seed(0)
+    winner = 7
+
+    def fake(lm, sae, ids, latents):
+        clean = torch.randn(len(ids), tiny_lm.model.config.vocab_size,
+                            generator=gen)
+        shift = 4.0 + 4.0 * torch.rand(len(ids), 1, generator=gen)  # per position, 4–8 on every logit
+        ablated = clean + shift
+        ablated[:, winner] += 1.0
+        return clean, ablated
+
+    monkeypatch.setattr(ablate_mod, "clean_and_ablated_logits", fake)
+    res = ablation_effect(tiny_lm, tiny_sae, TEXT, [0], top_n=4)
+    assert res["top_increased"][0]["token_id"] == winner and res["top_increased"][0]["delta"] > 0
+    assert all(c["delta"] < 0 for c in res["top_increased"][1:])  # every other token became less likely
+    assert all(c["delta"] < 0 for c in res["top_decreased"]) and all(abs(c["delta"]) < 1.0 for c in
+                                                                      res["top_decreased"])
+    assert all(abs(d) < 1.0 for d in res["delta_logprob"][1:])  # not the 4–8 of the raw logits
