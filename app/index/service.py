@@ -10,7 +10,6 @@ import math
 import os
 import re
 import sqlite3
-import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.explain import store as explain_store  # the explanation tables' home (hand-written ones: 'human')
 from app.index.config import IndexConfig
 from app.index.state import hist_edges
 from app.index.store import all_meta, connect, from_blob, get_meta, token_texts
@@ -62,7 +62,8 @@ def _check_latent(conn: sqlite3.Connection, path: Any, latent: Any) -> int:
     return i
 
 
-def _examples(row: tuple, texts: dict[int, str]) -> list[dict[str, Any]]:
+def decode_examples(row: tuple, texts: dict[int, str]) -> list[dict[str, Any]]:
+    """The windows of one `examples` table row (SELECT *) as dicts; `texts` maps every token id to its text."""
     _, kind, n, width, tok_b, val_b, loss_b, cen_b, max_b, grp_b, _ = row
     tok = from_blob(tok_b, "int32", (n, width))
     vals = from_blob(val_b, "float32", (n, width))
@@ -110,7 +111,7 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
                  for j in range(len(iedges) - 1)]
     if "interval" in ex_rows:
         groups = from_blob(ex_rows["interval"][9], "int32")
-        for g, e in zip(groups, _examples(ex_rows["interval"], texts), strict=True):
+        for g, e in zip(groups, decode_examples(ex_rows["interval"], texts), strict=True):
             intervals[int(g)]["examples"].append(e)
     return {
         "latent": i,
@@ -121,7 +122,7 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
         "max": float(mx),
         "mean": float(total) / count if count else 0.0,
         "histogram": histogram,
-        "top_examples": _examples(ex_rows["top"], texts) if "top" in ex_rows else [],
+        "top_examples": decode_examples(ex_rows["top"], texts) if "top" in ex_rows else [],
         "interval_examples": intervals,
         "top_logits": [{"token": texts[int(t)], "value": float(v)} for t, v in zip(tids, from_blob(tval_b, "float32"),
                                                                                 strict=True)],
@@ -132,7 +133,8 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
                       if math.isfinite(float(c))],
         "explanation": expl[0] if expl else None,
         "pre_histogram": _pre_histogram(window, float(threshold), cfg),
-        "near_misses": near_misses(_examples(ex_rows["near"], texts), float(threshold)) if "near" in ex_rows else [],
+        "near_misses": (near_misses(decode_examples(ex_rows["near"], texts), float(threshold))
+                        if "near" in ex_rows else []),
     }
 
 
@@ -213,18 +215,17 @@ def search_latents(db_path: str | os.PathLike, query: str, limit: int = 20) -> l
 
 
 def set_explanation(db_path: str | os.PathLike, latent: int, text: str | None) -> None:
-    """Store (or, for empty text, remove) a latent's explanation; searchable at once through FTS5."""
+    """Store (or, for empty text, remove) a latent's hand-written explanation; it is shown before any auto
+    explanation (app.explain) and searchable at once through FTS5."""
     if text is not None and len(text) > MAX_EXPLANATION:
         raise ValueError(f"explanation is too long ({len(text)} characters; at most {MAX_EXPLANATION})")
     with closing(_open(db_path, readonly=False)) as conn:
         i = _check_latent(conn, db_path, latent)
-        with conn:
-            if text is None or not text.strip():
-                conn.execute("DELETE FROM explanations WHERE latent = ?", (i,))
-            else:
-                conn.execute("INSERT INTO explanations(latent, text, updated) VALUES (?, ?, ?) ON CONFLICT(latent) "
-                             "DO UPDATE SET text = excluded.text, updated = excluded.updated",
-                             (i, text.strip(), time.time()))
+        explain_store.ensure_schema(conn)
+        if text is None or not text.strip():
+            explain_store.delete_explanation(conn, i, explain_store.HUMAN)
+        else:
+            explain_store.put_explanation(conn, i, text, explain_store.HUMAN, source=explain_store.HUMAN)
 
 
 def index_corpus(db_path: str | os.PathLike) -> str | None:
