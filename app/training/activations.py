@@ -123,33 +123,35 @@ class LMSource:
         rank: int = 0,
         outlier_factor: float = 0.0,
         norm_ref: float | None = None,
+        harvester: Any = None,
     ) -> None:
+        from app.lm.hooks import hook_name
+        from app.training.harvest import Harvester
+
         if contexts.ndim != 2 or contexts.shape[0] == 0:
             raise ActivationError("no token contexts to harvest from (corpus too small for one context?)")
         self.lm, self.contexts, self.kind, self.layer = lm, contexts, kind, layer
+        self.name = hook_name(kind, layer)
         self.d_in = int(lm.d_model)
-        self.lm_batch_size = lm_batch_size
-        self.outlier_factor, self.norm_ref = outlier_factor, norm_ref
-        self.outliers_excluded = 0  # non-special positions dropped as outliers (blocks harvested by this process)
+        self.lm_batch_size, self.outlier_factor, self.norm_ref = lm_batch_size, outlier_factor, norm_ref
         self.ctx_per_block = max(1, math.ceil(block_tokens / contexts.shape[1]))
         self.n_blocks = math.ceil(contexts.shape[0] / self.ctx_per_block)
+        # One harvester may serve several sources (the hooks of a sweep: one LM forward for all of them).
+        self.harvester = harvester or Harvester(lm, contexts, [(kind, layer)], self.ctx_per_block, lm_batch_size,
+                                                outlier_factor, {self.name: norm_ref}, keep_blocks=1)
+        if self.harvester.ctx_per_block != self.ctx_per_block or self.name not in self.harvester.names:
+            raise ValueError(f"the shared harvester does not serve {self.name} in blocks of {self.ctx_per_block}")
         self.cache_dir, self.rank = cache_dir, rank
         self.write_cache = False  # turned on once the run has passed its checks (nothing written before)
         self._cached: tuple[int, torch.Tensor] | None = None
 
-    def _harvest(self, j: int) -> torch.Tensor:
-        from app.lm.hooks import capture
-        from app.lm.outliers import keep_mask
+    @property
+    def outliers_excluded(self) -> int:
+        """Non-special positions dropped as outliers at this hook (blocks harvested by this process)."""
+        return self.harvester.outliers_excluded[self.name]
 
-        ids = self.contexts[j * self.ctx_per_block: (j + 1) * self.ctx_per_block]
-        out = []
-        for lo in range(0, ids.shape[0], self.lm_batch_size):
-            chunk = ids[lo: lo + self.lm_batch_size]
-            h = capture(self.lm, chunk, None, self.kind, self.layer)
-            keep = keep_mask(self.lm, chunk, h, self.outlier_factor, self.norm_ref)  # special + outliers out
-            self.outliers_excluded += int((~self.lm.special_mask(chunk).to(h.device) & ~keep).sum())
-            out.append(h[keep].float().cpu())
-        acts = torch.cat(out)
+    def _harvest(self, j: int) -> torch.Tensor:
+        acts = self.harvester.block(j)[self.name]
         check_finite(acts, f"activations of block {j} at {self.kind} layer {self.layer}")
         return acts
 
