@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
 from app.training.step import training_step
+from app.training.summary import run_summary
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +81,21 @@ def check_output(config: TrainConfig) -> Path | None:
 class Trainer:
     """One training run. Build with a validated config; `run()` does everything and returns the folder."""
 
-    def __init__(self, config: TrainConfig, dist: DistContext) -> None:
+    def __init__(self, config: TrainConfig, dist: DistContext, plan: DataPlan | None = None) -> None:
         self.config, self.dist = config, dist
+        self._plan = plan  # a sweep passes each run its plan (one LM shared); None: built from the config
         self.sched = config.schedule()
         self.out = Path(config.out)
         self.device = dist.device
         self.use_autocast = self.device.type == "cuda" and config.autocast is not False
+        self.last_record: dict = {}  # the latest metrics line
+        self.summary: dict | None = None  # the end-of-run summary (rank 0, once the run finished)
 
     # --- set-up ----------------------------------------------------------------------------------------------
     def _prepare(self) -> tuple[DataPlan, Path | None]:
         """All checks that can fail on bad input, in the order cheapest first; nothing is written here."""
         ckpt = check_output(self.config)
-        plan = build_data(self.config, self.dist)
+        plan = self._plan if self._plan is not None else build_data(self.config, self.dist)
         if self.config.d_in is not None and self.config.d_in != plan.d_in:
             raise ValueError(f"--d-in {self.config.d_in} does not match the activations' width {plan.d_in}")
         if ckpt is not None:
@@ -131,7 +136,14 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> Path:
+        for _ in self.steps():
+            pass
+        return self.out
+
+    def steps(self) -> Iterator[int]:
+        """The run, one optimiser step per `next()` (yields the steps done); a sweep interleaves several."""
         c, sched, dist = self.config, self.sched, self.dist
+        self.t_start = time.time()
         try:
             plan, ckpt = self._prepare()
             failed: Exception | None = None
@@ -199,6 +211,7 @@ class Trainer:
                     "elapsed_s": round(time.time() - t0, 3),
                 }
                 bar.set_postfix(l0=f"{record['l0']:.1f}", fvu=f"{record['fvu'] or float('nan'):.3f}")
+                self.last_record = record
                 if dist.is_main:
                     self._log_metrics(record)
             pause = c.stop_at_step is not None and done == c.stop_at_step and done < sched.total_steps
@@ -208,12 +221,13 @@ class Trainer:
                 bar.close()
                 log.info("paused at step %d; continue with --resume", done)
                 dist.barrier()
-                return self.out
+                return
+            yield done
         bar.close()
         if dist.is_main:
             self._save_final(sae, final_stats if final_stats.tokens else stats)
+            self.summary = run_summary(self, start, time.time() - t0, plan)
         dist.barrier()
-        return self.out
 
     def _autocast(self):
         if self.use_autocast:

@@ -1,0 +1,84 @@
+"""The end-of-run summary (issue 12 point 6): L0, FVU, dead latents, time and throughput on one screen.
+
+Written as `summary.json` into the run's output folder (atomically) and logged as a few lines. The numbers
+are training's own: L0 and FVU are the averages over the last metrics interval (the same as the last line of
+metrics.jsonl), dead latents are those never active over the last `dead_window` training tokens. When the run
+read an LM corpus with held-out documents, `held_out` adds L0, FVU and dead latents of the saved SAE on those
+documents (app.training.quickeval; the same numbers `jumpscope eval` reports over the same contexts).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from app.fsio import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+
+
+def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) -> dict[str, Any]:
+    """Build, save (summary.json in the run's folder) and log the summary of a finished run; returns it."""
+    c, sched, rec = trainer.config, trainer.sched, trainer.last_record
+    steps_run = sched.total_steps - start_step
+    harvester = getattr(plan, "harvester", None)
+    summary: dict[str, Any] = {
+        "out": str(trainer.out),
+        "hook_name": plan.metadata.get("hook_name"),
+        "d_sae": c.d_sae,
+        "target_l0": c.target_l0,
+        "l0_coefficient": c.l0_coefficient,
+        "steps": sched.total_steps,
+        "tokens": sched.total_steps * c.batch_size,
+        "resumed_at_step": start_step or None,
+        "l0": rec.get("l0"),
+        "fvu": rec.get("fvu"),
+        "loss": rec.get("loss"),
+        "dead_fraction": rec.get("dead_fraction"),
+        "dead_window": rec.get("dead_window"),
+        "dense_fraction": rec.get("dense_fraction"),
+        "train_seconds": round(train_seconds, 3),
+        "wall_seconds": round(time.time() - getattr(trainer, "t_start", time.time() - train_seconds), 3),
+        "tokens_per_s": steps_run * c.batch_size / train_seconds if train_seconds > 0 else None,
+        # LM time of the harvest that fed this run (shared by every run of a sweep, not split between them)
+        "lm_seconds": round(harvester.lm_seconds, 3) if harvester is not None else None,
+        "held_out": None,
+    }
+    if getattr(trainer, "held_out", None) is not None:
+        summary["held_out"] = trainer.held_out(trainer.out, plan)
+    save_summary(trainer.out, summary)
+    log.info("run summary (%s):\n%s", Path(trainer.out) / SUMMARY_FILE, format_run_summary(summary))
+    return summary
+
+
+def save_summary(folder: str | Path, summary: dict[str, Any]) -> Path:
+    """Write summary.json into `folder` atomically."""
+    return atomic_write_json(Path(folder) / SUMMARY_FILE, summary)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def format_run_summary(s: dict[str, Any]) -> str:
+    """The one-screen text of a summary (a few lines)."""
+    sparsity = f"target L0 {s['target_l0']:g}" if s.get("target_l0") else f"λ {_num(s.get('l0_coefficient'), 'g')}"
+    lines = [
+        f"{s['out']}: {s.get('hook_name') or 'activation file'}, d_sae {s['d_sae']}, {sparsity}",
+        f"  trained {s['steps']} steps, {s['tokens']} tokens"
+        + (f" (resumed at step {s['resumed_at_step']})" if s.get("resumed_at_step") else ""),
+        f"  L0 {_num(s.get('l0'), '.2f')}   FVU {_num(s.get('fvu'), '.4f')}   dead "
+        f"{_num(s.get('dead_fraction'), '.2%')} (never active over the last {s.get('dead_window')} tokens)   "
+        f"dense {_num(s.get('dense_fraction'), '.2%')}",
+        f"  time {_num(s.get('wall_seconds'), '.1f')} s (training {_num(s.get('train_seconds'), '.1f')} s, "
+        f"LM {_num(s.get('lm_seconds'), '.1f')} s)   {_num(s.get('tokens_per_s'), ',.0f')} tokens/s",
+    ]
+    held = s.get("held_out")
+    if held:
+        lines.append(f"  held out: L0 {_num(held.get('l0'), '.2f')}   FVU {_num(held.get('fvu'), '.4f')}   dead "
+                     f"{_num(held.get('dead_fraction'), '.2%')} (never active over {held.get('tokens')} tokens)")
+    return "\n".join(lines)
