@@ -58,10 +58,8 @@ def build_settings(args: argparse.Namespace):
 
 
 def _demo_paths(cache: Path | None) -> dict:
-    try:
-        from app.demo.bundle import ensure_demo
-    except ImportError:
-        raise CLIError("the demo bundle is not available in this build; pass --model and --sae") from None
+    from app.demo.bundle import ensure_demo
+
     log.info("no model or SAE given: serving the demo bundle (built on first use)")
     bundle = ensure_demo(cache)
     return {"model": str(bundle.model_dir), "saes": [Path(bundle.sae_dir)],

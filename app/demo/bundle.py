@@ -124,8 +124,3 @@ def _swap_into_place(tmp: Path, root: Path) -> None:
 def bundle_size(root: str | os.PathLike) -> int:
     """Bytes on disk of every file under `root`."""
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
-
-
-def build_info(root: str | os.PathLike) -> dict:
-    """The build.json of a bundle (config, stage seconds, threads)."""
-    return json.loads((Path(root) / BUILD_FILE).read_text())

@@ -19,7 +19,7 @@ to `merge(a, b)` and give the same answer as one long run:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -257,11 +257,6 @@ def _merge_ranked(val_a: torch.Tensor, pos_a: torch.Tensor, val_b: torch.Tensor,
     lat = torch.arange(n, device=val_a.device).view(n, 1).expand(n, 2 * k).reshape(-1)
     return select_topk(lat, torch.cat([val_a, val_b], 1).reshape(-1), torch.cat([pos_a, pos_b], 1).reshape(-1),
                        n, k)
-
-
-def with_moments(st: IndexState, count, total, mx, hist) -> IndexState:
-    """A copy of `st` with other moment tensors (helper for streaming updates)."""
-    return replace(st, count=count, total=total, max=mx, hist=hist)
 
 
 def interval_groups(max_values: torch.Tensor, cfg: IndexConfig) -> tuple[torch.Tensor, torch.Tensor]:

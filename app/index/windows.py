@@ -37,8 +37,3 @@ def greedy_windows(group: torch.Tensor, pos: torch.Tensor, val: torch.Tensor, se
     if not taken:
         return torch.empty(0, dtype=torch.long, device=group.device)
     return torch.cat(taken)
-
-
-def window_bounds(center: int, length: int, before: int, after: int) -> tuple[int, int]:
-    """[start, end) of the window around `center` in a row of `length` tokens."""
-    return max(0, center - before), min(length, center + after + 1)

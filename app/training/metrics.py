@@ -122,11 +122,6 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return acc.fvu()
 
 
-def active_mask(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """True where a latent is active: pre > θ (pre == θ is inactive, as in SPEC §1)."""
-    return pre > threshold
-
-
 def l0(active: torch.Tensor) -> float:
     """Mean over tokens of the number of active latents; `active` is a bool/0-1 tensor [..., d_sae]."""
     rows = active.reshape(-1, active.shape[-1])
