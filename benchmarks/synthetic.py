@@ -1,0 +1,179 @@
+"""Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
+
+    python -m benchmarks.synthetic [--tokens 1000000] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
+
+For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
+tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
+and SAELens (`sae_lens` JumpReLUTrainingSAE + SAETrainer on the same in-memory activations) with the same
+d_sae, token budget, batch size and target L0 (= the planted L0 measured on the training sample), then score
+both (benchmarks/synthetic_metrics.py). Logs a table per run; the last stdout line is one JSON object:
+
+    {"settings": [...], "runs": [...], "jumpscope": {metric: mean}, "saelens": {metric: mean},
+     "ratio": {metric: jumpscope / saelens}, "wins": {metric: fraction of runs JumpScope ≥ SAELens}}
+
+SAELens is driven with its own documented recipe for a target L0 (sparsity mode "quadratic", Gemma Scope 2),
+its own init (decoder_init_norm 0.1, threshold 0.01, bandwidth 0.05) and its norm scaling
+("expected_average_only_in"); only the peak LR is shared (JumpScope's auto LR for the run length, since
+SAELens's 3e-4 default is meant for runs 100× longer), with SAELens's constant schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
+from benchmarks.synthetic_metrics import at_least_as_good, score
+
+log = logging.getLogger(__name__)
+
+SETTINGS: dict[str, SynthConfig] = {
+    "s2": SynthConfig(d=64, ratio=2.0, l0=5.0, zipf=0.5),
+    "s4c": SynthConfig(d=64, ratio=4.0, l0=8.0, zipf=0.7, dir_correlation=0.3, fire_correlation=0.3),
+    "s8h": SynthConfig(d=64, ratio=8.0, l0=8.0, zipf=0.7, n_parents=32, children=3, mag_spread=2.0),
+    "s16n": SynthConfig(d=64, ratio=16.0, l0=10.0, zipf=1.0, noise=0.02, mag_noise=0.4),
+}
+HELD_OUT = 65_536
+
+
+def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,
+                    overrides: dict[str, str]):
+    """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE."""
+    from app.sae import load_sae
+    from app.training import TrainConfig, train
+    from app.training.activations import save_activation_file
+
+    with tempfile.TemporaryDirectory(prefix="synth-") as tmp:
+        data = save_activation_file(Path(tmp) / "acts.safetensors", x)
+        kw: dict = {"activations": str(data), "d_sae": d_sae, "target_l0": target_l0, "tokens": tokens,
+                    "batch_size": batch, "out": str(Path(tmp) / "sae"), "seed": seed, "progress": False,
+                    "device": "cpu", "checkpoint_every": 0, "buffer_tokens": min(262_144, x.shape[0])}
+        fields = TrainConfig.__dataclass_fields__
+        for key, value in overrides.items():
+            kw[key] = _parse(value, fields[key].type)
+        train(TrainConfig(**kw))
+        return load_sae(Path(tmp) / "sae").eval()
+
+
+def train_saelens(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int, lr: float):
+    """Train SAELens's JumpReLU SAE with its trainer on the same activations (reshuffled every pass)."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    torch.manual_seed(seed)
+    cfg = JumpReLUTrainingSAEConfig(d_in=x.shape[1], d_sae=d_sae, jumprelu_sparsity_loss_mode="quadratic",
+                                    target_l0=target_l0, normalize_activations="expected_average_only_in")
+    sae = JumpReLUTrainingSAE(cfg)
+    trainer_cfg = SAETrainerConfig(total_training_samples=tokens, train_batch_size_samples=batch, lr=lr,
+                                   lr_end=lr, device="cpu", logger=LoggingConfig(log_to_wandb=False),
+                                   n_batches_for_norm_estimate=16)
+    SAETrainer(trainer_cfg, sae, _batches(x, batch, seed)).fit()
+    return sae.eval()
+
+
+def _batches(x: torch.Tensor, batch: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(x.shape[0], generator=g)
+        for start in range(0, x.shape[0] - batch + 1, batch):
+            yield x[perm[start:start + batch]]
+
+
+def _parse(value: str, kind: object):
+    text = str(kind)
+    if value == "None":
+        return None
+    if "bool" in text:
+        return value.lower() in ("1", "true", "yes")
+    if "int" in text and "float" not in text:
+        return int(value)
+    if "float" in text:
+        return float(value)
+    return value
+
+
+@torch.no_grad()
+def evaluate(sae, kind: str, truth: PlantedDictionary, x: torch.Tensor, fire: torch.Tensor) -> dict[str, float]:
+    """Score either trainer's SAE on the held-out tokens (both hold their normalisation folded)."""
+    latents = sae.encode(x)
+    x_hat = sae.decode(latents)
+    return score(truth.dirs, fire, x, sae.W_dec.detach().float(), latents.float(), x_hat.float())
+
+
+def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, overrides: dict[str, str]) -> dict:
+    """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens}."""
+    truth = PlantedDictionary(cfg, seed=seed)
+    n_train = min(tokens, 1_048_576)  # the training sample; longer budgets reuse it for more passes
+    x, fire_train = truth.sample(n_train, seed=10_000 + seed)
+    held_x, held_fire = truth.sample(HELD_OUT, seed=20_000 + seed)
+    planted = float(fire_train.sum(1).double().mean())
+    del fire_train
+    d_sae = cfg.n_dirs
+    js = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides)
+    lr = _lr_of(tokens, batch, overrides)
+    sl = train_saelens(x, d_sae, planted, tokens, batch, seed, lr)
+    result = {"setting": name, "seed": seed, "planted_l0": planted, "d_sae": d_sae, "tokens": tokens,
+              "jumpscope": evaluate(js, "jumpscope", truth, held_x, held_fire),
+              "saelens": evaluate(sl, "saelens", truth, held_x, held_fire)}
+    _log_table(result)
+    return result
+
+
+def _lr_of(tokens: int, batch: int, overrides: dict[str, str]) -> float:
+    from app.training import TrainConfig
+
+    lr = float(overrides["lr"]) if "lr" in overrides else None
+    return TrainConfig(activations="x", out="x", d_sae=2, target_l0=1.0, tokens=tokens, batch_size=batch,
+                       lr=lr).schedule().lr
+
+
+def _log_table(r: dict) -> None:
+    js, sl = r["jumpscope"], r["saelens"]
+    lines = [f"{r['setting']} seed {r['seed']} (planted L0 {r['planted_l0']:.2f}, d_sae {r['d_sae']}):",
+             f"  {'metric':<10}{'jumpscope':>11}{'saelens':>11}{'ratio':>8}"]
+    for key in js:
+        ratio = js[key] / sl[key] if sl[key] else float("nan")
+        lines.append(f"  {key:<10}{js[key]:>11.4f}{sl[key]:>11.4f}{ratio:>8.3f}")
+    log.info("\n".join(lines))
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Means over runs per trainer, their ratio, and per metric the fraction of runs JumpScope is ≥ SAELens."""
+    keys = list(runs[0]["jumpscope"])
+    mean = {side: {k: statistics.fmean(r[side][k] for r in runs) for k in keys} for side in ("jumpscope", "saelens")}
+    ratio = {k: (mean["jumpscope"][k] / mean["saelens"][k] if mean["saelens"][k] else None) for k in keys}
+    wins_each = [at_least_as_good(r["jumpscope"], r["saelens"]) for r in runs]
+    wins = {k: statistics.fmean(float(w[k]) for w in wins_each) for k in wins_each[0]}
+    return {"settings": sorted({r["setting"] for r in runs}), "runs": runs, **mean, "ratio": ratio, "wins": wins}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--tokens", type=int, default=1_048_576)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--js", nargs="*", default=[], metavar="KEY=VALUE", help="JumpScope TrainConfig overrides")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's progress bars
+    logging.getLogger("app").setLevel(logging.WARNING)  # the trainers' own progress lines
+    torch.set_num_threads(args.threads)
+    overrides = dict(kv.split("=", 1) for kv in args.js)
+    runs = [run_one(name, SETTINGS[name], seed, args.tokens, args.batch_size, overrides)
+            for name in args.settings for seed in args.seeds]
+    print(json.dumps(summarise(runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
