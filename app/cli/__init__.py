@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import sys
 
-from app.cli import demo, dial, index, serve, train
+from app.cli import demo, dial, explain, index, serve, train
 from app.cli import eval as eval_cmd
 from app.cli.common import CLIError
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jumpscope", description="Train, explore and validate JumpReLU SAEs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, train, index, eval_cmd, demo, dial):
+    for module in (serve, train, index, explain, eval_cmd, demo, dial):
         module.register(sub)
     return parser
 
