@@ -1,7 +1,7 @@
 """Build the demo bundle: world → tokenizer → tiny LM → SAE (training pipeline) → eval → index → report.
 
 Everything is written into one folder; `app.demo.bundle` builds it in a temporary sibling and renames it into
-place, so a half-built bundle is never seen. Sizes are chosen for ≤ 5 minutes on a 2-core CPU (README "Demo").
+place, so a half-built bundle is never seen. Sizes are chosen for ≤ 5 minutes on a 2-core CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations

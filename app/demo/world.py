@@ -47,7 +47,7 @@ class Document:
 
 
 # Sentences come from a small grammar (`_Grammar`) built on three rules, each measured against the SAE's
-# concept F1 (README "Demo"):
+# concept F1 (docs/demo.md):
 # - every concept word appears in many sentence shapes, and the words before a slot are mostly shared across
 #   concepts ("the" precedes animals, foods, vehicles, clothes …), so a latent cannot be "concept in slot S";
 # - what FOLLOWS a word depends on its concept (an animal barks, a weekday has a morning, a place has a

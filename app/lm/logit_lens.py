@@ -1,7 +1,7 @@
 """Logit effects of residual-stream directions: d through the final norm's per-dimension gain, then @ W_U.
 
 The one definition JumpScope uses for a latent's "top / bottom logits" (index and weight-only dashboards
-alike; README "Index"). Final norm, per family:
+alike; docs/index_algorithm.md). Final norm, per family:
 * RMSNorm families (Llama, Mistral, Qwen, Gemma …): the per-dimension gain is read by applying the norm
   module (a float32 copy) to a constant vector, which yields `weight` for Llama-style norms and `1 + weight`
   for Gemma's — no family special case needed. The input-dependent 1/rms scale is left out (it only
