@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -103,8 +103,11 @@ def corpus_rows(lm: LanguageModel, corpus: str | os.PathLike, context_size: int,
 
 
 def fetch_rows(lm: LanguageModel, corpus: str | os.PathLike, context_size: int,
-               wanted: Iterable[int]) -> dict[int, list[int]]:
-    """Token ids of the wanted rows (one streaming read of the corpus up to the last of them)."""
+               wanted: Iterable[int], on_progress: Callable[[int], None] | None = None) -> dict[int, list[int]]:
+    """Token ids of the wanted rows (one streaming read of the corpus up to the last of them).
+
+    `on_progress(1)` is called after each row read.
+    """
     want = set(int(r) for r in wanted)
     out: dict[int, list[int]] = {}
     if not want:
@@ -112,6 +115,8 @@ def fetch_rows(lm: LanguageModel, corpus: str | os.PathLike, context_size: int,
     for r, row in enumerate(corpus_rows(lm, corpus, context_size, 0, max(want) + 1)):
         if r in want:
             out[r] = row
+        if on_progress is not None:
+            on_progress(1)
     missing = want - out.keys()
     if missing:
         raise ValueError(f"corpus {corpus} changed: rows {sorted(missing)[:5]} … are gone")

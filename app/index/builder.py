@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from app.index import distributed
 from app.index.activations import (
@@ -31,6 +30,7 @@ from app.index.activations import (
 from app.index.collector import Collector
 from app.index.config import IndexConfig
 from app.index.finalize import finalize_index
+from app.index.progress import Progress
 from app.index.state import IndexState
 from app.index.store import IndexSchemaError, connect, get_meta, load_state, save_state, set_meta
 from app.lm.hooks import capture, parse_hook_name
@@ -70,7 +70,8 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
               sae_dir: str | os.PathLike | None = None, progress: bool = False, finalize: bool = True) -> Path:
     """Index `corpus` up to `tokens` tokens in total (resuming / extending `db_path`), then finalise it.
 
-    `finalize=False` stops after the pass (status stays "building"; the next run finalises).
+    `finalize=False` stops after the pass (status stays "building"; the next run finalises). The pass and each
+    finalise phase log progress with rate and ETA: every 10 s with `progress`, else every minute.
     """
     hook_name = sae.cfg.metadata.get("hook_name")
     if not hook_name:
@@ -84,6 +85,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
     if tokens < 1:
         raise ValueError("--tokens must be at least 1")
     rank, size = distributed.world()
+    every = None if progress else 60.0  # seconds between two progress lines (None: the default 10 s)
     db_path = Path(db_path)
     conn = _connect_writer(db_path, restart) if rank == 0 else None
     fingerprint = {**cfg.fingerprint(), "sae": sae_fingerprint(sae), "hook_name": hook_name}
@@ -113,7 +115,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
                 norm_ref = reference_norm(lm, first, first_h)
             norm_ref = distributed.broadcast_float(norm_ref)
         t0, last_commit, batches_since = time.perf_counter(), time.perf_counter(), 0
-        bar = tqdm(total=(target_rows - rows_done) * ctx, unit="tok", disable=not progress or rank != 0)
+        bar = Progress("index pass", (target_rows - rows_done) * ctx, "tokens", every, log) if rank == 0 else None
         rows_iter = corpus_rows(lm, corpus, ctx, rows_done, target_rows)
         start = rows_done
         while start < target_rows:
@@ -123,7 +125,8 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
                 index_batch(lm, sae, hook, collector, batch, start, cfg, norm_ref, first_h if start == 0 else None)
                 first_h = None
             start += len(batch)
-            bar.update(len(batch) * ctx)
+            if bar is not None:
+                bar.update(len(batch) * ctx)
             batches_since += 1
             exhausted = len(batch) < want
             round_end = (start // per) % size == 0 or start >= target_rows or exhausted
@@ -135,7 +138,8 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
             if exhausted:
                 log.warning("corpus ended after %d rows (%d tokens); asked for %d tokens", start, start * ctx, tokens)
                 break
-        bar.close()
+        if bar is not None:
+            bar.close()
         if rank == 0:
             with conn:
                 set_meta(conn, "pass_seconds", get_meta(conn, "pass_seconds", 0.0) + time.perf_counter() - t0)
@@ -145,7 +149,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
             with conn:
                 set_meta(conn, "status", "finalizing")
             # Under torchrun the collector holds this rank's batches only: finalise the merged state.
-            finalize_index(conn, lm, sae, hook, committed.to(sae.device), cfg, corpus, norm_ref)
+            finalize_index(conn, lm, sae, hook, committed.to(sae.device), cfg, corpus, norm_ref, every)
         conn.close()
     distributed.barrier()
     return db_path

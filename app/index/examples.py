@@ -1,21 +1,20 @@
-"""After the pass: per-token values and ablation loss effects for the chosen example windows.
+"""After the pass: the chosen example windows and their per-token values (loss effects: loss_effects.py).
 
 Only the corpus rows that hold a chosen example are re-run. Values of one latent per example are computed
-from the hook activations directly (no full encode). Loss effect of token p = CE(p | ablated) − CE(p | clean),
-where CE(p) = −log P(token p | tokens < p) and ablating latent i clamps it to 0 at every non-special
-position (SPEC §4: h ← h + (0 − f_i(h))·d_i); 0 at the first token of a row. Positive: the latent helped.
+from the hook activations directly (no full encode).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from app.index.activations import encode_pairs, keep_mask, prepare_input
+from app.index.activations import keep_mask, prepare_input
 from app.index.config import IndexConfig
 from app.index.state import IndexState, interval_samples
-from app.lm.hooks import capture, intervene
+from app.lm.hooks import capture
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
 
@@ -80,8 +79,11 @@ def window_index(pos: torch.Tensor, cfg: IndexConfig) -> tuple[torch.Tensor, tor
 
 @torch.no_grad()
 def window_values(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], rows: dict[int, list[int]],
-                  ex: ExampleSet, cfg: IndexConfig, norm_ref: float | None):
+                  ex: ExampleSet, cfg: IndexConfig, norm_ref: float | None,
+                  on_progress: Callable[[int], None] | None = None):
     """(token ids [E, W] int64 with −1 padding, values [E, W] float32) of every example window.
+
+    `on_progress(n)` is called after each batch with its number of rows.
 
     Values are the latent's activations, except for near misses: their pre-activations (the activation is
     pre where pre > θ, else 0). Rows are re-run in batches and encoded latent chunk by latent chunk; each
@@ -119,49 +121,6 @@ def window_values(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], ro
         lr_all = local[row[in_batch]].view(-1, 1)
         tok[in_batch] = torch.where(valid[in_batch], ids[lr_all, idx[in_batch]], -1)
         local[torch.tensor(batch_rows)] = -1
+        if on_progress is not None:
+            on_progress(len(batch_rows))
     return tok, vals
-
-
-@torch.no_grad()
-def loss_effects(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], rows: dict[int, list[int]],
-                 ex: ExampleSet, cfg: IndexConfig, logit_budget: int = 1 << 25) -> torch.Tensor:
-    """Per-token loss effect [E, W] of ablating each example's latent (NaN outside the window)."""
-    row, idx, valid = window_index(ex.pos, cfg)
-    n_ex, width = idx.shape
-    out = torch.full((n_ex, width), float("nan"), dtype=torch.float32)
-    ends = torch.where(valid, idx, torch.zeros_like(idx)).amax(1) + 1
-    order = torch.argsort(ends, stable=True)  # similar lengths and windows share a batch
-    vocab = lm.unembed.shape[1]
-    per_batch = max(1, min(64, logit_budget // ((width + 16) * vocab)))
-    dev = lm.device
-    d_dec = (sae.W_dec / sae.input_scale)
-    for b in range(0, n_ex, per_batch):
-        e = order[b:b + per_batch]
-        length = int(ends[e].max())
-        ids = torch.tensor([rows[int(r)][:length] for r in row[e]], dtype=torch.long).to(dev)
-        first = max(int(idx[e, 0].min()) - 1, 0)
-        keep_n = length - first
-        lats = ex.latent[e].to(sae.device)
-        special = lm.special_mask(ids).to(sae.device)
-
-        def ablate(h: torch.Tensor, offset: int, lats=lats, special=special) -> torch.Tensor:
-            f = encode_pairs(sae, prepare_input(sae, h), lats) * ~special[:, offset:offset + h.shape[1]]
-            return h - (f.unsqueeze(-1) * d_dec[lats].unsqueeze(1)).to(h.dtype)
-
-        clean = _token_ce(lm, ids, keep_n)
-        with intervene(lm, *hook, ablate):
-            ablated = _token_ce(lm, ids, keep_n)
-        delta = (ablated - clean).cpu()  # column q is token position first + 1 + q
-        ix = idx[e]
-        eff = delta.gather(1, (ix - first - 1).clamp(0, delta.shape[1] - 1))
-        eff = torch.where(ix == 0, torch.zeros_like(eff), eff)
-        out[e] = torch.where(valid[e], eff, torch.full_like(eff, float("nan")))
-    return out
-
-
-def _token_ce(lm: LanguageModel, ids: torch.Tensor, keep_n: int) -> torch.Tensor:
-    """CE of each of the last keep_n − 1 tokens given what precedes it: [B, keep_n − 1]."""
-    logits = lm.model(input_ids=ids, use_cache=False, logits_to_keep=keep_n).logits.float()
-    logp = torch.log_softmax(logits[:, :-1], dim=-1)
-    target = ids[:, ids.shape[1] - keep_n + 1:]
-    return -logp.gather(2, target.unsqueeze(-1)).squeeze(-1)

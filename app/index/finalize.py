@@ -1,4 +1,4 @@
-"""After-pass work: logit effects, decoder neighbours, example windows, loss effects — written in one transaction.
+"""After-pass work: example windows, loss effects, logit effects, decoder neighbours — written in one transaction.
 
 The previous final tables stay readable until the new ones replace them (extending an index keeps the old
 dashboards visible while it runs).
@@ -16,7 +16,9 @@ import torch
 
 from app.index.activations import fetch_rows
 from app.index.config import IndexConfig
-from app.index.examples import KIND_NAMES, TOP, ExampleSet, chosen_examples, loss_effects, window_index, window_values
+from app.index.examples import KIND_NAMES, TOP, ExampleSet, chosen_examples, window_index, window_values
+from app.index.loss_effects import loss_effects
+from app.index.progress import Progress
 from app.index.state import IndexState
 from app.index.store import ensure_vocab, set_meta, to_blob
 from app.lm.logit_lens import logit_effects
@@ -30,21 +32,40 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int],
                    state: IndexState, cfg: IndexConfig, corpus: str | os.PathLike,
-                   norm_ref: float | None) -> None:
-    """Compute everything the dashboards show beyond the running statistics and store it."""
+                   norm_ref: float | None, progress_every: float | None = None) -> None:
+    """Compute everything the dashboards show beyond the running statistics and store it.
+
+    Each phase logs its progress with rate and ETA (app/index/progress.py, at most every `progress_every`
+    seconds) and its seconds go to the meta key `finalize_phases`.
+    """
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase(name: str, total: float, unit: str) -> Progress:
+        return Progress(f"index finalise, {name}", total, unit, progress_every, log)
+
     state = state.to("cpu")
     ex, edges = chosen_examples(state, cfg)
-    rows = fetch_rows(lm, corpus, cfg.context_size, torch.unique(ex.pos // cfg.context_size).tolist())
-    log.info("re-running %d rows for %d example windows", len(rows), ex.pos.numel())
-    tok, vals = window_values(lm, sae, hook, rows, ex, cfg, norm_ref)
+    wanted = torch.unique(ex.pos // cfg.context_size).tolist()
+    p = phase("corpus rows", max(wanted, default=-1) + 1, "rows")
+    rows = fetch_rows(lm, corpus, cfg.context_size, wanted, p.update)
+    phases["corpus_rows"] = p.close()
+    p = phase("example windows", len(rows), "rows")
+    tok, vals = window_values(lm, sae, hook, rows, ex, cfg, norm_ref, p.update)
+    phases["example_windows"] = p.close()
     loss = torch.full_like(vals, float("nan"))
     chosen = ex.is_top & (ex.group < cfg.loss_effect_top)
     if cfg.loss_effects and bool(chosen.any()):
-        loss[chosen] = loss_effects(lm, sae, hook, rows, ex.subset(chosen), cfg)
+        p = phase("loss effects", int(chosen.sum()), "examples")
+        loss[chosen] = loss_effects(lm, sae, hook, rows, ex.subset(chosen), cfg, on_progress=p.update)
+        phases["loss_effects"] = p.close()
+    p = phase("logit effects and neighbours", state.n, "latents")
     w_dec = decoder_directions(sae)
     logits = logit_effects(lm, w_dec, cfg.n_logits)
     nbr_ids, nbr_cos = decoder_neighbors(w_dec, cfg.n_neighbors)
+    p.update(state.n)
+    phases["logits_neighbours"] = p.close()
+    p = phase("write", state.n, "latents")
     _, ix, _ = window_index(ex.pos, cfg)
     centers = (ex.pos % cfg.context_size) - ix[:, 0]
     top_token = torch.full((state.n,), -1, dtype=torch.long)
@@ -63,9 +84,12 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
         )
         conn.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                          _example_rows(ex, tok, vals, loss, centers))
+        p.update(state.n)
+        phases["write"] = p.close()
         set_meta(conn, "status", "complete")
         set_meta(conn, "finalized_at", time.time())
         set_meta(conn, "finalize_seconds", time.perf_counter() - t0)
+        set_meta(conn, "finalize_phases", {k: round(v, 3) for k, v in phases.items()})
     log.info("index finalised in %.1f s", time.perf_counter() - t0)
 
 

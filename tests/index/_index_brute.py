@@ -112,3 +112,38 @@ def assert_theta_window_matches_brute(st: IndexState, pre: torch.Tensor, keep: t
     for i in range(pre.shape[2]):
         got = [(float(v), int(p)) for v, p in zip(st.near_val[i], st.near_pos[i], strict=True) if p >= 0]
         assert got == ref["near"][i], f"latent {i}"
+
+
+def brute_loss_effects(lm, sae, hook: tuple[str, int], rows: dict[int, list[int]], latent: torch.Tensor,
+                       pos: torch.Tensor, cfg: IndexConfig) -> torch.Tensor:
+    """Per-example loss effects [E, W] straight from SPEC §4, one example at a time (slow, tiny models only).
+
+    For each example: the whole row, once clean and once with its latent clamped to 0 at every non-special
+    position (sae.encode on the hook activation, h − f_i·d_i in the SAE's input units), CE of every token,
+    then the window [centre − before, centre + after] clipped into the row; 0 at the row's first token.
+    """
+    from app.lm.hooks import intervene
+
+    ctx, width = cfg.context_size, cfg.window_before + cfg.window_after + 1
+    out = torch.full((latent.numel(), width), float("nan"))
+    for e in range(latent.numel()):
+        i, r, t = int(latent[e]), int(pos[e]) // ctx, int(pos[e]) % ctx
+        ids = torch.tensor([rows[r]])
+        special = lm.special_mask(ids)
+        d_i = (sae.W_dec[i] / sae.input_scale).detach()
+
+        def ablate(h, offset, i=i, special=special, d_i=d_i):
+            f = sae.encode(h)[..., i].detach() * ~special
+            return h - (f.unsqueeze(-1) * d_i).to(h.dtype)
+
+        def ce(ids=ids):
+            logp = torch.log_softmax(lm.model(input_ids=ids).logits.float(), -1)[0]
+            return torch.cat([torch.zeros(1), -logp[:-1].gather(1, ids[0, 1:, None]).squeeze(1)])
+
+        with torch.no_grad():
+            clean = ce()
+            with intervene(lm, *hook, ablate):
+                ablated = ce()
+        start, stop = max(t - cfg.window_before, 0), min(t + cfg.window_after + 1, ctx)
+        out[e, :stop - start] = (ablated - clean)[start:stop]
+    return out
