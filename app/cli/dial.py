@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dial", help="scale all JumpReLU thresholds: L0 / FVU / ΔLM loss along the curve; save one",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
+    p.add_argument("--sae", required=True, help="SAE folder (native/SAELens), Gemma Scope params.npz, "
+                   "hf://OWNER/REPO/PATH or saelens://RELEASE/SAE_ID")
     p.add_argument("--model", help="LM folder, .gguf file or hub id (default: the SAE's metadata model_name)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--factors", help="comma-separated threshold factors, e.g. 0.5,1,2")
@@ -72,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     edits = _edits(args.set)
     if edits and not args.save:
         raise CLIError("--set edits a saved SAE: give --save OUT")
+    from app.sae.hub import resolve_sae_ref
+
+    args.sae = str(resolve_sae_ref(args.sae))  # hf:// and saelens:// → their workspace folder (fetched once)
     if not Path(args.sae).exists():
         raise CLIError(f"--sae {args.sae}: no such file or folder")
     from app.lm import load_lm

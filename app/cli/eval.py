@@ -26,7 +26,8 @@ DEFAULT_CONTEXT = 128
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate an SAE spliced into its LM (L0, FVU, ΔLM loss, CE score, KL)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--sae", required=True, help="SAE folder (native/SAELens) or Gemma Scope params.npz")
+    p.add_argument("--sae", required=True, help="SAE folder (native/SAELens), Gemma Scope params.npz, "
+                   "hf://OWNER/REPO/PATH or saelens://RELEASE/SAE_ID")
     p.add_argument("--model", help="LM folder, .gguf file or hub id (default: the SAE's metadata model_name)")
     p.add_argument("--outlier-factor", type=float, default=None,
                    help="skip positions whose activation norm exceeds this × the reference norm (default: the "
@@ -59,6 +60,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     if args.context_size is not None and args.context_size < 2:
         raise CLIError(f"--context-size must be ≥ 2, got {args.context_size}")
+    from app.sae.hub import resolve_sae_ref
+
+    args.sae = str(resolve_sae_ref(args.sae))  # hf:// and saelens:// → their workspace folder (fetched once)
     if not Path(args.sae).exists():
         raise CLIError(f"--sae {args.sae}: no such file or folder")
     for flag, value in (("--corpus", args.corpus), ("--eval-corpus", args.eval_corpus)):

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "latent in one pass. --tokens is the total: rerun with the same value to resume a killed "
                     "run, or with a larger one to extend the index.",
     )
-    p.add_argument("--sae", required=True, help="SAE folder (or Gemma Scope params.npz)")
+    p.add_argument("--sae", required=True, help="SAE folder, Gemma Scope params.npz, "
+                   "hf://OWNER/REPO/PATH or saelens://RELEASE/SAE_ID")
     p.add_argument("--corpus", required=True, help="text/JSONL/Parquet file or folder, or hf:NAME[:split]")
     p.add_argument("--tokens", required=True, type=int, help="total tokens to index (rounded up to whole rows)")
     p.add_argument("--model", help="HF model folder, .gguf file or hub id (default: the SAE's metadata model_name)")
@@ -52,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.corpus}: corpus not found")
     if args.tokens < 1:
         raise CLIError("--tokens must be at least 1")
-    sae_path = Path(args.sae)
+    from app.sae.hub import resolve_sae_ref
+
+    sae_path = resolve_sae_ref(args.sae)  # hf:// and saelens:// → their workspace folder (fetched once)
     device = resolve_device(args.device)
     sae = load_sae(sae_path, device=device, dtype="float32")  # fp32 statistics; the LM may run in bf16
     sae_dir = sae_path if sae_path.is_dir() else sae_path.parent

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve the JumpScope web app. Settings also come from JUMPSCOPE_* variables.")
     p.add_argument("--model", help="LM folder, .gguf file or hub id (default: model_name in the first SAE's cfg.json)")
     p.add_argument("--sae", action="append", default=None, metavar="DIR",
-                   help="SAE folder or Gemma Scope params.npz; repeat for several")
+                   help="SAE folder, Gemma Scope params.npz, hf://OWNER/REPO/PATH or saelens://RELEASE/SAE_ID; "
+                        "repeat for several (e.g. one model's layers)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
@@ -51,10 +52,13 @@ def build_settings(args: argparse.Namespace):
         raise CLIError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
     if settings.model is None and not settings.saes:
         settings = settings.model_copy(update=_demo_paths(args.demo_cache))
-    for path in settings.saes:
+    from app.sae.hub import resolve_sae_ref
+
+    saes = [resolve_sae_ref(path) for path in settings.saes]  # hf:// and saelens:// fetched once, then offline
+    for path in saes:
         if not Path(path).exists():
             raise CLIError(f"SAE {path} does not exist")
-    return settings
+    return settings.model_copy(update={"saes": saes})
 
 
 def _demo_paths(cache: Path | None) -> dict:

@@ -20,7 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from app.fsio import atomic_write_json, fsync_dir, fsync_file
+from app.sae import hub
 from app.sae.errors import SAEFormatError
+from app.sae.hub_layouts import GS2_WEIGHTS, load_gemma_scope_2
 from app.sae.jumprelu import JumpReLUSAE, SAEConfig
 from app.sae.saelens import check_reshape, drop_unit_scaling_factor, input_scale, saelens_metadata
 
@@ -98,7 +100,7 @@ def _carry_over(folder: Path, tmp: Path) -> None:
     """Hard-link every non-SAE entry of an existing `folder` into `tmp` (a copy where links are refused)."""
     if not folder.is_dir():
         return
-    sae_files = {CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE}
+    sae_files = {CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE, hub.HUB_FILE}  # a saved SAE replaces a Hub SAE's record
     for entry in folder.iterdir():
         if entry.name in sae_files or entry.is_symlink():
             continue
@@ -147,8 +149,9 @@ def _previous_copy(folder: Path) -> Path | None:
 def load_sae(
     path: str | os.PathLike, device: torch.device | str | None = None, dtype: str | None = None
 ) -> JumpReLUSAE:
-    """Load a JumpReLU SAE from a native/SAELens folder, a Gemma Scope `params.npz`, or a folder holding one."""
-    p = Path(path)
+    """Load a JumpReLU SAE from a native/SAELens folder, a Gemma Scope `params.npz`, a folder holding one, a Gemma
+    Scope 2 folder (params.safetensors), or a Hub reference `hf://…` / `saelens://…` (app.sae.hub)."""
+    p = hub.resolve_sae_ref(path)
     if not p.exists() and (prev := _previous_copy(p)) is not None:
         log.warning("%s is missing: loading %s, left by an interrupted save", p, prev)
         p = prev
@@ -156,14 +159,18 @@ def load_sae(
         raise SAEFormatError(f"{p}: no such file or folder")
     try:
         if p.is_dir():
-            if (p / CFG_FILE).exists():
-                sae = _load_native(p)
+            if (p / hub.HUB_FILE).exists():
+                sae = hub.load_workspace(p)
+            elif (p / CFG_FILE).exists():
+                sae = load_native(p)
             elif (p / GEMMA_SCOPE_FILE).exists():
-                sae = _load_gemma_scope(p / GEMMA_SCOPE_FILE)
+                sae = load_gemma_scope(p / GEMMA_SCOPE_FILE)
+            elif (p / GS2_WEIGHTS).exists():
+                sae = load_gemma_scope_2(p)
             else:
-                raise SAEFormatError(f"{p}: expected {CFG_FILE} + {WEIGHTS_FILE} or {GEMMA_SCOPE_FILE}")
+                raise SAEFormatError(f"{p}: expected {CFG_FILE} + {WEIGHTS_FILE}, {GEMMA_SCOPE_FILE} or {GS2_WEIGHTS}")
         elif p.suffix == ".npz":
-            sae = _load_gemma_scope(p)
+            sae = load_gemma_scope(p)
         else:
             raise SAEFormatError(f"{p}: not an SAE folder or a .npz file")
     except SAEFormatError:
@@ -176,7 +183,7 @@ def load_sae(
     return sae.to_dtype_device(dtype=dtype, device=device)
 
 
-def _load_native(folder: Path) -> JumpReLUSAE:
+def load_native(folder: Path) -> JumpReLUSAE:
     try:
         raw = json.loads((folder / CFG_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -208,7 +215,7 @@ def _load_native(folder: Path) -> JumpReLUSAE:
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
         metadata=saelens_metadata(raw),
     )
-    sae = _from_tensors(cfg, tensors, str(weights_path))
+    sae = from_tensors(cfg, tensors, str(weights_path))
     sae.input_scale.fill_(scale)
     return sae
 
@@ -222,7 +229,7 @@ def _int_field(raw: dict, key: str, where: Path) -> int:
         raise SAEFormatError(f"{where / CFG_FILE}: {key!r} must be an integer, got {raw[key]!r}") from None
 
 
-def _load_gemma_scope(path: Path) -> JumpReLUSAE:
+def load_gemma_scope(path: Path) -> JumpReLUSAE:
     """Gemma Scope params.npz: raw activations in, JumpReLU as (pre > θ)·relu(pre) (θ > 0, so the same)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -240,10 +247,11 @@ def _load_gemma_scope(path: Path) -> JumpReLUSAE:
     d_in, d_sae = arrays["W_enc"].shape
     tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).float() for k in WEIGHT_KEYS}
     cfg = SAEConfig(d_in=int(d_in), d_sae=int(d_sae), dtype="float32", metadata={"source": "gemma-scope"})
-    return _from_tensors(cfg, tensors, str(path))
+    return from_tensors(cfg, tensors, str(path))
 
 
-def _from_tensors(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) -> JumpReLUSAE:
+def from_tensors(cfg: SAEConfig, tensors: dict[str, torch.Tensor], where: str) -> JumpReLUSAE:
+    """A JumpReLUSAE from W_enc/W_dec/b_enc/b_dec/threshold, after shape, finiteness and θ ≥ 0 checks."""
     shapes = {
         "W_enc": (cfg.d_in, cfg.d_sae),
         "W_dec": (cfg.d_sae, cfg.d_in),

@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from app.lm import LanguageModel, load_lm
 from app.sae import JumpReLUSAE, load_sae, load_sparsity
+from app.sae.hub import resolve_sae_ref, sae_metadata
 from app.steering import hook_of
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,25 @@ class Services:
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, model: str | None, sae_paths: list[Path], device: str = "auto", dtype: str = "auto") -> Services:
-        """Load the LM (default: the first SAE's metadata model_name) and every SAE."""
+        """Load the LM (default: the first SAE's metadata model_name) and every SAE (folders or Hub references)."""
+        failed: dict[str, str] = {}
+        local: list[Path] = []
+        for ref in sae_paths:
+            try:
+                local.append(resolve_sae_ref(ref))  # hf:// and saelens:// → their workspace folders
+            except (ValueError, OSError) as e:
+                log.error("not serving SAE %s: %s", ref, e)
+                failed[str(ref)] = str(e)
+        sae_paths = local
         if model is None:
+            if not sae_paths and failed:
+                raise ValueError(next(iter(failed.values())))  # the only SAEs named cannot be resolved
             if not sae_paths:
                 raise ValueError("nothing to serve: give a model (--model) and/or SAE folders (--sae)")
             model = cls._model_name_of(Path(sae_paths[0]), [Path(p) for p in sae_paths[1:]])
         lm = load_lm(model, device=device, dtype=dtype)
         services = cls(lm)
+        services.failed.update(failed)
         for path in sae_paths:
             try:
                 services.register_sae(path)
@@ -111,13 +124,9 @@ class Services:
 
     @staticmethod
     def _model_name_of(path: Path, others: list[Path] = ()) -> str:
-        """model_name from the first SAE whose cfg.json names one (a damaged first SAE does not block)."""
+        """model_name from the first SAE whose metadata names one (a damaged first SAE does not block)."""
         for p in (path, *others):
-            try:
-                meta = json.loads((p / "cfg.json").read_text()).get("metadata") or {}
-                name = meta.get("model_name") if isinstance(meta, dict) else None
-            except (OSError, ValueError, AttributeError, RecursionError):
-                name = None
+            name = sae_metadata(p).get("model_name")
             if name:
                 return str(name)
         raise ValueError(f"{path}: cfg.json names no model_name; pass the model with --model")
@@ -128,7 +137,7 @@ class Services:
         Called at start-up and by the admin jobs when a training job finishes. Raises ValueError when the SAE
         does not fit the loaded model (width or hook).
         """
-        folder = Path(folder).resolve()
+        folder = resolve_sae_ref(folder).resolve()
         sae = load_sae(folder, device=self.lm.device)
         sae.requires_grad_(False)
         if sae.d_in != self.lm.d_model:
