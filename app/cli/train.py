@@ -5,6 +5,11 @@
     jumpscope train --activations FILE --d-sae N --target-l0 K --tokens T --out DIR
     (no --l0-coefficient/--target-l0: target L0 min(32, d_sae/8); no --tokens with --activations: one pass)
 
+Sweeps: --hook, --layer, --d-sae, --target-l0 and --l0-coefficient take comma lists
+(`--d-sae 1024,4096 --target-l0 16,32 --layer 3,6`); the cross product is trained from one LM pass, each run
+in its own folder under --out (named after the values that vary, e.g. L3-resid_post-d1024-l0_16) with its own
+train_config.json, metrics, checkpoints and summary.json; --resume continues every run. docs/training_sweeps.md.
+
 Every flag maps to a field of app.training.config.TrainConfig (same name, dashes for underscores).
 Bad input fails before any work with one line and exit code 2; under torchrun the same command trains
 data-parallel.
@@ -51,6 +56,12 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--l0-warmup-steps", int, "λ warm-up / target ramp steps (default 10000, at most 20%% of the run)"),
     ("--l0-warmup-fraction", float, "cap of the L0 warm-up as a fraction of the run (default 0.2)"),
     ("--controller-rate", float, "target-L0 controller gain on log λ per step (default 0.05)"),
+    ("--objective", str, "step (Gemma Scope 1, default) | quadratic (Gemma Scope 2) | tanh (Anthropic); "
+                         "see docs/training.md"),
+    ("--quadratic-coefficient", float, "quadratic: λ of the (2/T)(L0 − T)² penalty (default 1)"),
+    ("--frequency-coefficient", float, "quadratic: weight of the firing-frequency penalty (default 0)"),
+    ("--tanh-scale", float, "tanh: c of tanh(c·f·‖W_dec‖) (default 4)"),
+    ("--pre-act-coefficient", float, "tanh: weight of the pre-activation loss (default 3e-6)"),
     ("--tokens", int, "training tokens in total (required)"),
     ("--batch-size", int, "tokens per optimiser step, over all ranks (default 4096)"),
     ("--lr", float, "peak learning rate (default auto: 7e-5 for long runs, up to 1e-2 for short ones)"),
@@ -73,11 +84,27 @@ _OPTIONS: list[tuple[str, type, str]] = [
 ]
 
 
+def _listed(typ: type):
+    """argparse type for a sweep axis: one value, or a comma list of values (a list)."""
+
+    def parse(text: str):
+        items = [t.strip() for t in text.split(",")]
+        if any(not t for t in items):
+            raise argparse.ArgumentTypeError(f"empty item in the list {text!r}")
+        values = [typ(t) for t in items]
+        return values[0] if len(values) == 1 else values
+
+    parse.__name__ = typ.__name__
+    return parse
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a JumpReLU SAE (from an LM + corpus, or an activation file)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, typ, help_text in _OPTIONS:
-        p.add_argument(flag, type=typ, default=None, help=help_text)
+        axis = flag[2:].replace("-", "_") in _sweep_axes()
+        p.add_argument(flag, type=_listed(typ) if axis else typ, default=None,
+                       help=help_text + (" (a comma list sweeps)" if axis else ""))
     p.add_argument("--out", required=True, help="output SAE folder (must not exist unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--no-normalize", action="store_true", help="skip the E‖x‖² = 1 input normalisation")
@@ -98,10 +125,29 @@ def _activation_rows(path: str) -> int:
         return inspect_activation_file(path)[0]
 
 
-def config_from_args(args: argparse.Namespace):
-    """TrainConfig from parsed flags (unset flags keep the config defaults)."""
-    from app.training.config import TrainConfig
+def _sweep_axes() -> tuple[str, ...]:
+    from app.training.sweep import SWEEP_AXES
 
+    return SWEEP_AXES
+
+
+def configs_from_args(args: argparse.Namespace) -> list:
+    """The TrainConfigs of the command: one (no lists) or one per run of a sweep (see app.training.sweep)."""
+    from app.training.sweep import sweep_configs
+
+    return sweep_configs(_values(args))
+
+
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig from parsed flags (unset flags keep the config defaults); a sweep is refused here."""
+    configs = configs_from_args(args)
+    if len(configs) != 1:
+        raise CLIError("this command trains one SAE; comma lists make a sweep")
+    return configs[0]
+
+
+def _values(args: argparse.Namespace) -> dict:
+    """TrainConfig keyword values from parsed flags (sweep axes may hold lists)."""
     values = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in _OPTIONS}
     values = {k: v for k, v in values.items() if v is not None}
     if "d_sae" not in values:
@@ -110,14 +156,18 @@ def config_from_args(args: argparse.Namespace):
         if values.get("activations") is None:
             raise CLIError("--tokens is required when training from a model and corpus")
         values["tokens"] = _activation_rows(values["activations"])  # default: one pass over the file
-    return TrainConfig(**values, out=args.out, resume=args.resume, normalize=not args.no_normalize,
-                       progress=not args.no_progress)
+    return values | {"out": args.out, "resume": args.resume, "normalize": not args.no_normalize,
+                      "progress": not args.no_progress}
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.training.sweep import train_sweep
     from app.training.trainer import train
 
-    config = config_from_args(args)
-    out = train(config)
-    print(out)
+    configs = configs_from_args(args)
+    if len(configs) == 1:
+        print(train(configs[0]))
+        return 0
+    for out in train_sweep(configs, args.out):
+        print(out)
     return 0
