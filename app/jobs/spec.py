@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.lm.hooks import HOOK_KINDS, HookKind  # noqa: F401  (HOOK_KINDS re-exported for callers of the spec)
 from app.training.config import TrainConfig, default_target_l0
 
-# Mirrors app.lm.hooks.HOOK_KINDS (not imported: that pulls in torch/transformers; a test keeps them equal).
-HOOK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A Hugging Face hub id: "gpt2" or "org/name"; never a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -41,7 +39,7 @@ class JobSpec(BaseModel):
     model: str | None = Field(
         None, max_length=512, description="LM: a folder under the corpus root or a hub id (corpus jobs)"
     )
-    hook: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = Field(
+    hook: HookKind = Field(
         "resid_post", description="hook kind the SAE reads (blocks.<layer>.hook_<kind>)"
     )
     layer: int = Field(0, ge=0, le=1024, description="transformer block index of the hook")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -22,8 +22,10 @@ from app.lm.families import get_path
 if TYPE_CHECKING:
     from app.lm.model import LanguageModel
 
-HOOK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
-_HOOK_NAME = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|attn_out|mlp_out)$")
+# The hook kinds, written once: jobs' validation (app/jobs/spec.py) and the trainer's config read them from here.
+HookKind = Literal["resid_pre", "resid_post", "attn_out", "mlp_out"]
+HOOK_KINDS: tuple[str, ...] = get_args(HookKind)
+_HOOK_NAME = re.compile(rf"^blocks\.(\d+)\.hook_({'|'.join(HOOK_KINDS)})$")
 
 # fn(h, offset) -> new h; h is [B, T, d]; offset is the absolute position of h[:, 0]: 0 for a whole sequence,
 # the number of tokens already seen when a KV cache holds them (told by the caller through a `Positions` tracker).
