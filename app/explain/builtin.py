@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from app.explain.base import LatentExamples, Measurement, Window
 
 PROMPT_VERSION = "builtin-1"
-PRIOR_STRENGTH = 1000.0  # α0 of the Dirichlet prior (pseudo-counts spread like the background)
+PRIOR_STRENGTH = 100.0  # α0 of the Dirichlet prior (pseudo-counts spread like the background)
 MIN_Z = 1.96  # an item must be enriched at this z-score
 MAX_TOKENS = 8  # activating tokens listed at most
 TOKEN_COVER = 0.95  # list tokens until they cover this share of activations
@@ -124,9 +124,9 @@ class BuiltinExplainer:
             return None
         z = log_odds_z(tokens, self.bg, self.bg_total)
         items, _, more = _covering(tokens, z, total, MAX_TOKENS, TOKEN_COVER)
-        if not items:  # nothing enriched (a very dense latent): its most frequent tokens
-            items, more = [w for w, _ in tokens.most_common(MAX_TOKENS) if w], len(tokens) > MAX_TOKENS
         context = self._context(ctx, set(items), total)
+        if not items and not context:  # nothing enriched (a very dense latent): its most frequent tokens
+            items, more = [w for w, _ in tokens.most_common(MAX_TOKENS) if w], len(tokens) > MAX_TOKENS
         nxt = [norm(t) for t, v in examples.top_logits[:N_LOGITS] if v > 0 and norm(t)]
         return Label(tuple(items), more, tuple(context), tuple(nxt))
 
@@ -177,12 +177,12 @@ def render(label: Label | None) -> str:
     """The label as text (the grammar of the module doc); "" for None."""
     if label is None:
         return ""
-    text = ", ".join(render_item(t) for t in label.tokens) + (" …" if label.more else "")
+    parts = [", ".join(render_item(t) for t in label.tokens) + (" …" if label.more else "")] if label.tokens else []
     if label.after:
-        text += "; after: " + ", ".join(render_item(t) for t in label.after)
+        parts.append("after: " + ", ".join(render_item(t) for t in label.after))
     if label.next:
-        text += "; next: " + ", ".join(render_item(t) for t in label.next)
-    return text
+        parts.append("next: " + ", ".join(render_item(t) for t in label.next))
+    return "; ".join(parts)
 
 
 def parse(text: str) -> Label:
