@@ -1,4 +1,4 @@
-"""Build the demo bundle: world → tokenizer → tiny LM → SAE (training pipeline) → eval → index → report.
+"""Build the demo bundle: world → tokenizer → tiny LM → SAE (training pipeline) → eval → index → explain → report.
 
 Everything is written into one folder; `app.demo.bundle` builds it in a temporary sibling and renames it into
 place, so a half-built bundle is never seen. Sizes are chosen for ≤ 5 minutes on a 2-core CPU (docs/benchmarks.md).
@@ -25,8 +25,9 @@ Progress = Callable[[str, float], None]  # (what is happening, overall fraction 
 MODEL_DIR, SAE_DIR, CORPUS_DIR = "model", "sae", "corpus"
 REPORT_FILE, LM_METRICS_FILE, BUILD_FILE = "report.json", "lm_metrics.json", "build.json"
 # Raised whenever a bundle built by older code would be wrong for this code (2: sae-lens 6 cfg.json without
-# build-folder paths, exact θ, the index's θ window): a cached bundle of another version is rebuilt.
-BUNDLE_VERSION = 2
+# build-folder paths, exact θ, the index's θ window; 3: built-in explanations in index.db and their shares in
+# the report): a cached bundle of another version is rebuilt.
+BUNDLE_VERSION = 3
 EVAL_DOCS_FILE = "eval_docs.jsonl"  # held-out documents with their concept spans, for the report
 
 
@@ -133,7 +134,7 @@ def read_docs(path: Path) -> list[Document]:
 class _Stages:
     """Reports progress as weighted stages (weights ≈ their share of the build time)."""
 
-    WEIGHTS = {"world": 3, "lm": 40, "sae": 35, "eval": 5, "index": 8, "report": 9}
+    WEIGHTS = {"world": 3, "lm": 40, "sae": 35, "eval": 5, "index": 8, "explain": 1, "report": 9}
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
@@ -228,6 +229,13 @@ def _build(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) -> N
     stages.report("index", "indexing latent dashboards", 0.0)
     _index(lm, sae, sae_dir, corpus / "val.jsonl", cfg)
     stages.finish("index", t)
+
+    t = time.perf_counter()
+    stages.report("explain", "labelling latents (built-in explainer)", 0.0)
+    from app.explain.runner import run_explain
+
+    run_explain(sae_dir / "index.db", "builtin")
+    stages.finish("explain", t)
 
     t = time.perf_counter()
     stages.report("report", "validating against ground truth", 0.0)

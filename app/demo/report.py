@@ -2,7 +2,8 @@
 
 For every concept, the single latent whose activity (pre > θ) best matches the concept's token labels by F1
 on held-out labelled documents (special tokens excluded); the LM's validation loss beside a unigram baseline;
-the SAE's L0, FVU and ΔLM loss (its eval.json); and the colour-steering check.
+the SAE's L0, FVU and ΔLM loss (its eval.json); the colour-steering check; and, per explainer stored in the
+index, the share of concept latents whose explanation names the concept (`app.demo.explain_check`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from app.demo.concept_match import CooccurrenceCounter
 from app.demo.lexicon import CONCEPTS, LEXICAL_CONCEPTS, STRUCTURAL_CONCEPTS
 
-TARGETS = {"mean_lexical_f1": (">=", 0.8), "fvu": ("<=", 0.1), "l0": ("<=", 30.0), "steering_ratio": (">=", 3.0)}
+TARGETS = {"mean_lexical_f1": (">=", 0.8), "fvu": ("<=", 0.1), "l0": ("<=", 30.0), "steering_ratio": (">=", 3.0),
+           "explained_lexical_share": (">=", 0.8)}
 STEER_MULTIPLE = 2.0  # clamp the colour latent to this × its largest activation on the labelled documents
 
 
@@ -62,6 +64,10 @@ def build_report(root: str | os.PathLike, lm=None, sae=None, cfg=None) -> dict[s
     concepts, max_act = match_concepts(lm, sae, docs, context_size=cfg.context_size)
     for name in concepts:
         concepts[name]["kind"] = "lexical" if name in LEXICAL_CONCEPTS else "structural"
+    from app.demo.explain_check import explanation_shares
+
+    index_db = root / SAE_DIR / "index.db"
+    explanations = explanation_shares(index_db, concepts) if index_db.is_file() else {}
     lm_metrics = json.loads((root / LM_METRICS_FILE).read_text())
     sae_eval = json.loads((root / SAE_DIR / "eval.json").read_text())
     colour = concepts["colour"]["latent"]
@@ -82,6 +88,8 @@ def build_report(root: str | os.PathLike, lm=None, sae=None, cfg=None) -> dict[s
         "steering": check.to_json(),
         "labelled_tokens": sum(len(lm.token_ids(d.text)) - 1 for d in docs),
         "sae": {"d_sae": sae.d_sae, "hook_name": sae.cfg.metadata.get("hook_name")},
+        "explanations": explanations,
+        "explained_lexical_share": (explanations.get("builtin") or {}).get("lexical_share"),
     }
     report["targets"] = {k: {"op": op, "target": t, "met": _met(report.get(k), op, t)}
                          for k, (op, t) in TARGETS.items()}
@@ -143,4 +151,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{s['default_colour_share']:.3f} → {s['steered_colour_share']:.3f} clamping latent {s['latent']} "
         f"to {s['value']:.3g}",
     ]
+    for name, e in (report.get("explanations") or {}).items():
+        lex, struct = e.get("lexical_share"), e.get("structural_share")
+        lines.append(f"explained ({name:<8}) lexical {'n/a' if lex is None else f'{lex:.2f}'}, structural "
+                     f"{'n/a' if struct is None else f'{struct:.2f}'}   (concept latents whose explanation "
+                     "names the concept; target lexical >= 0.8 for builtin)")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The command lines a job runs: `jumpscope train` (under torchrun with several GPUs), then `eval` and `index`.
+"""The command lines a job runs: `jumpscope train` (under torchrun with several GPUs), then `eval`, `index` and,
+when the spec names an explainer, `explain`.
 
 Kept apart from the runner so the mapping from a JobSpec to CLI flags lives in one place.
 """
@@ -20,8 +21,8 @@ DEFAULT_INDEX_TOKENS = 1 << 20  # tokens indexed after training unless the spec 
 class Step:
     """One process of a job's pipeline."""
 
-    name: str  # "train", "eval" or "index"
-    phase: str  # the job phase shown while it runs: training, evaluating, indexing
+    name: str  # "train", "eval", "index" or "explain"
+    phase: str  # the job phase shown while it runs: training, evaluating, indexing, explaining
     argv: tuple[str, ...]  # the command line (empty when the step is skipped)
     note: str | None = None  # set when the step is skipped: why (written to the job log)
 
@@ -79,6 +80,17 @@ def index_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, devic
                                                                      str(tokens)] + _lm_args(spec, device)))
 
 
+def explain_step(spec: JobSpec, out_dir: Path, *, python: str | None = None) -> Step:
+    """`jumpscope explain --sae DIR --explainer E` (labels into DIR/index.db; resumes by itself); in the pipeline
+    only when the spec names an explainer, and skipped when the job builds no index."""
+    if spec.explainer is None:
+        return Step("explain", "explaining", (), note="explaining skipped: no explainer configured")
+    if spec.corpus is None:
+        return Step("explain", "explaining", (), note="explaining skipped: an activation-file job has no index")
+    return Step("explain", "explaining", tuple(jumpscope_cli(python) + ["explain", "--sae", str(out_dir),
+                                                                         "--explainer", spec.explainer]))
+
+
 def _lm_args(spec: JobSpec, device: str | None, corpus: bool = True) -> list[str]:
     """Model, corpus (unless `corpus` is False), context size and device flags shared by eval and index."""
     args = ["--model", str(spec.model)] + (["--corpus", str(spec.corpus)] if corpus else [])
@@ -91,7 +103,7 @@ def _lm_args(spec: JobSpec, device: str | None, corpus: bool = True) -> list[str
 
 def pipeline(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None = None, n_gpus: int = 1,
              device: str | None = None) -> list[Step]:
-    """The steps still to run: train (skipped when a resumed job already has its final SAE), eval, index."""
+    """The steps still to run: train (skipped when a resumed job already has its final SAE), eval, index, explain."""
     steps = []
     trained = all((out_dir / f).is_file() for f in SAE_FILES)
     if not (resume and trained):
@@ -100,4 +112,6 @@ def pipeline(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None =
                                 device=device))
     steps.append(eval_step(spec, out_dir, python=python, device=device))
     steps.append(index_step(spec, out_dir, python=python, device=device))
+    if spec.explainer is not None:
+        steps.append(explain_step(spec, out_dir, python=python))
     return steps

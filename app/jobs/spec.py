@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,6 +57,9 @@ class JobSpec(BaseModel):
         None, ge=1, le=10**12, description="tokens for the dashboard index after training (default min(tokens, 2^20))"
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
+    explainer: Literal["builtin"] | None = Field(
+        None, description="label every latent after the index (`jumpscope explain`; builtin: no LLM, offline)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JobSpec:
