@@ -1,8 +1,14 @@
-"""Bottom layer: device and dtype resolution shared by every part of JumpScope."""
+"""Bottom layer, shared by every part of JumpScope: device and dtype resolution, and the cache folder."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
+
+# The one variable the core reads for its cache; the web Settings' `cache` field is the same JUMPSCOPE_CACHE.
+CACHE_ENV = "JUMPSCOPE_CACHE"
 
 _DTYPES = {
     "float32": torch.float32,
@@ -37,3 +43,13 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 def dtype_name(dtype: torch.dtype) -> str:
     """"float32" for torch.float32, as SAELens writes it in cfg.json."""
     return str(dtype).removeprefix("torch.")
+
+
+def cache_dir() -> Path:
+    """JumpScope's cache folder: $JUMPSCOPE_CACHE, else ~/.cache/jumpscope.
+
+    It holds the demo bundle, GGUF models converted for transformers (gguf/) and Hub SAE workspaces (hub/).
+    `jumpscope serve` sets the variable from its settings, so the server, the core and job processes agree.
+    """
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "jumpscope"

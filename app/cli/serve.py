@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from app.cli.common import CLIError
+from app.config import CACHE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", help="auto (default: bf16 on CUDA, float32 on CPU), float32, bfloat16")
     p.add_argument("--data-dir", type=Path, help="where admin jobs keep their runs and database")
     p.add_argument("--corpus-root", type=Path, help="training corpora must lie under this folder")
-    p.add_argument("--demo-cache", type=Path, help="demo bundle cache folder (default $JUMPSCOPE_CACHE)")
+    p.add_argument("--cache", "--demo-cache", dest="cache", type=Path,
+                   help="cache folder: the demo bundle, converted GGUF models, Hub SAEs "
+                        "(default $JUMPSCOPE_CACHE or ~/.cache/jumpscope)")
     p.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
                    help="a Host name this server answers to (repeat; default: the bind host, plus localhost, "
                         "127.0.0.1 and [::1] on loopback); others get 400")
@@ -43,15 +47,17 @@ def build_settings(args: argparse.Namespace):
 
     overrides = {k: v for k, v in {
         "model": args.model, "saes": args.sae, "device": args.device, "dtype": args.dtype,
-        "data_dir": args.data_dir, "corpus_root": args.corpus_root,
+        "data_dir": args.data_dir, "corpus_root": args.corpus_root, "cache": getattr(args, "cache", None),
         "allowed_hosts": getattr(args, "allowed_host", None)}.items() if v is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
         first = e.errors()[0]
         raise CLIError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    if settings.cache is not None:  # one cache for the server, the core (app.config.cache_dir) and job processes
+        os.environ[CACHE_ENV] = str(settings.cache)
     if settings.model is None and not settings.saes:
-        settings = settings.model_copy(update=_demo_paths(args.demo_cache))
+        settings = settings.model_copy(update=_demo_paths(settings.cache))
     from app.sae.hub import resolve_sae_ref
 
     saes = [resolve_sae_ref(path) for path in settings.saes]  # hf:// and saelens:// fetched once, then offline

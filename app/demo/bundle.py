@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.config import cache_dir
 from app.demo.build import (
     BUILD_FILE,
     BUNDLE_VERSION,
@@ -65,9 +66,8 @@ class DemoBundle:
 
 
 def default_cache_dir() -> Path:
-    """$JUMPSCOPE_CACHE, else ~/.cache/jumpscope."""
-    env = os.environ.get("JUMPSCOPE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "jumpscope"
+    """$JUMPSCOPE_CACHE, else ~/.cache/jumpscope (`app.config.cache_dir`)."""
+    return cache_dir()
 
 
 def bundle_root(cache_dir: str | os.PathLike | None = None, small: bool = False) -> Path:

@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from app.config import cache_dir
 from app.fsio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,7 @@ def is_gguf(name: str | os.PathLike) -> bool:
 
 def cache_root() -> Path:
     """Where converted GGUF models live: $JUMPSCOPE_CACHE/gguf, else ~/.cache/jumpscope/gguf."""
-    base = os.environ.get("JUMPSCOPE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "jumpscope") / "gguf"
+    return cache_dir() / "gguf"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from app.config import cache_dir
 from app.fsio import atomic_write_json
 from app.sae import hub_layouts as layouts
 from app.sae.errors import SAEFormatError
@@ -183,8 +184,7 @@ def _file_metadata(folder: Path, layout: str) -> dict[str, Any]:
 
 def workspace_for(hub: HubRef) -> Path:
     """Where JumpScope keeps hub.json, index.db and eval.json of a Hub SAE (one folder per repo, revision, path)."""
-    base = os.environ.get("JUMPSCOPE_CACHE")
-    root = (Path(base).expanduser() if base else Path.home() / ".cache" / "jumpscope") / "hub"
+    root = cache_dir() / "hub"
     owner, repo = hub.repo_id.split("/", 1)
     name = repo + (f"@{hub.revision}" if hub.revision else "") + "".join(f"--{p}" for p in hub.path.split("/") if p)
     return root / owner / name

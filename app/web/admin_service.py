@@ -5,7 +5,6 @@ start-up, and a damaged jobs.db answered with 503. Shared by the JSON API and th
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,16 +31,6 @@ def corpus_root(settings: Any) -> Path:
     return Path(root)
 
 
-def train_gpus(settings: Any) -> int:
-    """GPUs per training job (torchrun when > 1): settings.train_gpus or $JUMPSCOPE_TRAIN_GPUS, default 1."""
-    value = getattr(settings, "train_gpus", None) or os.environ.get("JUMPSCOPE_TRAIN_GPUS") or 1
-    try:
-        return max(1, int(value))
-    except ValueError:
-        log.warning("ignoring JUMPSCOPE_TRAIN_GPUS=%r (not a number)", value)
-        return 1
-
-
 def get_runner(app: FastAPI) -> JobRunner:
     """The app's JobRunner, created and started on first use."""
     runner = getattr(app.state, "job_runner", None)
@@ -59,7 +48,7 @@ def get_runner(app: FastAPI) -> JobRunner:
                 # The explorer keeps serving; only the admin answers 503 with what to fix.
                 log.error("admin jobs disabled: %s", e)
                 raise HTTPException(503, f"training jobs are unavailable: {e}") from None
-            runner = JobRunner(store, data_dir, n_gpus=train_gpus(settings), device=settings.device,
+            runner = JobRunner(store, data_dir, n_gpus=settings.train_gpus, device=settings.device,
                                on_success=_register_with(app))
             runner.start()
             app.state.job_runner = runner

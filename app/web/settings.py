@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     demo_report: Path | None = Field(None, description="the demo bundle's report.json, shown at /report; set by"
                                      " `jumpscope serve` when it serves the demo (unset: no report page)")
     admin_token: SecretStr | None = Field(None, description="bearer token for /admin and /api/admin; unset = off")
+    train_gpus: int = Field(1, ge=1, description="GPUs per admin training job (torchrun --nproc_per_node when > 1)")
+    cache: Path | None = Field(None, description="cache folder: the demo bundle, converted GGUF models, Hub SAEs"
+                               " (unset: ~/.cache/jumpscope; `jumpscope serve` exports it for the core and jobs)")
     device: str = Field("auto", description="torch device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
     dtype: str = Field("auto", description="LM dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16")
     max_prompt_tokens: int = Field(256, ge=2, description="longest prompt/text accepted, in tokens incl. BOS")

@@ -57,16 +57,22 @@ def test_no_arguments_serves_the_demo(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "app.demo.bundle", fake)
     monkeypatch.delenv("JUMPSCOPE_MODEL", raising=False)
     monkeypatch.delenv("JUMPSCOPE_SAES", raising=False)
+    monkeypatch.delenv("JUMPSCOPE_CACHE", raising=False)  # build_settings exports --cache; restored after the test
     s = build_settings(_args("--demo-cache", str(tmp_path)))
     assert calls == [tmp_path] and s.model == str(tmp_path / "model") and s.saes == [Path(tmp_path / "sae")]
 
 
-def test_demo_missing_is_a_clear_error(monkeypatch):
-    from app.cli.common import CLIError
+def test_cache_and_train_gpus_are_settings(monkeypatch, tmp_path, sae_folder):
+    """JUMPSCOPE_CACHE and JUMPSCOPE_TRAIN_GPUS are Settings fields; serve exports the cache for the core."""
     from app.cli.serve import build_settings
+    from app.config import cache_dir
 
-    monkeypatch.setitem(sys.modules, "app.demo.bundle", None)  # import fails
-    monkeypatch.delenv("JUMPSCOPE_MODEL", raising=False)
-    monkeypatch.delenv("JUMPSCOPE_SAES", raising=False)
-    with pytest.raises(CLIError, match="--model and --sae"):
-        build_settings(_args())
+    monkeypatch.setenv("JUMPSCOPE_TRAIN_GPUS", "2")
+    monkeypatch.setenv("JUMPSCOPE_CACHE", str(tmp_path / "env-cache"))
+    s = build_settings(_args("--sae", str(sae_folder)))
+    assert s.train_gpus == 2 and s.cache == tmp_path / "env-cache" and cache_dir() == tmp_path / "env-cache"
+    s = build_settings(_args("--sae", str(sae_folder), "--cache", str(tmp_path / "flag-cache")))
+    assert s.cache == tmp_path / "flag-cache" and cache_dir() == tmp_path / "flag-cache"
+    monkeypatch.setenv("JUMPSCOPE_TRAIN_GPUS", "0")
+    with pytest.raises(Exception, match="train_gpus"):
+        build_settings(_args("--sae", str(sae_folder)))
