@@ -9,6 +9,7 @@ from app.steering.attribution import (
     measure_ablations,
     ranked_nodes,
 )
+from app.steering.chat import chat_prompt, completion_note, has_chat_template
 from app.steering.encode import InputTooLong, encode_many, encode_text, prompt_ids
 from app.steering.interventions import (
     MODES,
@@ -36,10 +37,13 @@ __all__ = [
     "apply_interventions",
     "attribute",
     "attribute_ids",
+    "chat_prompt",
     "check_interventions",
     "clean_and_ablated_logits",
+    "completion_note",
     "encode_many",
     "encode_text",
+    "has_chat_template",
     "hook_of",
     "latent_weights_summary",
     "measure_ablations",

@@ -10,6 +10,7 @@ import torch
 from app.lm.hooks import capture, capture_many, hook_name
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
+from app.steering.chat import chat_prompt
 from app.steering.interventions import hook_of
 
 
@@ -18,10 +19,17 @@ class InputTooLong(ValueError):
 
 
 def prompt_ids(lm: LanguageModel, text: str, max_tokens: int, extra: int = 0) -> list[int]:
-    """Token ids of `text` with one BOS first; InputTooLong past `max_tokens` or the model context."""
+    """Token ids of `text` with exactly one BOS first; InputTooLong past `max_tokens` or the model context.
+
+    A text that already starts with the BOS token (a chat-formatted prompt: `<|im_start|>…` on SmolLM2, `<bos>…`
+    on Gemma) gets no second one.
+    """
     if not text.strip():
         raise ValueError("the text is empty; type something to analyse")
-    ids = lm.token_ids(text, prepend_bos=True)
+    ids = lm.token_ids(text, prepend_bos=False)
+    bos = lm.tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
     if len(ids) > max_tokens:
         raise InputTooLong(f"the text is {len(ids)} tokens long; the limit is {max_tokens} tokens")
     limit = lm.max_positions
@@ -88,13 +96,14 @@ def _tokens_view(lm: LanguageModel, ids: list[int], special: torch.Tensor) -> di
 
 @torch.no_grad()
 def encode_text(lm: LanguageModel, sae: JumpReLUSAE, text: str, top_k: int = 16,
-                max_tokens: int = 512) -> dict[str, Any]:
+                max_tokens: int = 512, chat: bool = False) -> dict[str, Any]:
     """Tokens with their active latents (value = f_i, margin = pre − θ) and the prompt's top latents.
 
     Special tokens (BOS/EOS/PAD) get no latents and never count towards the prompt summary, as in training.
     `top_latents` holds, for the `top_k` latents with the largest max, the value on every token (colouring).
+    With `chat`, the text is first wrapped as a user turn in the model's chat template (`chat_prompt`).
     """
-    ids = prompt_ids(lm, text, max_tokens)
+    ids = prompt_ids(lm, chat_prompt(lm, text) if chat else text, max_tokens)
     special = lm.special_mask(torch.tensor(ids))
     h = capture(lm, torch.tensor([ids]), None, *hook_of(sae))[0]
     return {**_tokens_view(lm, ids, special), **sae_view(sae, h, special, top_k)}
@@ -102,12 +111,12 @@ def encode_text(lm: LanguageModel, sae: JumpReLUSAE, text: str, top_k: int = 16,
 
 @torch.no_grad()
 def encode_many(lm: LanguageModel, saes: Mapping[str, JumpReLUSAE], text: str, top_k: int = 16,
-                max_tokens: int = 512) -> dict[str, Any]:
+                max_tokens: int = 512, chat: bool = False) -> dict[str, Any]:
     """The text through several SAEs of one model: every hook captured in ONE forward pass (stopped after the
     deepest hook), then each SAE encoded. `per_sae[id]` holds `hook` and `encode_text`'s per-SAE fields."""
     if not saes:
         raise ValueError("choose at least one SAE")
-    ids = prompt_ids(lm, text, max_tokens)
+    ids = prompt_ids(lm, chat_prompt(lm, text) if chat else text, max_tokens)
     special = lm.special_mask(torch.tensor(ids))
     hooks = {sae_id: hook_name(*hook_of(sae)) for sae_id, sae in saes.items()}
     acts = capture_many(lm, torch.tensor([ids]), None, hooks.values())

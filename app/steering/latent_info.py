@@ -15,13 +15,18 @@ from app.sae.geometry import decoder_directions, decoder_neighbors
 from app.sae.jumprelu import JumpReLUSAE
 from app.steering.interventions import UnknownLatent
 
+# sparsity.safetensors stores log10 density floored at log10(1e-10) (app.training.metrics): at the floor the
+# latent never fired in training's window, so its density is 0, not 1e-10.
+LOG10_DENSITY_FLOOR = -10.0
+
 
 @torch.no_grad()
 def latent_weights_summary(lm: LanguageModel, sae: JumpReLUSAE, latent: int,
                            log10_density: torch.Tensor | None = None, n_logits: int = 10,
                            n_neighbors: int = 10) -> dict[str, Any]:
-    """Threshold, density (from sparsity.safetensors if any), top/bottom logit effects and the nearest latents
-    by decoder cosine, in the dashboard's key layout (examples and histogram empty).
+    """Threshold, density (from sparsity.safetensors if any: `density_source` "training", 0 at the file's floor),
+    top/bottom logit effects and the nearest latents by decoder cosine, in the dashboard's key layout (examples and
+    histogram empty).
 
     Logit effects and neighbours are the index's own definitions (`app.lm.logit_lens.logit_effects`,
     `app.sae.geometry.decoder_neighbors`), so a dashboard shows the same numbers with and without an index.
@@ -41,11 +46,13 @@ def latent_weights_summary(lm: LanguageModel, sae: JumpReLUSAE, latent: int,
     nbr_ids, nbr_cos = decoder_neighbors(decoder_directions(sae), n_neighbors, rows=[latent])
     density = None
     if log10_density is not None and latent < log10_density.numel():
-        density = float(10.0 ** log10_density[latent].float())
+        log10 = float(log10_density[latent])
+        density = 0.0 if log10 <= LOG10_DENSITY_FLOOR else 10.0 ** log10
     return {
         "latent": latent,
         "threshold": float(sae.threshold[latent]),
         "density": density,
+        "density_source": None if density is None else "training",
         "count": None,
         "tokens_seen": None,
         "max": None,

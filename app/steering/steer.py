@@ -16,6 +16,7 @@ import torch
 
 from app.lm.hooks import intervene_many
 from app.lm.model import LanguageModel
+from app.steering.chat import chat_prompt, completion_note
 from app.steering.encode import bos_prefix, prompt_ids
 from app.steering.interventions import Intervention, SAEs, check_interventions, steering_hooks
 
@@ -30,6 +31,12 @@ class SteerResult:
     prompt_tokens: list[str] = field(default_factory=list)
     default_tokens: list[str] = field(default_factory=list)
     steered_tokens: list[str] = field(default_factory=list)
+    chat: bool = False  # the prompt was wrapped in the model's chat template
+    model_prompt: str = ""  # the text the model continued (`prompt`, or its chat-formatted version)
+    default_stop: str = "max_new_tokens"  # "eos" or "max_new_tokens"
+    steered_stop: str = "max_new_tokens"
+    default_note: str | None = None  # why the completion shows no text (None when it shows some)
+    steered_note: str | None = None
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -79,19 +86,23 @@ def steer(
     seed: int = 0,
     top_k: int | None = None,
     max_prompt_tokens: int = 512,
+    chat: bool = False,
 ) -> SteerResult:
     """Generate a default and a steered continuation of `prompt` side by side.
 
     The interventions apply at their SAE's hook to prompt and generated positions alike, never to BOS. `sae` is
     one SAE or a set {name: SAE} (several layers in one generation: each intervention names its SAE).
-    Generation stops per row at EOS or after `max_new_tokens`.
+    Generation stops per row at EOS or after `max_new_tokens` (`default_stop` / `steered_stop`); an empty
+    completion comes with a note saying why. With `chat`, the prompt is wrapped as a user turn in the model's
+    chat template (`chat_prompt`; one BOS, never two).
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     if temperature < 0:
         raise ValueError("temperature must be ≥ 0 (0 = greedy)")
     check_interventions(sae, interventions)
-    ids = prompt_ids(lm, prompt, max_prompt_tokens, extra=max_new_tokens)
+    model_prompt = chat_prompt(lm, prompt) if chat else prompt
+    ids = prompt_ids(lm, model_prompt, max_prompt_tokens, extra=max_new_tokens)
     device = lm.device
     gens = [torch.Generator(device=device).manual_seed(int(seed)) for _ in range(2)]
     eos = lm.tokenizer.eos_token_id
@@ -122,4 +133,10 @@ def steer(
         prompt_tokens=lm.token_strs(ids),
         default_tokens=lm.token_strs(new[0]),
         steered_tokens=lm.token_strs(new[1]),
+        chat=chat,
+        model_prompt=model_prompt,
+        default_stop="eos" if done[0] else "max_new_tokens",
+        steered_stop="eos" if done[1] else "max_new_tokens",
+        default_note=completion_note(lm, new[0], done[0], chat),
+        steered_note=completion_note(lm, new[1], done[1], chat),
     )
