@@ -136,9 +136,9 @@ class OpenAIChat:
 
     def complete(self, messages: Sequence[Message], max_tokens: int = 200) -> str:
         """One chat completion, retried on transient failures (see the module docstring)."""
-        last = ""
+        last, garbage = "", False
         for attempt in range(self.retries + 1):
-            retry_after = None
+            retry_after, garbage = None, False
             try:
                 with urllib.request.urlopen(self._request(messages, max_tokens), timeout=self.timeout) as resp:
                     return completion_text(resp.read())
@@ -148,7 +148,7 @@ class OpenAIChat:
                     raise LLMRequestError(f"{self.url} refused the request: HTTP {e.code} {detail!r}") from None
                 last, retry_after = f"HTTP {e.code} {detail!r}", e.headers.get("Retry-After")
             except LLMResponseError as e:
-                last = str(e)
+                last, garbage = str(e), True
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
                 reason = getattr(e, "reason", e)
                 last = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
@@ -157,7 +157,7 @@ class OpenAIChat:
                 log.warning("LLM endpoint %s: %s; retry %d/%d in %.1f s", self.url, last, attempt + 1, self.retries,
                             delay)
                 time.sleep(delay)
-        if last.startswith("the endpoint"):
+        if garbage:
             raise LLMResponseError(f"{self.url}: {last} (after {self.retries + 1} tries)")
         raise LLMUnreachable(f"cannot get an answer from the LLM endpoint {self.url} after {self.retries + 1} tries "
                              f"({last}); is the server running and the URL right?")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from app.explain.base import LatentExamples, Measurement, Window
 from app.explain.chat import ChatModel, LLMError, LLMResponseError
@@ -45,6 +46,7 @@ class LLMExplainer:
     max_examples: int = 20
     max_tokens: int = 120
     prompt_version: str = PROMPT_VERSION
+    default_scorers: list[Any] = field(default_factory=list)  # what the runner scores with (see with_scorers)
 
     @property
     def name(self) -> str:
@@ -122,6 +124,7 @@ class _LLMScorer:
     """Shared loop: items → shuffled batches → prompts → parsed answers → measurements."""
 
     name = ""
+    metrics = ("balanced_accuracy", "accuracy", "answered")  # the first marks a latent as scored (runner)
 
     def __init__(self, chat: ChatModel, batch_size: int = 5, n_pos: int = 10, n_neg: int = 10, seed: int = 0,
                  max_tokens: int = 60) -> None:
@@ -190,3 +193,11 @@ class FuzzingScorer(_LLMScorer):
 
     def messages(self, explanation: str, texts: Sequence[str]) -> list[dict[str, str]]:
         return fuzzing_messages(explanation, texts)
+
+
+def with_scorers(explainer: LLMExplainer, **options: Any) -> LLMExplainer:
+    """The explainer, set to be scored by the model-free 'builtin' score and by detection and fuzzing on its own
+    chat model (the scorer LLM is the explainer LLM)."""
+    explainer.default_scorers = ["builtin", DetectionScorer(explainer.chat, **options),
+                                 FuzzingScorer(explainer.chat, **options)]
+    return explainer

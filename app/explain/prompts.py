@@ -86,7 +86,9 @@ def parse_explanation(answer: str) -> str:
         text = text[hits[-1].end():]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = (lines[0] if hits else lines[-1]) if lines else ""
-    line = line.strip(" \t*_`\"'“”‘’").strip()
+    line = line.strip(" \t*_`").strip()
+    if len(line) >= 2 and line[0] in "\"'“‘" and line[-1] in "\"'”’":  # a quoted phrase: drop the quote pair
+        line = line[1:-1].strip()
     if not re.search(r"\w", line):
         raise LLMResponseError(f"the explainer's answer holds no explanation: {answer[:200]!r}")
     return line[:MAX_EXPLANATION_CHARS].rstrip()
