@@ -4,7 +4,7 @@ Written as `summary.json` into the run's output folder (atomically) and logged a
 are training's own: L0 and FVU are the averages over the last metrics interval (the same as the last line of
 metrics.jsonl), dead latents are those never active over the last `dead_window` training tokens. When the run
 read an LM corpus with held-out documents, `held_out` adds L0, FVU and dead latents of the saved SAE on those
-documents (app.training.quickeval; the same numbers `jumpscope eval` reports over the same contexts).
+documents (app.training.quickeval; the numbers `jumpscope eval --tokens 4096` reports for the same contexts).
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) 
         "lm_seconds": round(harvester.lm_seconds, 3) if harvester is not None else None,
         "held_out": None,
     }
-    if getattr(trainer, "held_out", None) is not None:
-        summary["held_out"] = trainer.held_out(trainer.out, plan)
+    if harvester is not None and c.corpus is not None:
+        from app.training.quickeval import held_out_check
+
+        corpus = (plan.split or {}).get("corpus") or c.corpus
+        summary["held_out"] = held_out_check(harvester.lm, trainer.out, corpus, c.holdout_every,
+                                             int(plan.metadata["context_size"]), batch_size=c.lm_batch_size)
     save_summary(trainer.out, summary)
     log.info("run summary (%s):\n%s", Path(trainer.out) / SUMMARY_FILE, format_run_summary(summary))
     return summary

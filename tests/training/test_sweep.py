@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from app.cli import main
 from app.training import harvest
+from app.training.quickeval import HELD_OUT_TOKENS
 from app.training.summary import SUMMARY_FILE
 from app.training.sweep import SWEEP_FILE, expand, run_name
 from tests.conftest import TINY_TEXTS
@@ -99,6 +100,14 @@ def test_harvest_logs_progress_and_run_ends_with_a_summary(tiny_model_dir, corpu
     assert summary["tokens"] == 768 and summary["steps"] == 12 and summary["tokens_per_s"] > 0
     assert summary["lm_seconds"] > 0 and summary["wall_seconds"] >= summary["train_seconds"] > 0
     assert "L0" in messages[end] and "tokens/s" in messages[end]
+    # The held-out check equals `jumpscope eval` on the same held-out contexts (splicing code, eval.json).
+    assert main(["eval", "--sae", str(out), "--tokens", str(HELD_OUT_TOKENS), "--device", "cpu"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    held = summary["held_out"]
+    assert held["tokens"] == result["tokens"] > 0 and held["contexts"] == result["contexts"]
+    assert held["l0"] == pytest.approx(result["l0"], rel=1e-6) and held["l0"] > 0
+    assert held["fvu"] == pytest.approx(result["fvu"], rel=1e-4)
+    assert held["dead_fraction"] == pytest.approx(result["dead_fraction"])
 
 
 def test_sweep_flags_and_bad_lists(tmp_path, capsys) -> None:
