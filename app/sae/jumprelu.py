@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from app.config import dtype_name, resolve_dtype
+from app.sae.sparse import SPARSE_MAX_DENSITY, sparse_loss_parts
 from app.sae.ste import jumprelu, rectangle, step
 
 __all__ = ["JumpReLUSAE", "SAEConfig", "SAEOutput", "jumprelu", "rectangle", "step"]
@@ -226,8 +227,6 @@ class JumpReLUSAE(nn.Module):
         x_in = x_n - self.b_dec if self.cfg.apply_b_dec_to_input else x_n
         theta = self.threshold
         if self._use_sparse(sparse):
-            from app.sae.sparse import sparse_loss_parts
-
             x_hat_n, f, mse, l0 = sparse_loss_parts(
                 x_n, x_in, self.W_enc, self.b_enc, self.W_dec, self.b_dec, theta, self.cfg.bandwidth
             )
@@ -247,8 +246,6 @@ class JumpReLUSAE(nn.Module):
             return sparse
         if not (torch.is_grad_enabled() and self.W_enc.requires_grad) or self._active_fraction is None:
             return False
-        from app.sae.sparse import SPARSE_MAX_DENSITY
-
         return float(self._active_fraction) < SPARSE_MAX_DENSITY
 
     # --- normalisation and persistence --------------------------------------------------------------

@@ -29,7 +29,7 @@ import warnings
 
 import torch
 
-from app.sae.jumprelu import rectangle
+from app.sae.ste import rectangle
 
 # Above this fraction of active (token, latent) pairs, `JumpReLUSAE.forward` trains on the dense reference
 # path. Measured on the dev CPU (768 × 16384, 1024 tokens, full steps, same run): sparse/dense step-time
