@@ -126,3 +126,27 @@ def test_parse_latents():
     for bad, msg in (("3-1", "ends before"), ("x", "not a number"), ("0-10", "out of range"), ("1,,2", "not a")):
         with pytest.raises(ValueError, match=msg):
             parse_latents(bad, 10)
+
+
+def test_views_for_pages(sae_dir):
+    from app.explain import views
+
+    db = sae_dir / "index.db"
+    alive = _alive(db)
+    assert views.explanation_fields(db, alive[0]) == {"explanation_source": None, "explanation_explainer": None,
+                                                      "explanation_scores": {}}
+    run_explain(db, "builtin")
+    service.set_explanation(db, alive[0], "hand")
+    f = views.explanation_fields(db, alive[0])
+    assert f["explanation_source"] == "human" and f["explanation_scores"] == {}  # nobody scored the human text
+    f = views.explanation_fields(db, alive[1])
+    assert f["explanation_source"] == "auto" and f["explanation_explainer"] == "builtin"
+    assert set(f["explanation_scores"]["builtin"]) == {"precision", "recall", "f1", "precision_n", "recall_n", "f1_n"}
+    both = views.latent_explanations(db, alive[0])
+    assert [(e["explainer"], e["shown"]) for e in both] == [("human", True), ("builtin", False)]
+    top = views.ranked(db, limit=3)
+    assert len(top) == 3 and top[0]["value"] >= top[-1]["value"]
+    summary = views.explain_summary(db)
+    assert summary["builtin"]["latents"] == len(alive) and summary["human"]["latents"] == 1
+    with pytest.raises(FileNotFoundError):
+        views.explanation_fields(sae_dir / "missing.db", 0)
