@@ -10,7 +10,7 @@ from app.cli import main
 from app.demo.lexicon import CONCEPTS
 
 REPORT_KEYS = {"concepts", "mean_lexical_f1", "l0", "fvu", "delta_lm_loss", "steering_ratio", "lm_val_loss",
-               "unigram_loss"}
+               "unigram_loss", "explanations", "explained_lexical_share"}
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,8 @@ def test_report_structure(small_bundle):
     assert report["mean_lexical_f1"] == pytest.approx(sum(lexical) / len(lexical))
     assert report["steering_ratio"] > 0 and report["steering"]["steered_tokens"] > 0
     assert report["unigram_loss"] > 0 and report["lm_val_loss"] > 0
+    builtin = report["explanations"]["builtin"]  # the build labelled every latent (app.explain)
+    assert report["explained_lexical_share"] == builtin["lexical_share"] and 0.0 <= builtin["lexical_share"] <= 1.0
 
 
 def test_ensure_demo_reuses_a_complete_bundle(small_bundle):
