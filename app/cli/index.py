@@ -41,13 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.config import resolve_device
     from app.index.builder import run_index
     from app.index.config import IndexConfig
     from app.index.distributed import world
     from app.index.service import index_summary
     from app.lm import load_lm, parse_hook_name
     from app.sae import load_sae
+    from app.torchrun import join
 
     if not str(args.corpus).startswith("hf:") and not Path(args.corpus).exists():
         raise CLIError(f"{args.corpus}: corpus not found")
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from app.sae.hub import resolve_sae_ref
 
     sae_path = resolve_sae_ref(args.sae)  # hf:// and saelens:// → their workspace folder (fetched once)
-    device = resolve_device(args.device)
+    device = join(args.device).device  # under torchrun: this rank's GPU (LOCAL_RANK), the process group joined
     sae = load_sae(sae_path, device=device, dtype="float32")  # fp32 statistics; the LM may run in bf16
     sae_dir = sae_path if sae_path.is_dir() else sae_path.parent
     meta = sae.cfg.metadata

@@ -7,22 +7,19 @@ latent chunk, so memory stays bounded) and folds them with the same pure `merge`
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
 from app.index.config import IndexConfig
 from app.index.state import IndexState, merge
+from app.torchrun import join
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size), initialising the process group when launched by torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+def world(device: str | torch.device | None = None) -> tuple[int, int]:
+    """(rank, world size), joining the torchrun job through the shared bootstrap (`app.torchrun.join`) when
+    launched by torchrun and not joined yet (`jumpscope index` joins first, to place its models)."""
+    if not dist.is_initialized():
+        join(device)
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

@@ -7,16 +7,12 @@ Without torchrun (WORLD_SIZE unset or 1) everything here is a no-op.
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from app.config import resolve_device
-
-log = logging.getLogger(__name__)
+from app.torchrun import join
 
 
 @dataclass
@@ -87,20 +83,7 @@ class DistContext:
 
 
 def init_distributed(device: str | None = None) -> DistContext:
-    """Join the torchrun job described by RANK/WORLD_SIZE/LOCAL_RANK, or return a single-process context."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext(device=resolve_device(device))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    owns = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-        owns = True
-    log.info("rank %d/%d on %s (%s)", rank, world, dev, backend)
-    return DistContext(rank=rank, world=world, device=dev, owns_group=owns)
+    """Join the torchrun job described by RANK/WORLD_SIZE/LOCAL_RANK (`app.torchrun.join`, the bootstrap the
+    index shares), or return a single-process context."""
+    p = join(device)
+    return DistContext(rank=p.rank, world=p.world, device=p.device, owns_group=p.owns_group)

@@ -1,0 +1,49 @@
+"""The one torchrun bootstrap, shared by training (app.training.distributed) and indexing (app.index.distributed).
+
+Under `torchrun --nproc_per_node N` every process finds RANK, WORLD_SIZE and LOCAL_RANK in its environment; `join`
+turns them into a process group: NCCL with one GPU per local rank on CUDA, gloo on CPU. Without torchrun
+(WORLD_SIZE unset or 1) it only resolves the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from app.config import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where this process runs in the job."""
+
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool  # True when `join` initialised the process group (the caller destroys it when done)
+
+
+def join(device: str | torch.device | None = None) -> Placement:
+    """Join the torchrun job described by the environment, or place a single process on `device` (auto: CUDA
+    when present). On CUDA each rank takes the GPU of its LOCAL_RANK, so a job's ranks never share GPU 0."""
+    dev = resolve_device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Placement(rank=0, world=1, device=dev, owns_group=False)
+    rank = int(os.environ.get("RANK", "0"))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+        owns = True
+    log.info("rank %d/%d on %s (%s)", rank, world, dev, backend)
+    return Placement(rank=rank, world=world, device=dev, owns_group=owns)
