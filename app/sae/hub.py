@@ -47,6 +47,7 @@ class HubRef:
     revision: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)  # model_name / hook_name the files are told
     layout: str | None = None  # known in advance from the sae-lens registry
+    defaults: dict[str, Any] = field(default_factory=dict)  # used when nothing else says (the registry's model)
 
     @property
     def text(self) -> str:
@@ -74,7 +75,7 @@ def resolve_sae_ref(ref: str | os.PathLike) -> Path:
                              "(Gemma Scope 2)")
     if hub.layout and hub.layout != layout:
         log.warning("%s: the registry says %s, the files are %s; reading %s", hub.text, hub.layout, layout, layout)
-    metadata = {**known, **_file_metadata(folder, layout), **hub.metadata, "hub_ref": hub.text}
+    metadata = {**hub.defaults, **known, **_file_metadata(folder, layout), **hub.metadata, "hub_ref": hub.text}
     if not metadata.get("hook_name"):
         raise SAEFormatError(f"{hub.text}: cannot tell which hook point this SAE reads (its files do not say); "
                              "add ?hook=blocks.L.hook_<resid_pre|resid_post|attn_out|mlp_out> to the reference")
@@ -83,7 +84,11 @@ def resolve_sae_ref(ref: str | os.PathLike) -> Path:
               "path": hub.path, "layout": layout, "metadata": metadata}
     path = workspace / HUB_FILE
     if not path.is_file() or _read_json(path) != record:
-        atomic_write_json(path, record)
+        try:
+            atomic_write_json(path, record)
+        except OSError as e:
+            raise SAEFormatError(f"{hub.text}: cannot write {path} ({e}); set JUMPSCOPE_CACHE to a writable "
+                                 "folder") from None
     return workspace
 
 
@@ -147,7 +152,8 @@ def _from_registry(ref: str, rest: str, extra: dict[str, Any]) -> HubRef:
         raise SAEFormatError(f"{ref}: sae-lens normalises this SAE's inputs ({norm or 'norm_scaling_factor'}), "
                              "which JumpScope does not apply")
     meta = {k: overrides[k] for k in ("model_name", "hook_name") if overrides.get(k)}
-    return HubRef(entry.repo_id, str(entry.saes_map[sae_id]).strip("/"), None, {**meta, **extra}, layout)
+    path = str(entry.saes_map[sae_id]).strip("/")
+    return HubRef(entry.repo_id, path, None, {**meta, **extra}, layout, {"model_name": entry.model})
 
 
 def _fetch(hub: HubRef, local_only: bool = False) -> tuple[Path, str]:

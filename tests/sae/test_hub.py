@@ -167,3 +167,12 @@ def test_workspace_keeps_working_offline_from_the_pinned_commit(hub):
     _assert_exact(load_sae(folder), weights)
     record = json.loads((folder / HUB_FILE).read_text())
     assert record["commit"] == "0123456789abcdef0123456789abcdef01234567" and record["layout"] == "gemma-scope-1"
+
+
+def test_unwritable_workspace_is_a_clear_error(hub, tmp_path, monkeypatch):
+    put_repo(hub, GS1, {"layer_2/width_16k/average_l0_5/params.npz": npz_bytes(random_weights(D_IN, D_SAE, 9))})
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("JUMPSCOPE_CACHE", str(blocker))
+    with pytest.raises(SAEFormatError, match=r"cannot write .*hub\.json.*set JUMPSCOPE_CACHE"):
+        load_sae(f"hf://{GS1}/layer_2/width_16k/average_l0_5")

@@ -87,11 +87,12 @@ def test_saelens_format_release(hub):
     sae_id = next(iter(entry.saes_map))
     repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
     weights = random_weights(D_IN, D_SAE, seed=13)
-    meta = {"model_name": entry.model, "hook_name": "blocks.3.hook_resid_post"}
+    meta = {"hook_name": "blocks.3.hook_resid_post"}  # no model_name: the registry's model fills it in
     put_repo(hub, repo_id, saelens_files(weights, folder, meta, apply_b_dec=False))
     sae = load_sae(f"saelens://{release}/{sae_id}")
     _check_encode(sae, weights)
     assert sae.cfg.metadata["hook_name"] == "blocks.3.hook_resid_post"
+    assert sae.cfg.metadata["model_name"] == entry.model == "google/gemma-3-1b-pt"
 
 
 @pytest.mark.parametrize("ref, message", [
