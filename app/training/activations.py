@@ -202,9 +202,3 @@ def write_cache_manifest(folder: Path, key: dict[str, Any]) -> None:
     manifest = folder / "manifest.json"
     if not manifest.exists():
         atomic_write_json(manifest, key)
-
-
-def input_scale_from(sample: torch.Tensor) -> tuple[float, int]:
-    """(Σ‖x‖², count) of a sample, for the scalar s with E‖s·x‖² = 1 (summed across ranks by the caller)."""
-    x = sample.double()
-    return float(x.pow(2).sum()), int(x.shape[0])
