@@ -58,7 +58,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("--controller-rate", float, "target-L0 controller gain on log λ per step (default 0.05)"),
     ("--objective", str, "step (Gemma Scope 1, default) | quadratic (Gemma Scope 2) | tanh (Anthropic); "
                          "see docs/training.md"),
-    ("--quadratic-coefficient", float, "quadratic: λ of the (2/T)(L0 − T)² penalty (default 1)"),
+    ("--quadratic-coefficient", float, "quadratic: λ of the (2/T)(L0 − T)² penalty (default 0.1)"),
     ("--frequency-coefficient", float, "quadratic: weight of the firing-frequency penalty (default 0)"),
     ("--tanh-scale", float, "tanh: c of tanh(c·f·‖W_dec‖) (default 4)"),
     ("--pre-act-coefficient", float, "tanh: weight of the pre-activation loss (default 3e-6)"),

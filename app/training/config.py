@@ -80,6 +80,12 @@ class TrainConfig:
     l0_warmup_steps: int = 10_000  # λ warm-up from 0 (λ mode) / target ramp from dense (target mode)
     l0_warmup_fraction: float = 0.2  # short runs: the L0 warm-up is at most this fraction of the run
     controller_rate: float = 0.05  # target mode: per-step gain of log λ on log(L0 / target), clipped to ±1
+    # --- objective (app/training/objectives.py) ---------------------------------------------------------------
+    objective: str = "step"  # step (Gemma Scope 1) | quadratic (Gemma Scope 2) | tanh (Anthropic)
+    quadratic_coefficient: float = 0.1  # quadratic: λ_q of the (2/T)(L0 − T)² penalty (no controller)
+    frequency_coefficient: float = 0.0  # quadratic: λ_f of the firing-frequency penalty
+    tanh_scale: float = 4.0  # tanh: c in tanh(c·f·‖W_dec‖)
+    pre_act_coefficient: float = 3e-6  # tanh: λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = 0  # training tokens in total (required); steps = tokens // batch_size
     batch_size: int = 4096  # tokens per optimiser step (global, over all ranks)
@@ -156,6 +162,18 @@ class TrainConfig:
              "warm-up fractions must be in [0, 1]"),
             (0 <= self.lr_decay_fraction <= 1, f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}"),
             (self.controller_rate > 0, f"--controller-rate must be > 0, got {self.controller_rate}"),
+            (self.objective in ("step", "quadratic", "tanh"),
+             f"--objective must be step, quadratic or tanh, got {self.objective!r}"),
+            (self.objective != "quadratic" or self.target_l0 is not None,
+             "--objective quadratic needs --target-l0 (it penalises (L0 − target)²)"),
+            (math.isfinite(self.quadratic_coefficient) and self.quadratic_coefficient > 0,
+             f"--quadratic-coefficient must be > 0, got {self.quadratic_coefficient}"),
+            (math.isfinite(self.frequency_coefficient) and self.frequency_coefficient >= 0,
+             f"--frequency-coefficient must be >= 0, got {self.frequency_coefficient}"),
+            (math.isfinite(self.tanh_scale) and self.tanh_scale > 0,
+             f"--tanh-scale must be > 0, got {self.tanh_scale}"),
+            (math.isfinite(self.pre_act_coefficient) and self.pre_act_coefficient >= 0,
+             f"--pre-act-coefficient must be >= 0, got {self.pre_act_coefficient}"),
             (self.buffer_tokens > 0, f"--buffer-tokens must be positive, got {self.buffer_tokens}"),
             (self.norm_tokens > 0, f"--norm-tokens must be positive, got {self.norm_tokens}"),
             (self.lm_batch_size > 0, f"--lm-batch-size must be positive, got {self.lm_batch_size}"),

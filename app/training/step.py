@@ -37,15 +37,17 @@ def training_step(
     average_gradients: Callable[[], None] | None = None,
     autocast: contextlib.AbstractContextManager | None = None,
     sparse: bool | None = None,
+    loss_fn: Callable[[JumpReLUSAE, torch.Tensor, float], SAEOutput] | None = None,
 ) -> SAEOutput:
     """One optimiser step on batch `x` with sparsity coefficient λ = `l0_coefficient`; returns the forward output.
 
+    `loss_fn(sae, x, λ)` replaces the SAE's own loss (mse + λ·L0) by another objective (app/training/objectives.py).
     θ trains as log θ: an SAE whose θ is stored exactly (a loaded one) must call `make_threshold_trainable()`.
     """
     if not sae.threshold_trainable:
         raise ValueError("this SAE's thresholds are stored, not trainable: call sae.make_threshold_trainable() first")
     with autocast or contextlib.nullcontext():
-        out = sae(x, l0_coefficient, sparse=sparse)
+        out = sae(x, l0_coefficient, sparse=sparse) if loss_fn is None else loss_fn(sae, x, l0_coefficient)
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
     if average_gradients is not None:

@@ -35,6 +35,7 @@ from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
+from app.training.objectives import loss_fn
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
 from app.training.step import training_step
 from app.training.summary import run_summary
@@ -45,8 +46,9 @@ METRICS_FILE = "metrics.jsonl"
 # Fields that must match between a run and its --resume (the rest, e.g. logging cadence, may change).
 _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
-                "bandwidth", "threshold_init", "normalize", "holdout_every")
-_RESUME_LEGACY = {"holdout_every": 0}  # a key missing from an older run's config: what it meant then
+                "bandwidth", "threshold_init", "normalize", "holdout_every", "objective")
+# A key missing from an older run's config: what it meant then.
+_RESUME_LEGACY = {"holdout_every": 0, "objective": "step"}
 
 
 def train(config: TrainConfig) -> Path:
@@ -90,6 +92,7 @@ class Trainer:
         self.use_autocast = self.device.type == "cuda" and config.autocast is not False
         self.last_record: dict = {}  # the latest metrics line
         self.summary: dict | None = None  # the end-of-run summary (rank 0, once the run finished)
+        self.t_start = time.time()  # wall time of the summary counts from here (a sweep sets its own start)
 
     # --- set-up ----------------------------------------------------------------------------------------------
     def _prepare(self) -> tuple[DataPlan, Path | None]:
@@ -143,7 +146,6 @@ class Trainer:
     def steps(self) -> Iterator[int]:
         """The run, one optimiser step per `next()` (yields the steps done); a sweep interleaves several."""
         c, sched, dist = self.config, self.sched, self.dist
-        self.t_start = time.time()
         try:
             plan, ckpt = self._prepare()
             failed: Exception | None = None
@@ -159,7 +161,11 @@ class Trainer:
         torch.manual_seed(c.seed)
         sae = self._build_sae(plan)
         opt = self._optimizer(sae)
-        controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 else None
+        quadratic = c.objective == "quadratic"  # steers L0 through its own penalty: no controller
+        controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 and not quadratic \
+            else None
+        objective = loss_fn(c.objective, c.target_l0, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient)
+        fixed_lambda = c.quadratic_coefficient if quadratic else c.l0_coefficient
         stats = LatentStats(c.d_sae, dead_window=sched.dead_window)
         final_stats = LatentStats(c.d_sae, dead_window=sched.dead_window)  # densities for sparsity.safetensors
         start = 0
@@ -187,9 +193,9 @@ class Trainer:
             factor = lr_factor(step, sched)
             opt.param_groups[0]["lr"] = sched.lr * factor
             opt.param_groups[1]["lr"] = sched.threshold_lr * factor
-            lam = controller.lam if controller else warmed_lambda(step, c.l0_coefficient, sched.l0_warmup)
+            lam = controller.lam if controller else warmed_lambda(step, fixed_lambda, sched.l0_warmup)
             out = training_step(sae, opt, x, lam, grad_clip=c.grad_clip, autocast=self._autocast(),
-                                average_gradients=lambda: dist.average_gradients(weights))
+                                average_gradients=lambda: dist.average_gradients(weights), loss_fn=objective)
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size
             l0_batch = float(counts.sum()) / n_global

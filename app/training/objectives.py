@@ -1,0 +1,86 @@
+"""Training objectives of a JumpReLU SAE (TrainConfig.objective). All terms are in normalised units.
+
+With pre = x·W_enc + b_enc, f = JumpReLU_θ(pre), H = H(pre − θ) (straight-through to θ, app/sae/ste.py),
+mse = mean_batch ‖x − x̂‖² and T the target L0:
+
+- "step" (Gemma Scope 1, "Jumping Ahead"): loss = mse + λ · mean_batch Σ_i H_i. λ is set by --l0-coefficient or
+  adapted by the target-L0 controller (schedule.py). The SAE's own forward (dense or sparse path).
+- "quadratic" (Gemma Scope 2): loss = mse + λ_q · mean_batch (2/T)(Σ_i H_i − T)²
+  + λ_f · (d_sae/T) · Σ_i p_i², with p_i = mean_batch H_i the batch firing frequency of latent i.
+  The quadratic pulls every token's L0 to T (no controller: λ_q = --quadratic-coefficient after the L0
+  warm-up); the frequency penalty (λ_f = --frequency-coefficient) is minimal when the L0 is spread evenly
+  over the latents, so it taxes dense latents. The (d_sae/T) factor makes it equal to T for uniform firing.
+- "tanh" (Anthropic, Jan 2025 update): loss = mse + λ · mean_batch Σ_i tanh(c · f_i · ‖W_dec,i‖)
+  + λ_p · mean_batch Σ_i ReLU(θ_i − pre_i) · ‖W_dec,i‖ with c = --tanh-scale and λ_p = --pre-act-coefficient
+  (the pre-activation loss pulls latents that never fire toward their threshold). λ is the controller's.
+
+The "quadratic" and "tanh" objectives run the dense path (they need every pre-activation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from app.sae import JumpReLUSAE, SAEOutput
+from app.sae.ste import jumprelu, step
+
+OBJECTIVES = ("step", "quadratic", "tanh")
+
+LossFn = Callable[[JumpReLUSAE, torch.Tensor, float], SAEOutput]
+
+
+def _dense_parts(sae: JumpReLUSAE, x: torch.Tensor):
+    """(x_n, pre, θ, f, x̂_n, mse) of the dense forward in normalised units (as JumpReLUSAE.forward)."""
+    x_n = x.to(sae.dtype) * sae.input_scale
+    pre = sae.pre_acts(x)
+    theta = sae.threshold
+    f = jumprelu(pre, theta, sae.cfg.bandwidth)
+    x_hat_n = f @ sae.W_dec + sae.b_dec
+    mse = (x_n - x_hat_n).pow(2).sum(-1).mean()
+    return x_n, pre, theta, f, x_hat_n, mse
+
+
+def quadratic_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, target_l0: float,
+                   frequency_coefficient: float = 0.0) -> SAEOutput:
+    """Gemma Scope 2: mse + λ_q·mean (2/T)(L0_token − T)² + λ_f·(d_sae/T)·Σ_i p_i² (module docstring)."""
+    _, pre, theta, f, x_hat_n, mse = _dense_parts(sae, x)
+    h = step(pre, theta, sae.cfg.bandwidth)
+    l0_tokens = h.sum(-1)
+    loss = mse + coefficient * ((2.0 / target_l0) * (l0_tokens - target_l0).pow(2)).mean()
+    if frequency_coefficient > 0:
+        p = h.reshape(-1, sae.d_sae).mean(0)
+        loss = loss + frequency_coefficient * (sae.d_sae / target_l0) * p.pow(2).sum()
+    l0 = l0_tokens.mean()
+    sae._active_fraction = l0.detach() / sae.d_sae
+    return SAEOutput(x_hat_n / sae.input_scale, f, mse, l0, loss)
+
+
+def tanh_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, tanh_scale: float = 4.0,
+              pre_act_coefficient: float = 0.0) -> SAEOutput:
+    """Anthropic: mse + λ·mean Σ tanh(c·f·‖W_dec‖) + λ_p·mean Σ ReLU(θ − pre)·‖W_dec‖ (module docstring)."""
+    _, pre, theta, f, x_hat_n, mse = _dense_parts(sae, x)
+    w_norm = torch.linalg.vector_norm(sae.W_dec, dim=1)
+    sparsity = torch.tanh(tanh_scale * f * w_norm).sum(-1).mean()
+    loss = mse + coefficient * sparsity
+    if pre_act_coefficient > 0:
+        loss = loss + pre_act_coefficient * ((theta - pre).relu() * w_norm).sum(-1).mean()
+    with torch.no_grad():
+        l0 = (pre > theta).sum(-1).to(pre.dtype).mean()
+    sae._active_fraction = l0 / sae.d_sae
+    return SAEOutput(x_hat_n / sae.input_scale, f, mse, l0, loss)
+
+
+def loss_fn(objective: str, target_l0: float | None = None, frequency_coefficient: float = 0.0,
+            tanh_scale: float = 4.0, pre_act_coefficient: float = 0.0) -> LossFn | None:
+    """The loss of `objective` as fn(sae, x, λ) → SAEOutput; None for "step" (the SAE's own forward)."""
+    if objective == "step":
+        return None
+    if objective == "quadratic":
+        if target_l0 is None:
+            raise ValueError("the quadratic objective needs --target-l0")
+        return lambda sae, x, lam: quadratic_loss(sae, x, lam, target_l0, frequency_coefficient)
+    if objective == "tanh":
+        return lambda sae, x, lam: tanh_loss(sae, x, lam, tanh_scale, pre_act_coefficient)
+    raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
