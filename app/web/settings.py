@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JUMPSCOPE_", extra="ignore", validate_default=True)
 
     model: str | None = Field(None, description="LM folder or hub id; default: model_name of the first SAE")
-    saes: list[Path] = Field(default_factory=list, description="SAE folders (or Gemma Scope params.npz) to load")
+    saes: list[Path] = Field(default_factory=list, description="SAE folders, Gemma Scope params.npz, "
+                             "hf://OWNER/REPO/PATH or saelens://RELEASE/SAE_ID references to load")
     data_dir: Path = Field(Path(".jumpscope"), description="where jobs, their SAEs and the jobs DB live")
     corpus_root: Path | None = Field(None, description="training corpora must lie under this folder")
     demo_report: Path | None = Field(None, description="the demo bundle's report.json, shown at /report; set by"
