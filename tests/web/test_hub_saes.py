@@ -95,3 +95,15 @@ def test_missing_reference_is_one_line_exit_2(hub_saes, capsys, command):
     assert main([command[0], "--sae", ref, *command[1:]]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "has no folder 'layer_1/width_16k/average_l0_7'" in err
+
+
+def test_environment_references_resolve(hub_saes, tiny_model_dir, monkeypatch):
+    """JUMPSCOPE_SAES arrives as Paths (hf:// prints as hf:/): still resolved to the same workspaces."""
+    import json
+
+    from app.cli.serve import build_settings
+    from app.sae.hub import resolve_sae_ref
+
+    monkeypatch.setenv("JUMPSCOPE_SAES", json.dumps(list(SAES)))
+    settings = build_settings(build_parser().parse_args(["serve", "--model", str(tiny_model_dir("llama"))]))
+    assert settings.saes == [resolve_sae_ref(ref) for ref in SAES]
