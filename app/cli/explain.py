@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explainer", default="builtin", help="builtin (default), openai or hf")
     p.add_argument("--endpoint", help="OpenAI-compatible base URL (--explainer openai)")
     p.add_argument("--explainer-model", help="model name at the endpoint, or HF model (--explainer openai|hf)")
+    p.add_argument("--api-key-env", help="environment variable holding the endpoint's API key (default: "
+                                         "OPENAI_API_KEY; local servers need none)")
+    p.add_argument("--concurrency", type=int, help="requests in flight at once (--explainer openai; default 4)")
+    p.add_argument("--device", help="device of the local model (--explainer hf; default: CUDA when present)")
     p.add_argument("--latents", help="subset, e.g. 0-99,7 (default: all)")
     p.add_argument("--score", action="store_true", help="also score the explanations on held-out examples")
     p.set_defaults(func=run)
@@ -44,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     with ExampleSource(db) as source:
         d_sae = source.d_sae
     latents = parse_latents(args.latents, d_sae)
-    options = {k: v for k, v in (("endpoint", args.endpoint), ("model", args.explainer_model)) if v}
+    options = {k: v for k, v in (("endpoint", args.endpoint), ("model", args.explainer_model),
+                                 ("api_key_env", args.api_key_env), ("concurrency", args.concurrency),
+                                 ("device", args.device)) if v}
     if args.explainer == "builtin" and options:
         raise CLIError("--endpoint / --explainer-model apply to --explainer openai or hf, not builtin")
     score = args.score or args.explainer == "builtin"
