@@ -34,8 +34,8 @@ from app.web.admin_service import (
     store_errors_as_503,
 )
 from app.web.auth import AdminAuth, require_admin
+from app.web.rendering import is_htmx
 from app.web.routes import admin_pages
-from app.web.routes.pages import is_htmx
 
 
 @asynccontextmanager

@@ -19,7 +19,8 @@ from app.jobs.metrics import series, svg_polyline
 from app.web import auth
 from app.web.admin_service import act, corpus_root, find_job, launch, runner_of
 from app.web.auth import AdminAuth, require_admin
-from app.web.routes.pages import is_htmx, render
+from app.web.deps import get_settings
+from app.web.rendering import is_htmx, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -99,7 +100,7 @@ async def admin_logout(request: Request, _: Admin) -> Response:
 def _home(request: Request, who: AdminAuth, form: dict[str, str], errors: list[str], status: int = 200) -> Response:
     runner = runner_of(request)
     ctx = {"jobs": runner.store.list(limit=200), "form": form, "errors": errors, "csrf": who.csrf,
-           "corpus_root": str(corpus_root(request.app.state.settings)), "when": _when}
+           "corpus_root": str(corpus_root(get_settings(request))), "when": _when}
     ctx["any_active"] = any(j.active for j in ctx["jobs"])
     return render(request, "admin.html", "partials/admin_job_form.html", ctx, status)
 

@@ -18,11 +18,12 @@ from fastapi.responses import Response
 from app.index.store import connect
 from app.lm.hooks import parse_hook_name
 from app.steering import BadTarget, attribute, encode_many, measure_ablations
+from app.web.deps import get_services, get_settings, get_templates
+from app.web.rendering import render
 from app.web.routes.api import ERRORS, check_limit
-from app.web.routes.pages import EXPECTED, parse_float, parse_int, render, status_of
+from app.web.routes.pages import EXPECTED, parse_float, parse_int, status_of
 from app.web.schemas_attribution import AblationsRequest, AblationsResponse, AttributeRequest, AttributeResponse
 from app.web.services import SAEEntry, Services, UnknownSAE
-from app.web.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -31,14 +32,6 @@ Target = int | str | None
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 def selected(services: Services, ids: list[str] | None) -> list[SAEEntry]:
     """The named SAEs in order (UnknownSAE for an unknown id), or every loaded SAE when none is named."""
     if not ids:
@@ -92,7 +85,7 @@ async def attribute_route(body: AttributeRequest, request: Request) -> dict[str,
     """Which latents drove a token: attribution = activation × ∂ log p(target at position) / ∂ latent for every
     active latent of every chosen SAE at every position up to the target (one backward pass, SAEs spliced in),
     plus each SAE's reconstruction-error node per position."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     check_limit("top_k", body.top_k, settings.max_top_k)
     entries = selected(services, body.saes)
     try:
@@ -107,7 +100,7 @@ async def attribute_route(body: AttributeRequest, request: Request) -> dict[str,
 async def ablations_route(body: AblationsRequest, request: Request) -> dict[str, Any]:
     """The honesty check of attribution rows: the measured Δ objective when each node alone is ablated at its
     position (clamp to 0, SPEC §4), the target fixed as in `/api/attribute`."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     check_limit("the number of nodes", len(body.nodes), settings.max_top_k)
     entries = selected(services, [n.sae for n in body.nodes])
     nodes = [(n.sae, n.latent, n.position) for n in body.nodes]
@@ -151,7 +144,7 @@ def _page_target(q) -> Target:
 async def attribute_page(request: Request) -> Response:
     """Type a text; see which latents (of every chosen SAE) drove the model's next token, ranked, with token heat
     per layer and, on request, the measured effect of ablating each top latent."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     q = request.query_params
     text = q.get("text", "")
     ctx: dict[str, Any] = {"text": text, "result": None, "error": None, "chosen": q.getlist("sae"),
@@ -182,7 +175,7 @@ async def attribute_page(request: Request) -> Response:
 @router.get("/attribute/measure", include_in_schema=False)
 async def measure_partial(request: Request) -> Response:
     """The htmx honesty check of one row: measured Δ log p(target) when the latent is ablated at its position."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     q = request.query_params
     ctx: dict[str, Any] = {"error": None, "row": None}
     status = 200
@@ -198,7 +191,7 @@ async def measure_partial(request: Request) -> Response:
         ctx["row"] = {**out["ablations"][0], "estimate": None if attribution is None else -attribution}
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
-    templates = request.app.state.templates
+    templates = get_templates(request)
     return templates.TemplateResponse(request, "partials/_attribute_measure.html", ctx, status_code=status)
 
 
@@ -222,7 +215,7 @@ def _layers_view(services: Services, entries: list[SAEEntry], text: str, token: 
 async def layers_partial(request: Request) -> Response:
     """The inspect page's layer × latent view: for the selected token, each loaded SAE's active latents (value,
     margin, explanation); for the prompt, each SAE's top latents. Every hook from one LM pass."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     q = request.query_params
     ctx: dict[str, Any] = {"error": None, "layers": None, "text": q.get("text", "")}
     status = 200
@@ -236,6 +229,6 @@ async def layers_partial(request: Request) -> Response:
                                                None if token < 0 else token, top_k, settings.max_prompt_tokens)
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
-    templates = request.app.state.templates
+    templates = get_templates(request)
     return templates.TemplateResponse(request, "partials/_layers.html", ctx, status_code=status)
 

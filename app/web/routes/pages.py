@@ -16,41 +16,15 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, steer
 from app.web import auth, latent_data
-from app.web.public_names import model_label
+from app.web.deps import get_services, get_settings, get_templates
+from app.web.rendering import render
 from app.web.report import ReportUnavailable, report_context
-from app.web.services import Services, UnknownSAE
-from app.web.settings import Settings
+from app.web.services import UnknownSAE
 
 router = APIRouter(include_in_schema=False)
 
 EXPECTED = (ValueError, UnknownLatent, UnknownSAE)
 MAX_EXPLANATION = 2000  # characters
-
-
-def _ctx(request: Request) -> tuple[Settings, Services]:
-    return request.app.state.settings, request.app.state.services
-
-
-def is_htmx(request: Request) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-def render(request: Request, page: str, partial: str, ctx: dict[str, Any], status: int = 200,
-           push_url: str | None = None) -> Response:
-    """The partial for htmx, the full page otherwise."""
-    services: Services = request.app.state.services
-    base = {"saes": services.entries(), "model_name": model_label(services.lm.name),
-            "admin_enabled": _admin_enabled(request)}
-    templates = request.app.state.templates
-    response = templates.TemplateResponse(request, partial if is_htmx(request) else page, {**base, **ctx},
-                                          status_code=status)
-    if push_url and is_htmx(request):
-        response.headers["HX-Push-Url"] = push_url
-    return response
-
-
-def _admin_enabled(request: Request) -> bool:
-    return request.app.state.settings.admin_token is not None
 
 
 def status_of(exc: Exception) -> int:
@@ -98,7 +72,7 @@ def parse_latents(values: list[str], limit: int) -> list[int]:
 @router.get("/")
 async def inspect_page(request: Request) -> Response:
     """Type a text → tokens coloured by activation, per-token latents, the prompt's top latents."""
-    settings, services = _ctx(request)
+    settings, services = get_settings(request), get_services(request)
     q = request.query_params
     text, sae_id = q.get("text", ""), q.get("sae") or None
     ctx: dict[str, Any] = {"text": text, "result": None, "error": None, "sae_id": sae_id}
@@ -119,20 +93,20 @@ async def inspect_page(request: Request) -> Response:
 @router.get("/latents")
 async def latents_home(request: Request) -> Response:
     """The first SAE's latent 0."""
-    entry = request.app.state.services.get(None)
+    entry = get_services(request).get(None)
     return RedirectResponse(f"/latents/{entry.id}/0", status_code=303)
 
 
 @router.get("/latents/{sae}/random")
 async def random_latent(sae: str, request: Request) -> Response:
-    entry = request.app.state.services.get(sae)
+    entry = get_services(request).get(sae)
     return RedirectResponse(f"/latents/{entry.id}/{latent_data.random_latent(entry)}", status_code=303)
 
 
 @router.get("/latents/{sae}/search")
 async def search_latents(sae: str, request: Request) -> Response:
     """Latents by index, top token or explanation (partial #search-results)."""
-    services: Services = request.app.state.services
+    services = get_services(request)
     entry = services.get(sae)
     query = request.query_params.get("q", "")[:200]
     results = await services.run(latent_data.search, entry, query) if query.strip() else []
@@ -143,7 +117,7 @@ async def search_latents(sae: str, request: Request) -> Response:
 @router.get("/latents/{sae}/{latent}")
 async def dashboard_page(sae: str, latent: str, request: Request) -> Response:
     """Everything the index holds about one latent."""
-    services: Services = request.app.state.services
+    services = get_services(request)
     entry = services.get(sae)
     try:
         index = int(latent)
@@ -181,7 +155,7 @@ async def save_explanation(sae: str, latent: int, request: Request,
         raise HTTPException(422, "the form has no explanation field (send an empty one to clear the explanation)")
     if len(explanation) > MAX_EXPLANATION:
         raise HTTPException(422, f"the explanation is {len(explanation)} characters; at most {MAX_EXPLANATION}")
-    services: Services = request.app.state.services
+    services = get_services(request)
     entry = services.get(sae)
     ctx: dict[str, Any] = {"sae_id": entry.id, "latent": latent, "explanation": explanation.strip(),
                            "saved": False, "error": None, "can_edit": True, "csrf": who.csrf}
@@ -191,7 +165,7 @@ async def save_explanation(sae: str, latent: int, request: Request,
         ctx["saved"] = True
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
-    templates = request.app.state.templates
+    templates = get_templates(request)
     return templates.TemplateResponse(request, "partials/_explanation.html", ctx, status_code=status)
 
 
@@ -199,7 +173,7 @@ async def save_explanation(sae: str, latent: int, request: Request,
 @router.get("/steer")
 async def steer_page(request: Request) -> Response:
     """Pick latents and modes; default and steered completions side by side. Settings live in the URL."""
-    settings, services = _ctx(request)
+    settings, services = get_settings(request), get_services(request)
     q = request.query_params
     ctx: dict[str, Any] = {"prompt": q.get("prompt", ""), "result": None, "error": None, "rows": [],
                            "modes": MODES, "sae_id": q.get("sae") or None, "max_new_tokens": 32,
@@ -254,7 +228,7 @@ def steer_query(ctx: dict[str, Any]) -> list[tuple[str, Any]]:
 @router.get("/ablate")
 async def ablate_page(request: Request) -> Response:
     """Per-token Δlog-prob of the actual next token when latents are ablated, and the most-moved tokens."""
-    settings, services = _ctx(request)
+    settings, services = get_settings(request), get_services(request)
     q = request.query_params
     ctx: dict[str, Any] = {"text": q.get("text", ""), "latents": [], "result": None, "error": None,
                            "sae_id": q.get("sae") or None}
@@ -277,7 +251,7 @@ async def ablate_page(request: Request) -> Response:
 @router.get("/report")
 async def report_page(request: Request) -> Response:
     """The demo's validation report: headline figures against their targets, each concept's best latent."""
-    settings, services = _ctx(request)
+    settings, services = get_settings(request), get_services(request)
     try:
         ctx = await anyio.to_thread.run_sync(report_context, services, settings.demo_report)
     except ReportUnavailable as e:

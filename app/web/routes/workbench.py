@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.steering import UnknownLatent
 from app.web import latent_data
+from app.web.deps import get_services
 from app.web.public_names import scrub_paths
-from app.web.routes.pages import parse_float, render
+from app.web.rendering import render
+from app.web.routes.pages import parse_float
 from app.web.services import SAEEntry, Services, UnknownSAE
 from app.workbench.compare import metrics_view
 from app.workbench.dial import dial_curve, factor_for_l0
@@ -67,10 +69,6 @@ class DialRequest(BaseModel):
     lm_loss: bool = True
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
 def _public_sample(result: dict[str, Any]) -> dict[str, Any]:
     """The sample description without server paths."""
     sample = dict(result.get("sample") or {})
@@ -109,7 +107,7 @@ async def _run_sample(services: Services, fn, *args) -> dict[str, Any]:
 async def whatif_api(sae: str, latent: int, body: WhatIfRequest, request: Request) -> dict[str, Any]:
     """Latent `latent` at θ': its density and the change in L0, FVU and ΔLM loss on the SAE's held-out sample,
     with the near misses below θ'."""
-    services = _services(request)
+    services = get_services(request)
     entry = services.get(sae)
     latent_data.check_latent(entry, latent)
     return await _run_sample(services, _what_if, entry, latent, body.threshold)
@@ -123,7 +121,7 @@ async def dial_api(sae: str, body: DialRequest, request: Request) -> dict[str, A
         raise HTTPException(422, "give factors or target_l0, not both")
     if body.factors is not None and not all(1e-4 <= f <= 1e4 for f in body.factors):
         raise HTTPException(422, "every factor must be between 1e-4 and 1e4")
-    services = _services(request)
+    services = get_services(request)
     entry = services.get(sae)
     return await _run_sample(services, _dial, entry, body.factors, body.target_l0, body.lm_loss)
 
@@ -132,7 +130,7 @@ async def dial_api(sae: str, body: DialRequest, request: Request) -> dict[str, A
 async def metrics_api(sae: str, request: Request) -> dict[str, Any]:
     """The SAE's evaluation (eval.json): each metric with its 95 % bootstrap interval (`<metric>_ci`) where
     recorded, the held-out split and the bootstrap settings."""
-    entry = _services(request).get(sae)
+    entry = get_services(request).get(sae)
     view = metrics_view(entry.metrics)
     if view is None:
         raise HTTPException(404, f"SAE {entry.id!r} has no evaluation yet: run `jumpscope eval --sae <folder>`")
@@ -143,7 +141,7 @@ async def metrics_api(sae: str, request: Request) -> dict[str, Any]:
 @router.get("/latents/{sae}/{latent}/whatif", include_in_schema=False)
 async def whatif_partial(sae: str, latent: int, request: Request) -> Response:
     """The dashboard's what-if partial (#whatif) for ?threshold=θ'."""
-    services = _services(request)
+    services = get_services(request)
     entry = services.get(sae)
     ctx: dict[str, Any] = {"sae_id": entry.id, "latent": latent, "w": None, "error": None, "pre_histogram": None}
     status = 200
@@ -166,7 +164,7 @@ async def whatif_partial(sae: str, latent: int, request: Request) -> Response:
 async def compare_page(request: Request) -> Response:
     """Every loaded SAE on L0 vs ΔLM loss and L0 vs FVU (95 % intervals), a table of all metrics, and the
     sparsity-dial curve of one SAE overlaid (?dial=<sae>)."""
-    services = _services(request)
+    services = get_services(request)
     rows = []
     for entry in services.entries():
         view = metrics_view(entry.metrics)
