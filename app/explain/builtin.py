@@ -205,13 +205,16 @@ def parse(text: str) -> Label:
 def predict(label: Label, window: Window) -> list[bool]:
     """Where the label's rule says the latent is active, per token of the window."""
     toks, after = set(label.tokens), set(label.after)
+    if not toks and not after:
+        return [False] * len(window.tokens)
     sizes = sorted({len(a.split(" ")) for a in after})
+    keys = [norm(t) for t in window.tokens]
     out = []
-    for i, t in enumerate(window.tokens):
-        hit = norm(t) in toks if toks else True
+    for i, key in enumerate(keys):
+        hit = key in toks if toks else True
         if hit and after:
-            hit = any(_contexts(window, i, n) in after for n in sizes)
-        out.append(hit and bool(toks or after))
+            hit = any(i >= n and " ".join(keys[i - n:i]) in after for n in sizes)
+        out.append(hit)
     return out
 
 
@@ -219,7 +222,8 @@ def precision_recall(label: Label, windows: Iterable[Window]) -> tuple[int, int,
     """(true positives, predicted, actual) over every token of the windows."""
     tp = pred = act = 0
     for w in windows:
-        for p, a in zip(predict(label, w), w.active, strict=True):
+        for p, v in zip(predict(label, w), w.values, strict=True):
+            a = v > 0
             tp += p and a
             pred += p
             act += a
