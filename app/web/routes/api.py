@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from app.steering import Intervention, ablation_effect, encode_many, encode_text, steer
 from app.web import latent_data
+from app.web.deps import get_services, get_settings
 from app.web.public_names import failed_saes, model_label
 from app.web.report import ReportUnavailable, load_report
 from app.web.schemas import (
@@ -22,7 +23,6 @@ from app.web.schemas import (
     SteerRequest,
     SteerResponse,
 )
-from app.web.services import Services
 from app.web.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -35,14 +35,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 def check_limit(name: str, value: int, limit: int) -> None:
     """422 with a clear message when a request asks for more than the server allows."""
     if value > limit:
@@ -53,7 +45,7 @@ def check_limit(name: str, value: int, limit: int) -> None:
 async def health(request: Request) -> dict[str, Any]:
     """Liveness plus what is loaded: SAE ids and the model's name, never a server path (failed SAEs by folder
     name; the full paths are in the server log)."""
-    services = _services(request)
+    services = get_services(request)
     return {"status": "ok", "model": model_label(services.lm.name), "device": str(services.lm.device),
             "saes": services.ids(), "failed_saes": failed_saes(dict(getattr(services, "failed", {})))}
 
@@ -62,13 +54,13 @@ async def health(request: Request) -> dict[str, Any]:
 async def list_saes(request: Request) -> list[dict[str, Any]]:
     """Every loaded SAE with its hook, widths and evaluation metrics."""
     return [{**s, "model_name": model_label(s.get("model_name"))} for s in
-            (e.summary() for e in _services(request).entries())]
+            (e.summary() for e in get_services(request).entries())]
 
 
 @router.post("/encode", response_model=EncodeResponse, responses=ERRORS)
 async def encode(body: EncodeRequest, request: Request) -> dict[str, Any]:
     """Tokens of the text with their active latents (value and margin above θ) and the prompt's top latents."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     check_limit("top_k", body.top_k, settings.max_top_k)
     entry = services.get(body.sae)
     if body.saes is None:
@@ -88,7 +80,7 @@ async def encode(body: EncodeRequest, request: Request) -> dict[str, Any]:
 @router.get("/saes/{sae}/latents/{latent}", response_model=Dashboard, responses=ERRORS)
 async def latent_dashboard(sae: str, latent: int, request: Request) -> dict[str, Any]:
     """The latent's dashboard (from the index; weight-only fields when the SAE is not indexed)."""
-    services = _services(request)
+    services = get_services(request)
     entry = services.get(sae)
     return await services.run(latent_data.dashboard, services, entry, latent)
 
@@ -102,7 +94,7 @@ def interventions_of(items: list, settings: Settings) -> list[Intervention]:
 @router.post("/steer", response_model=SteerResponse, responses=ERRORS)
 async def steer_route(body: SteerRequest, request: Request) -> dict[str, Any]:
     """Default and steered completions side by side, same seed and sampling settings."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     check_limit("max_new_tokens", body.max_new_tokens, settings.max_new_tokens)
     interventions = interventions_of(body.interventions, settings)
     entry = services.get(body.sae)
@@ -118,7 +110,7 @@ async def steer_route(body: SteerRequest, request: Request) -> dict[str, Any]:
 @router.post("/ablate", response_model=AblateResponse, responses=ERRORS)
 async def ablate(body: AblateRequest, request: Request) -> dict[str, Any]:
     """Per-token Δlog-prob of each actual next token when the latents are ablated, and the most-moved tokens."""
-    settings, services = _settings(request), _services(request)
+    settings, services = get_settings(request), get_services(request)
     check_limit("the number of latents", len(body.latents), settings.max_interventions)
     entry = services.get(body.sae)
     result = await services.run(ablation_effect, services.lm, entry.sae, body.text, body.latents,
@@ -131,6 +123,6 @@ async def ablate(body: AblateRequest, request: Request) -> dict[str, Any]:
 async def demo_report(request: Request) -> dict[str, Any]:
     """The embedded demo's validation report (report.json of `jumpscope demo build`) as written."""
     try:
-        return await anyio.to_thread.run_sync(load_report, _settings(request).demo_report)
+        return await anyio.to_thread.run_sync(load_report, get_settings(request).demo_report)
     except ReportUnavailable as e:
         raise HTTPException(404, str(e)) from None
