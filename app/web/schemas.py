@@ -18,6 +18,8 @@ class EncodeRequest(BaseModel):
     saes: list[str] | None = Field(None, max_length=64, description="several SAE ids, encoded from ONE pass of the "
                                    "model: the answer adds `per_sae` {id: {hook, l0, latents_per_token, top_latents}}")
     top_k: int = Field(16, ge=1, description="latents listed per token and for the whole prompt")
+    chat: bool = Field(False, description="wrap the text as a user turn in the model's chat template (400 when "
+                       "the model has none); one BOS, never two")
 
 
 class LatentValue(BaseModel):
@@ -75,6 +77,8 @@ class SteerRequest(BaseModel):
     temperature: float = Field(0.7, ge=0.0, le=10.0, allow_inf_nan=False, description="0 = greedy")
     seed: int = Field(0, ge=0, le=2**63 - 1)
     top_k: int | None = Field(None, ge=1, description="sample only among the k most likely tokens")
+    chat: bool = Field(False, description="wrap the prompt as a user turn in the model's chat template (400 when "
+                       "the model has none); one BOS, never two")
 
 
 class SteerResponse(BaseModel):
@@ -85,6 +89,14 @@ class SteerResponse(BaseModel):
     default_tokens: list[str]
     steered_tokens: list[str]
     sae: str
+    chat: bool = False
+    model_prompt: str | None = Field(None, description="the text the model continued (the chat-formatted prompt "
+                                     "when `chat`)")
+    default_stop: Literal["eos", "max_new_tokens"] | None = None
+    steered_stop: Literal["eos", "max_new_tokens"] | None = None
+    default_note: str | None = Field(None, description="why the default completion shows no text (e.g. EOS came "
+                                     "first); null when it shows some")
+    steered_note: str | None = None
 
 
 class AblateRequest(BaseModel):
@@ -94,13 +106,14 @@ class AblateRequest(BaseModel):
     text: str = Field(..., min_length=1, max_length=TEXT_MAX_CHARS)
     sae: str | None = None
     latents: list[Annotated[int, Field(ge=0)]] = Field(..., min_length=1, description="latents to ablate")
-    top_n: int = Field(10, ge=1, le=100, description="tokens listed whose logits move most")
+    top_n: int = Field(10, ge=1, le=100, description="tokens listed whose log-probability moves most")
 
 
 class TokenChange(BaseModel):
     token: str
     token_id: int
-    delta: float
+    delta: float = Field(..., description="change in log-probability (nats), ablated − clean; in `top_*` the "
+                         "mean over the predicting positions")
 
 
 class AblateResponse(BaseModel):

@@ -140,7 +140,7 @@ def test_steer_page_prefill_and_errors(client):
 def test_ablate_page(client):
     r = client.get("/ablate", params={"text": "Alice said: I like green apples", "latent": "1, 2"}, headers=HX)
     assert r.status_code == 200 and r.text.lstrip().startswith('<section id="ablate-result"')
-    assert "Logits raised most" in r.text and 'class="tok' in r.text
+    assert "More likely without the latents" in r.text and 'class="tok' in r.text
     bad = client.get("/ablate", params={"text": "hi", "latent": "x"}, headers=HX)
     assert bad.status_code == 422 and "latent must be a whole number" in bad.text
     page = client.get("/ablate", params={"latent": "4"})

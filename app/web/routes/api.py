@@ -65,13 +65,13 @@ async def encode(body: EncodeRequest, request: Request) -> dict[str, Any]:
     entry = services.get(body.sae)
     if body.saes is None:
         result = await services.run(encode_text, services.lm, entry.sae, body.text, top_k=body.top_k,
-                                    max_tokens=settings.max_prompt_tokens)
+                                    max_tokens=settings.max_prompt_tokens, chat=body.chat)
         return {**result, "sae": entry.id}
     # Several SAEs: one LM pass for all of them (and the `sae` whose fields stay at the top level).
     named = list(dict.fromkeys(body.saes))
     saes = {e.id: e.sae for e in (services.get(i) for i in dict.fromkeys([entry.id, *named]))}
     result = await services.run(encode_many, services.lm, saes, body.text, top_k=body.top_k,
-                                max_tokens=settings.max_prompt_tokens)
+                                max_tokens=settings.max_prompt_tokens, chat=body.chat)
     per_sae = result.pop("per_sae")
     main = {k: v for k, v in per_sae[entry.id].items() if k != "hook"}
     return {**result, **main, "sae": entry.id, "per_sae": {i: per_sae[i] for i in named}}
@@ -103,7 +103,7 @@ async def steer_route(body: SteerRequest, request: Request) -> dict[str, Any]:
     saes = {e.id: e.sae for e in (services.get(i) for i in ids)}
     result = await services.run(steer, services.lm, saes, body.prompt, interventions,
                                 max_new_tokens=body.max_new_tokens, temperature=body.temperature, seed=body.seed,
-                                top_k=body.top_k, max_prompt_tokens=settings.max_prompt_tokens)
+                                top_k=body.top_k, max_prompt_tokens=settings.max_prompt_tokens, chat=body.chat)
     return {**result.to_json(), "sae": entry.id}
 
 

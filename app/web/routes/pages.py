@@ -14,7 +14,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, steer
+from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, has_chat_template, steer
 from app.web import auth, latent_data
 from app.web.deps import get_services, get_settings, get_templates
 from app.web.rendering import render
@@ -68,6 +68,12 @@ def parse_latents(values: list[str], limit: int) -> list[int]:
     return out
 
 
+def chat_ctx(request: Request) -> dict[str, bool]:
+    """`chat_available` (the model has a chat template: steer and inspect offer it) and `chat` (the box ticked)."""
+    available = has_chat_template(request.app.state.services.lm)
+    return {"chat_available": available, "chat": available and request.query_params.get("chat") in ("1", "on")}
+
+
 # --- inspect -------------------------------------------------------------------------------------------
 @router.get("/")
 async def inspect_page(request: Request) -> Response:
@@ -75,7 +81,7 @@ async def inspect_page(request: Request) -> Response:
     settings, services = get_settings(request), get_services(request)
     q = request.query_params
     text, sae_id = q.get("text", ""), q.get("sae") or None
-    ctx: dict[str, Any] = {"text": text, "result": None, "error": None, "sae_id": sae_id}
+    ctx: dict[str, Any] = {"text": text, "result": None, "error": None, "sae_id": sae_id, **chat_ctx(request)}
     status = 200
     try:
         entry = services.get(sae_id)
@@ -83,7 +89,7 @@ async def inspect_page(request: Request) -> Response:
         top_k = parse_int(q.get("top_k"), "top_k", 16, 1, settings.max_top_k)
         if text.strip():
             ctx["result"] = await services.run(encode_text, services.lm, entry.sae, text, top_k=top_k,
-                                               max_tokens=settings.max_prompt_tokens)
+                                               max_tokens=settings.max_prompt_tokens, chat=ctx["chat"])
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
     return render(request, "inspect.html", "partials/_inspect_result.html", ctx, status)
@@ -177,7 +183,7 @@ async def steer_page(request: Request) -> Response:
     q = request.query_params
     ctx: dict[str, Any] = {"prompt": q.get("prompt", ""), "result": None, "error": None, "rows": [],
                            "modes": MODES, "sae_id": q.get("sae") or None, "max_new_tokens": 32,
-                           "temperature": 0.7, "seed": 0, "limits": settings}
+                           "temperature": 0.7, "seed": 0, "limits": settings, **chat_ctx(request)}
     status, push = 200, None
     try:
         entry = services.get(q.get("sae") or None)
@@ -206,7 +212,8 @@ async def steer_page(request: Request) -> Response:
         if ctx["prompt"].strip():
             ctx["result"] = await services.run(
                 steer, services.lm, saes, ctx["prompt"], interventions, max_new_tokens=ctx["max_new_tokens"],
-                temperature=ctx["temperature"], seed=ctx["seed"], max_prompt_tokens=settings.max_prompt_tokens)
+                temperature=ctx["temperature"], seed=ctx["seed"], max_prompt_tokens=settings.max_prompt_tokens,
+                chat=ctx["chat"])
         push = "/steer?" + urlencode(steer_query(ctx), doseq=True)
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
@@ -221,6 +228,8 @@ def steer_query(ctx: dict[str, Any]) -> list[tuple[str, Any]]:
         items += [("latent", row["latent"]), ("mode", row["mode"]), ("value", row["value"]), ("latent_sae", row["sae"])]
     items += [("max_new_tokens", ctx["max_new_tokens"]), ("temperature", ctx["temperature"]),
               ("seed", ctx["seed"])]
+    if ctx.get("chat"):
+        items.append(("chat", 1))
     return items
 
 
