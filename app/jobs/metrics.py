@@ -121,21 +121,3 @@ def series(rows: list[dict[str, Any]], keys: tuple[str, ...] = PLOT_KEYS, max_po
         out[k] = [_num(r.get(k)) for r in picked]
     return out
 
-
-def svg_polyline(xs: list[float | None], ys: list[float | None], width: float, height: float,
-                 pad: float = 4.0) -> dict[str, Any]:
-    """Points for an inline-SVG <polyline> scaled into a width×height box, plus the y range shown.
-
-    Missing or non-finite values are skipped. Returns {"points": "x,y x,y ...", "ymin", "ymax"}.
-    """
-    pts = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
-    if not pts:
-        return {"points": "", "ymin": None, "ymax": None}
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    dx, dy = (x1 - x0) or 1.0, (y1 - y0) or 1.0
-    w, h = width - 2 * pad, height - 2 * pad
-    coords = " ".join(
-        f"{pad + (x - x0) / dx * w:.1f},{pad + h - (y - y0) / dy * h:.1f}" for x, y in pts
-    )
-    return {"points": coords, "ymin": y0, "ymax": y1}

@@ -1,4 +1,4 @@
-"""Small view helpers for the templates: heat levels for token colouring, SVG histogram bars, number format.
+"""Small view helpers for the templates: token heat levels, SVG histogram bars and polylines, number format.
 
 Colours are CSS classes (heat-0 … heat-10, neg-1 … neg-10) rather than inline styles, so the pages run under
 a strict Content-Security-Policy.
@@ -149,3 +149,22 @@ def scatter(points: list[dict[str, Any]], x_key: str, y_key: str, curves: list[d
             "xticks": [{"pos": sx(t), "label": fmt(float(t))} for t in _ticks(x0, x1) if x0 <= t <= x1],
             "yticks": [{"pos": sy(t), "label": fmt(float(t))} for t in _ticks(y0, y1) if y0 <= t <= y1],
             "left": pad, "bottom": height - pad, "right": width - 12, "top": 12}
+
+
+def svg_polyline(xs: list[float | None], ys: list[float | None], width: float, height: float,
+                 pad: float = 4.0) -> dict[str, Any]:
+    """Points for an inline-SVG <polyline> scaled into a width×height box, plus the y range shown.
+
+    Missing or non-finite values are skipped. Returns {"points": "x,y x,y ...", "ymin", "ymax"}.
+    """
+    pts = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
+    if not pts:
+        return {"points": "", "ymin": None, "ymax": None}
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    dx, dy = (x1 - x0) or 1.0, (y1 - y0) or 1.0
+    w, h = width - 2 * pad, height - 2 * pad
+    coords = " ".join(
+        f"{pad + (x - x0) / dx * w:.1f},{pad + h - (y - y0) / dy * h:.1f}" for x, y in pts
+    )
+    return {"points": coords, "ymin": y0, "ymax": y1}

@@ -1,11 +1,11 @@
-"""MetricsTail: incremental, partial lines, garbage, resumed runs, replaced files; series and SVG points."""
+"""MetricsTail: incremental, partial lines, garbage, resumed runs, replaced files; series."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from app.jobs.metrics import MetricsTail, progress_of, series, svg_polyline
+from app.jobs.metrics import MetricsTail, progress_of, series
 
 
 def _row(step, total=10, **kw):
@@ -49,14 +49,6 @@ def test_progress_and_series():
     s = series(rows, max_points=100)
     assert len(s["step"]) == 100 and s["step"][0] == 0 and s["step"][-1] == 999 and s["l0"][-1] == 1998
     assert series(rows[:3])["loss"] == [0.0, 1.0, 2.0]
-
-
-def test_svg_polyline_scales_into_box():
-    out = svg_polyline([0, 1, 2, None], [10.0, 5.0, 0.0, 3.0], width=100, height=50, pad=0)
-    pts = [tuple(map(float, p.split(","))) for p in out["points"].split()]
-    assert pts == [(0.0, 0.0), (50.0, 25.0), (100.0, 50.0)]  # highest value at the top
-    assert out["ymin"] == 0.0 and out["ymax"] == 10.0
-    assert svg_polyline([], [], 10, 10)["points"] == ""
 
 
 def test_non_finite_values_become_null(tmp_path):

@@ -15,12 +15,13 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from app.jobs import JobRecord, JobSpec
-from app.jobs.metrics import series, svg_polyline
+from app.jobs.metrics import series
 from app.web import auth
 from app.web.admin_service import act, corpus_root, find_job, launch, runner_of
 from app.web.auth import AdminAuth, require_admin
 from app.web.deps import get_settings
 from app.web.rendering import is_htmx, render
+from app.web.viz import svg_polyline
 
 router = APIRouter(include_in_schema=False)
 
