@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,7 @@ def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
     root = Path(out)
     if not configs[0].resume and root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"--out {root} already exists; pick a new folder or pass --resume")
+    started = time.time()
     dist = init_distributed(configs[0].device)
     try:
         for c in configs:  # every output checked before the model loads
@@ -120,6 +122,8 @@ def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
         for c in configs:
             c.progress = False  # one bar for the sweep instead of one per run
         trainers = [Trainer(c, dist, plan) for c, plan in zip(configs, plans, strict=True)]
+        for t in trainers:
+            t.t_start = started  # each run's wall time includes the shared model load and first harvest
         active = [t.steps() for t in trainers]
         total = sum(t.sched.total_steps for t in trainers)
         with tqdm(total=total, disable=not show, desc=f"sweep of {len(trainers)}", unit="step") as bar:
