@@ -62,11 +62,15 @@ def loss_effects(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], row
         if need.numel():
             clean[need] = _ce_at(lm, ids, need.view(1, -1))[0]
         special = lm.special_mask(ids).to(sae.device)
-        gs = gs[torch.argsort(g_end[gs], stable=True)]  # similar lengths share a batch
-        k = int(g_size[gs].max()) * width
-        per_batch = max(1, min(64, logit_budget // (k * vocab), TOKEN_BUDGET // length))
-        for b in range(0, gs.numel(), per_batch):
+        # Groups with as many windows and similar lengths share a batch (its width is its largest group's).
+        gs = gs[torch.argsort(g_size[gs] * (length + 1) + g_end[gs], stable=True)]
+        b = 0
+        while b < gs.numel():
+            k = int(g_size[gs[b]]) * width
+            per_batch = max(1, min(64, logit_budget // (k * vocab), TOKEN_BUDGET // length))
             g = gs[b:b + per_batch]
+            g = g[g_size[g] == g_size[gs[b]]]
+            b += g.numel()
             local = torch.full((n_groups,), -1, dtype=torch.long)
             local[g] = torch.arange(g.numel())
             e = es[local[group_of[es]] >= 0]
