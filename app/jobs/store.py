@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+RESUMABLE_STATUSES = ("failed", "cancelled")  # a resume request queues these again with --resume
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -85,6 +86,11 @@ class JobRecord:
     def active(self) -> bool:
         """Queued or running."""
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def resumable(self) -> bool:
+        """Failed or cancelled: a resume request continues it from its last checkpoint."""
+        return self.status in RESUMABLE_STATUSES
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (what the API serves)."""

@@ -107,3 +107,12 @@ def test_pid_identity_uses_start_time():
     assert procs.pid_alive(__import__("os").getpid(), me)
     assert not procs.pid_alive(__import__("os").getpid(), str(int(me) + 1))  # same pid, other process
     assert not procs.pid_alive(None) and not procs.pid_alive(0)
+
+
+def test_resumable_is_failed_or_cancelled():
+    from app.jobs.store import JOB_STATUSES, JobRecord
+
+    def rec(status):
+        return JobRecord(id="x", name="x", status=status, phase="done", spec={}, out_dir="o", log_path="l")
+
+    assert {s for s in JOB_STATUSES if rec(s).resumable} == {"failed", "cancelled"}
