@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from app.jobs import JobRecord, JobSpec, JobSpecError, JobStore, JobStoreError
 from app.jobs.metrics import series
 from app.jobs.runner import JobConflict, JobRunner
+from app.web.deps import get_settings
 
 log = logging.getLogger(__name__)
 _runner_lock = threading.Lock()
@@ -164,7 +165,7 @@ def launch(request: Request, spec: JobSpec) -> JobRecord:
     tokens, an activation file without its model/hook/layer), 409 for a taken name."""
     runner = runner_of(request)
     try:
-        confined = spec.confined(corpus_root(request.app.state.settings))
+        confined = spec.confined(corpus_root(get_settings(request)))
         problem = confined.submit_problem()
         if problem is not None:
             raise HTTPException(422, problem)

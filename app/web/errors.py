@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.sae import SAEFormatError
 from app.steering import InputTooLong, UnknownLatent
+from app.web.deps import get_templates
+from app.web.rendering import is_htmx
 from app.web.services import UnknownSAE
 
 log = logging.getLogger(__name__)
@@ -25,10 +27,9 @@ def error_response(request: Request, status: int, detail) -> Response:
     """JSON for the API; the error page (or its partial for htmx) for pages."""
     if _wants_json(request) or not isinstance(detail, str):
         return JSONResponse({"detail": detail}, status_code=status)
-    templates = request.app.state.templates
-    partial = request.headers.get("HX-Request") == "true"
-    return templates.TemplateResponse(request, "partials/_error.html" if partial else "error.html",
-                                      {"status": status, "detail": detail}, status_code=status)
+    page = "partials/_error.html" if is_htmx(request) else "error.html"
+    return get_templates(request).TemplateResponse(request, page, {"status": status, "detail": detail},
+                                                   status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
