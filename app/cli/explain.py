@@ -32,12 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="device of the local model (--explainer hf; default: CUDA when present)")
     p.add_argument("--latents", help="subset, e.g. 0-99,7 (default: all)")
     p.add_argument("--score", action="store_true", help="also score the explanations on held-out examples")
+    p.add_argument("--progress-file", help="keep {done, total} latents in this JSON file (for the job runner)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from app.explain.examples import ExampleSource
     from app.explain.runner import parse_latents, run_explain
+    from app.fsio import atomic_write_text
 
     sae = Path(args.sae)
     if not sae.is_dir():
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, counts) -> None:
         log.info("explain: %d/%d latents (%d explained, %d dead, %d failed)", done, total, counts.explained,
                  counts.dead, counts.failed)
+        if args.progress_file:
+            atomic_write_text(args.progress_file, json.dumps({"done": done, "total": total}))
 
     counts = run_explain(db, args.explainer, latents, score=score, progress=progress, options=options)
     print(json.dumps({"index": str(db), "explainer": args.explainer, "latents": len(latents) if latents else d_sae,

@@ -27,6 +27,7 @@ from typing import Any
 from app.jobs import procs
 from app.jobs.commands import SAE_FILES, Step, pipeline
 from app.jobs.environment import child_env
+from app.jobs.explain_job import ExplainJobSpec, explain_pipeline, is_explain, read_progress
 from app.jobs.files import JOB_UMASK, append_log, fresh_private_dir, open_log, private_dir, read_tail, remove_inside
 from app.jobs.label import label_sae
 from app.jobs.metrics import METRICS_FILE, MetricsTail, progress_of
@@ -117,6 +118,8 @@ class JobRunner:
 
     def _steps(self, rec: JobRecord) -> list[Step]:
         """The pipeline still to run for a record (ValueError when its spec no longer validates)."""
+        if is_explain(rec.spec):
+            return explain_pipeline(ExplainJobSpec.model_validate(rec.spec), Path(rec.out_dir), python=self.python)
         spec = JobSpec.model_validate(rec.spec)
         return self.pipeline_fn(spec, Path(rec.out_dir), resume=rec.resume, python=self.python,
                                 n_gpus=self.n_gpus, device=self.device)
@@ -151,6 +154,20 @@ class JobRunner:
         except ValueError as e:
             raise JobConflict(str(e)) from None
         append_log(rec.log_path, f"queued: {spec.kind} job, SAE folder {out_dir}")
+        return rec
+
+    def submit_explain(self, spec: ExplainJobSpec) -> JobRecord:
+        """Queue an explain job for the SAE folder data_dir/saes/<spec.sae> (KeyError when it has no index)."""
+        sae_dir = self.saes_dir / spec.sae
+        if not (sae_dir / "index.db").is_file():
+            raise KeyError(f"no indexed SAE {spec.sae!r} in {self.saes_dir.name}/ (index it first)")
+        job_id = uuid.uuid4().hex[:12]
+        try:
+            rec = self.store.create(f"explain-{spec.sae}-{job_id[:6]}", spec.model_dump(), sae_dir,
+                                    self.logs_dir / f"{job_id}.log", job_id=job_id)
+        except ValueError as e:
+            raise JobConflict(str(e)) from None
+        append_log(rec.log_path, f"queued: explain job ({spec.explainer}) for SAE folder {sae_dir}")
         return rec
 
     def cancel(self, job_id: str) -> JobRecord:
@@ -196,7 +213,7 @@ class JobRunner:
                 raise KeyError(job_id)
             self._tails.pop(job_id, None)
             shutil.rmtree(self.run_dir / job_id, ignore_errors=True)
-        if files:
+        if files and not is_explain(rec.spec):  # an explain job's SAE folder is not its own
             remove_inside(rec.out_dir, self.saes_dir)
             remove_inside(rec.log_path, self.logs_dir)
         log.info("job %s (%s) deleted%s", job_id, rec.name, " with its files" if files else "")
@@ -247,6 +264,10 @@ class JobRunner:
         rec = self._get(act.job_id)
         if act.steps[0].name == "train":
             self._update_progress(rec)
+        elif act.steps[0].name == "explain" and is_explain(rec.spec):
+            done = read_progress(rec.out_dir)
+            if done is not None and abs(done - rec.progress) > 1e-9:
+                self.store.update(rec.id, progress=done)
         if act.term_sent_at is not None and time.monotonic() - act.term_sent_at > self.term_grace:
             procs.kill_group(act.pid)
         rc = act.proc.poll() if act.proc is not None else (None if procs.pid_alive(act.pid, act.pid_start) else "gone")
@@ -350,7 +371,7 @@ class JobRunner:
         try:
             if label_sae(rec.out_dir, rec.spec):  # activation-file jobs: the spec's LM and hook into cfg.json
                 append_log(rec.log_path, "cfg.json labelled with the job's model, hook and layer")
-            if self.on_success is not None:
+            if self.on_success is not None and not is_explain(rec.spec):  # explain jobs add no new SAE
                 self.on_success(rec, Path(rec.out_dir))
         except Exception as e:  # the SAE is trained and on disk; say why it is not served
             log.exception("job %s: registering the SAE failed", job_id)

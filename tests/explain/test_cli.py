@@ -22,7 +22,12 @@ def test_explain_subset_then_all_then_nothing(sae_dir, capsys):
         done = store.done_latents(conn, "builtin", "builtin-1")
         assert done <= {0, 1, 2, 3, 20} and len(done) == first["explained"]
         assert store.scored_latents(conn, "builtin", "builtin", "f1") == done  # builtin always scores
-    assert main(["explain", "--sae", str(sae_dir)]) == 0
+    from app.jobs.explain_job import read_progress
+
+    progress = sae_dir / ".explain_progress.json"
+    assert read_progress(sae_dir) is None  # not written yet
+    assert main(["explain", "--sae", str(sae_dir), "--progress-file", str(progress)]) == 0
+    assert json.loads(progress.read_text()) == {"done": 24, "total": 24} and read_progress(sae_dir) == 1.0
     second = _out(capsys)
     assert second["skipped"] == first["explained"] and second["explained"] + second["dead"] + \
         second["skipped"] == 24

@@ -3,6 +3,7 @@ explainer; through the admin API a job labels its SAE's latents (real explain CL
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import closing
 
@@ -67,5 +68,52 @@ def test_admin_job_explains_the_trained_sae(tmp_path, explain_services, explain_
             with closing(store.open_db(db, readonly=True)) as conn:
                 done, who = store.done_latents(conn, "builtin"), store.explainers(conn)
             assert len(done) >= 5 and set(who) == {"builtin"}
+    finally:
+        shutdown_runner(runner)
+
+
+def test_explain_job_for_an_existing_sae_progress_cancel_resume(tmp_path, explain_services, explain_index):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from app.explain import store
+    from tests.jobs.fakes import shutdown_runner
+    from tests.web.admin_fixtures import AUTH, make_admin_app, wait_for
+
+    root = tmp_path / "corpora"
+    root.mkdir()
+    app = make_admin_app(tmp_path, explain_services, root)
+    runner = app.state.job_runner
+    sae_dir = tmp_path / "data" / "saes" / "mine"
+    shutil.copytree(explain_index, sae_dir)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            assert c.post("/api/admin/explain", json={"sae": "mine"}).status_code == 401
+            missing = c.post("/api/admin/explain", headers=AUTH, json={"sae": "other"})
+            assert missing.status_code == 404 and "no indexed SAE" in missing.json()["detail"]
+            for bad in ({"sae": "../x"}, {"sae": "mine", "explainer": "gpt"}, {"sae": "mine", "latents": "a-b"}):
+                assert c.post("/api/admin/explain", headers=AUTH, json=bad).status_code == 422, bad
+            # A subset first: only those latents get explanations.
+            r = c.post("/api/admin/explain", headers=AUTH, json={"sae": "mine", "latents": "0-4"})
+            assert r.status_code == 201, r.text
+            job = wait_for(c, r.json()["id"], lambda j: j["status"] not in ("queued", "running"), timeout=120)
+            assert job["status"] == "succeeded" and job["progress"] == 1.0 and job["sae_dir"] == str(sae_dir)
+            with closing(store.open_db(sae_dir / "index.db", readonly=True)) as conn:
+                first = store.done_latents(conn, "builtin")
+            assert first and first <= set(range(5))
+            # Cancel a whole-SAE run at once, then resume it: it finishes and keeps what the subset did.
+            r = c.post("/api/admin/explain", headers=AUTH, json={"sae": "mine"})
+            job_id = r.json()["id"]
+            assert c.delete(f"/api/admin/jobs/{job_id}", headers=AUTH).json()["status"] == "cancelled"
+            wait_for(c, job_id, lambda j: j["status"] == "cancelled" and j.get("pid") is None, timeout=60)
+            assert c.post(f"/api/admin/jobs/{job_id}/resume", headers=AUTH).status_code == 200
+            done = wait_for(c, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=120)
+            assert done["status"] == "succeeded", done
+            last = [json.loads(x) for x in done["log_tail"].splitlines() if x.startswith('{"index"')][-1]
+            assert last["skipped"] >= len(first) and last["failed"] == 0  # the subset's work was kept
+            # Deleting the job's record with files=true must not delete the SAE it explained.
+            assert c.post(f"/api/admin/jobs/{job_id}/delete?files=true", headers=AUTH).status_code == 200
+            assert (sae_dir / "index.db").is_file()
     finally:
         shutdown_runner(runner)

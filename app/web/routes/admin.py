@@ -21,6 +21,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from app.jobs import JobSpec, JobStoreError
+from app.jobs.explain_job import ExplainJobSpec
+from app.jobs.runner import JobConflict
 from app.web.admin_service import (
     DeletedJob,
     JobOut,
@@ -66,6 +68,20 @@ def create_job(spec: JobSpec, request: Request, _: Admin) -> JobOut:
     """Launch a training job (corpus through an LM hook, or an activation file). Paths are under the corpus root."""
     rec = launch(request, spec)
     return job_out(runner_of(request), rec)
+
+
+@router.post("/api/admin/explain", status_code=201, response_model=JobOut, tags=["admin"])
+def create_explain_job(spec: ExplainJobSpec, request: Request, _: Admin) -> JobOut:
+    """Label (and score) the latents of an indexed SAE folder under data_dir/saes/ as a job: progress, cancel and
+    resume like any job (a rerun skips latents already explained). 404 when no such indexed SAE."""
+    runner = runner_of(request)
+    try:
+        rec = runner.submit_explain(spec)
+    except KeyError as e:
+        raise HTTPException(404, str(e.args[0])) from None
+    except JobConflict as e:
+        raise HTTPException(409, str(e)) from None
+    return job_out(runner, rec)
 
 
 @router.get("/api/admin/jobs", response_model=list[JobOut], tags=["admin"])
