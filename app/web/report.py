@@ -76,8 +76,21 @@ def _check(value: float | None, op: str, target: float) -> bool | None:
     return value >= target if op == ">=" else value <= target
 
 
-def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Headline figures with their targets (issue 5) and whether each is met (None: no target or no value)."""
+def _ci(report: dict[str, Any], metrics: dict[str, Any] | None, key: str) -> list[float] | None:
+    """The 95 % bootstrap interval of an eval figure: the report's own `<key>_ci`, else the SAE's eval.json one
+    when that file gives the same value (the report copied it from there)."""
+    for source in (report, metrics or {}):
+        ci = source.get(f"{key}_ci")
+        if source is not report and _num(source.get(key)) != _num(report.get(key)):
+            continue
+        if isinstance(ci, list | tuple) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+            return [float(ci[0]), float(ci[1])]
+    return None
+
+
+def summary_rows(report: dict[str, Any], metrics: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Headline figures with their targets (issue 5) and whether each is met (None: no target or no value); the
+    evaluation figures carry their 95 % interval (`ci`) where the report or the SAE's eval.json has one."""
     g = {k: _num(report.get(k)) for k in ("mean_lexical_f1", "mean_structural_f1", "l0", "fvu",
                                           "delta_lm_loss", "steering_ratio", "lm_val_loss", "unigram_loss")}
     l0_ok, fvu_ok = _check(g["l0"], "<=", 30.0), _check(g["fvu"], "<=", 0.1)
@@ -87,9 +100,11 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         {"label": "Mean lexical F1", "value": g["mean_lexical_f1"], "target": "≥ 0.8",
          "met": _check(g["mean_lexical_f1"], ">=", 0.8)},
         {"label": "Mean structural F1", "value": g["mean_structural_f1"], "target": "", "met": None},
-        {"label": "SAE L0", "value": g["l0"], "target": "≤ 30", "met": l0_ok},
-        {"label": "SAE FVU", "value": g["fvu"], "target": "≤ 0.1 at L0 ≤ 30", "met": fvu_met},
-        {"label": "SAE ΔLM loss (nats)", "value": g["delta_lm_loss"], "target": "", "met": None},
+        {"label": "SAE L0", "value": g["l0"], "target": "≤ 30", "met": l0_ok, "ci": _ci(report, metrics, "l0")},
+        {"label": "SAE FVU", "value": g["fvu"], "target": "≤ 0.1 at L0 ≤ 30", "met": fvu_met,
+         "ci": _ci(report, metrics, "fvu")},
+        {"label": "SAE ΔLM loss (nats)", "value": g["delta_lm_loss"], "target": "", "met": None,
+         "ci": _ci(report, metrics, "delta_lm_loss")},
         {"label": "Steering ratio", "value": g["steering_ratio"], "target": "≥ 3",
          "met": _check(g["steering_ratio"], ">=", 3.0)},
         {"label": "LM validation loss (nats)", "value": g["lm_val_loss"],
@@ -133,5 +148,5 @@ def report_context(services: Services, path: Path | None) -> dict[str, Any]:
     """Everything report.html needs (ReportUnavailable when there is no readable report)."""
     report = load_report(path)
     entry = report_sae(services, Path(path), report)
-    return {"summary": summary_rows(report), "concepts": concept_rows(report, entry),
+    return {"summary": summary_rows(report, entry.metrics if entry else None), "concepts": concept_rows(report, entry),
             "steering": steering_view(report, entry), "report_sae": entry.id if entry else None}
