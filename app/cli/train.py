@@ -132,18 +132,11 @@ def _sweep_axes() -> tuple[str, ...]:
 
 
 def configs_from_args(args: argparse.Namespace) -> list:
-    """The TrainConfigs of the command: one (no lists) or one per run of a sweep (see app.training.sweep)."""
+    """The TrainConfigs of the command (unset flags keep the config defaults): one without lists, else one per
+    run of the sweep (see app.training.sweep)."""
     from app.training.sweep import sweep_configs
 
     return sweep_configs(_values(args))
-
-
-def config_from_args(args: argparse.Namespace):
-    """TrainConfig from parsed flags (unset flags keep the config defaults); a sweep is refused here."""
-    configs = configs_from_args(args)
-    if len(configs) != 1:
-        raise CLIError("this command trains one SAE; comma lists make a sweep")
-    return configs[0]
 
 
 def _values(args: argparse.Namespace) -> dict:
