@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
+
 from app.explain.base import LatentExamples, Window
 from app.index.service import IndexMissing, decode_examples, near_misses
 from app.index.store import connect, from_blob, get_meta
@@ -115,11 +117,16 @@ class ExampleSource:
         Each stored window is counted once (top and interval windows of all latents, plus near misses); this is
         the only text an index keeps, and pooled over all latents it is close to the corpus's token mix.
         """
-        counts: Counter[int] = Counter()
+        total = np.zeros(0, dtype=np.int64)
         for n, width, blob in self.conn.execute("SELECT n, width, token_ids FROM examples"):
             ids = from_blob(blob, "int32", (n, width))
-            counts.update(int(t) for t in ids[ids >= 0].tolist())
-        return counts
+            c = np.bincount(ids[ids >= 0], minlength=total.size)
+            if c.size > total.size:
+                c[:total.size] += total
+                total = c
+            else:
+                total += c
+        return Counter({int(t): int(total[t]) for t in np.flatnonzero(total)})
 
 
 def read_examples(db_path: str | os.PathLike, latent: int, holdout_every: int = HOLDOUT_EVERY) -> LatentExamples:
