@@ -103,7 +103,7 @@ def _home(request: Request, who: AdminAuth, form: dict[str, str], errors: list[s
     ctx = {"jobs": runner.store.list(limit=200), "form": form, "errors": errors, "csrf": who.csrf,
            "corpus_root": str(corpus_root(get_settings(request))), "when": _when}
     ctx["any_active"] = any(j.active for j in ctx["jobs"])
-    return render(request, "admin.html", "partials/admin_job_form.html", ctx, status)
+    return render(request, "admin.html", "partials/_admin_job_form.html", ctx, status)
 
 
 @router.get("/admin/jobs")
@@ -112,7 +112,7 @@ async def admin_jobs(request: Request, who: Admin) -> Response:
     runner = runner_of(request)
     jobs = runner.store.list(limit=200)
     ctx = {"jobs": jobs, "any_active": any(j.active for j in jobs), "csrf": who.csrf, "when": _when}
-    return render(request, "admin_jobs.html", "partials/admin_jobs.html", ctx)
+    return render(request, "admin_jobs.html", "partials/_admin_jobs.html", ctx)
 
 
 @router.post("/admin/jobs")
@@ -141,7 +141,7 @@ async def admin_job(job_id: str, request: Request, who: Admin) -> Response:
     """The job page; htmx polls get only the widget."""
     runner = runner_of(request)
     rec = find_job(runner, job_id)
-    return render(request, "admin_job.html", "partials/admin_job.html", job_context(runner, rec, who.csrf))
+    return render(request, "admin_job.html", "partials/_admin_job.html", job_context(runner, rec, who.csrf))
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
@@ -159,7 +159,7 @@ def _after_action(job_id: str, action: str, request: Request, who: AdminAuth) ->
     rec = act(runner, job_id, action)
     if not is_htmx(request):
         return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)
-    return render(request, "admin_job.html", "partials/admin_job.html", job_context(runner, rec, who.csrf))
+    return render(request, "admin_job.html", "partials/_admin_job.html", job_context(runner, rec, who.csrf))
 
 
 def job_context(runner, rec: JobRecord, csrf: str | None) -> dict[str, Any]:
