@@ -32,7 +32,7 @@ from app.jobs.files import JOB_UMASK, append_log, fresh_private_dir, open_log, p
 from app.jobs.label import label_sae
 from app.jobs.metrics import METRICS_FILE, MetricsTail, progress_of
 from app.jobs.spec import JobSpec
-from app.jobs.store import ACTIVE_STATUSES, JobRecord, JobStore, JobStoreError
+from app.jobs.store import ACTIVE_STATUSES, RESUMABLE_STATUSES, JobRecord, JobStore, JobStoreError
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,9 @@ class JobRunner:
             rec = self._get(job_id)
             if job_id in self._active:
                 raise JobConflict(f"job {job_id} is still stopping; try again in a few seconds")
-            if rec.status not in ("failed", "cancelled"):
+            if not rec.resumable:
                 raise JobConflict(f"only failed or cancelled jobs can be resumed (this one is {rec.status})")
-            self.store.transition(job_id, ("failed", "cancelled"), status="queued", phase="queued", resume=True,
+            self.store.transition(job_id, RESUMABLE_STATUSES, status="queued", phase="queued", resume=True,
                                   error=None, finished_at=None, pid=None, pid_start=None)
             append_log(rec.log_path, "resume requested")
             return self._get(job_id)

@@ -1,7 +1,7 @@
 """TrainConfig: every knob of SAE training in one validated, documented dataclass (saved as train_config.json).
 
 Defaults follow SPEC §2 (Gemma Scope / "Jumping Ahead") for long runs. Short runs differ only through
-rules that depend on the run length (see `schedule()` and README "Training"):
+rules that depend on the run length (see `schedule()` and docs/training_recipe.md):
 - warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp);
 - `lr=None` means auto: max(7e-5, min(1e-2, 3 / steps)) — the paper's 7e-5 for runs of ≥ 43k steps;
 - `threshold_lr=None` means auto: max(lr, 10 / steps), so log θ can travel ~10 nats (θ init 0.001 → the
