@@ -70,7 +70,7 @@ def parse_latents(values: list[str], limit: int) -> list[int]:
 
 def chat_ctx(request: Request) -> dict[str, bool]:
     """`chat_available` (the model has a chat template: steer and inspect offer it) and `chat` (the box ticked)."""
-    available = has_chat_template(request.app.state.services.lm)
+    available = has_chat_template(get_services(request).lm)
     return {"chat_available": available, "chat": available and request.query_params.get("chat") in ("1", "on")}
 
 
