@@ -14,6 +14,7 @@ trained one by one). See docs/training_sweeps.md.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
+METRICS_FILE = "metrics.jsonl"  # in the sweep folder: every run's progress (see _Progress)
 # What may differ between the runs of a sweep (the CLI takes comma lists for these flags; light to import).
 SWEEP_AXES = ("hook", "layer", "d_sae", "target_l0", "l0_coefficient", "objective")
 # What decides the activation stream and the step schedule: equal across a sweep (one harvest, lockstep).
@@ -93,6 +95,31 @@ def check_shared(configs: list[TrainConfig]) -> None:
                                  f"{getattr(c, key)!r}")
 
 
+class _Progress:
+    """The sweep folder's metrics.jsonl: a line whenever a run logged new metrics, with every run's progress.
+
+    `step`/`total_steps` are the slowest run's (what a job's progress bar reads, app.jobs.metrics), `runs` maps
+    each run's name to its latest metrics (step, total_steps, l0, fvu, dead_fraction, loss).
+    """
+
+    KEYS = ("step", "total_steps", "tokens", "l0", "fvu", "dead_fraction", "loss")
+
+    def __init__(self, path: Path, trainers: list[Any]) -> None:
+        self.path, self.trainers, self.seen = path, trainers, [None] * len(trainers)
+
+    def write_if_new(self) -> None:
+        records = [t.last_record for t in self.trainers]
+        if all(r is s for r, s in zip(records, self.seen, strict=True)):
+            return
+        self.seen = records
+        runs = {Path(t.out).name: {k: r.get(k) for k in self.KEYS} | {"total_steps": t.sched.total_steps}
+                for t, r in zip(self.trainers, records, strict=True)}
+        line = {"step": min(r.get("step") or 0 for r in runs.values()),
+                "total_steps": max(t.sched.total_steps for t in self.trainers), "runs": runs}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
 def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
     """Train every config of a sweep from one LM pass; returns the run folders (the sweep folder holds sweep.json)."""
     from tqdm.auto import tqdm
@@ -126,6 +153,7 @@ def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
             t.t_start = started  # each run's wall time includes the shared model load and first harvest
         active = [t.steps() for t in trainers]
         total = sum(t.sched.total_steps for t in trainers)
+        progress = _Progress(root / METRICS_FILE, trainers) if dist.is_main else None
         with tqdm(total=total, disable=not show, desc=f"sweep of {len(trainers)}", unit="step") as bar:
             while active:
                 for gen in list(active):  # one step of each run in turn: the same block serves them all
@@ -134,6 +162,8 @@ def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
                         bar.update(1)
                     except StopIteration:
                         active.remove(gen)
+                if progress is not None:
+                    progress.write_if_new()
         summaries = [t.summary for t in trainers if t.summary is not None]
         if summaries and dist.is_main:
             log.info("sweep of %d runs in %s:\n%s", len(trainers), root,

@@ -62,6 +62,13 @@ def test_sweep_equals_separate_runs(tiny_model_dir, corpus, tmp_path, capsys, mo
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
         assert (swept / "checkpoints").is_dir()
+    # The sweep folder's metrics.jsonl follows every run (what a sweep job's per-SAE progress reads).
+    rows = [json.loads(line) for line in (tmp_path / "sweep" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == rows[-1]["total_steps"] == 12 and set(rows[-1]["runs"]) == set(names)
+    for name, run in rows[-1]["runs"].items():
+        last = json.loads((tmp_path / "sweep" / name / "metrics.jsonl").read_text().splitlines()[-1])
+        assert (run["step"], run["l0"], run["fvu"]) == (last["step"], last["l0"], last["fvu"])
+    assert [r["step"] for r in rows] == sorted(r["step"] for r in rows) and rows[0]["step"] < 12
     # One LM pass serves every SAE of the sweep: as many block harvests as ONE separate run needs.
     assert sweep_forwards * len(runs) == len(forwards)
 
