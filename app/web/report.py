@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from app.demo.report import TARGETS
 from app.web.services import SAEEntry, Services
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024  # a real report is a few kB; refuse to parse anything absurd
@@ -76,6 +77,22 @@ def _check(value: float | None, op: str, target: float) -> bool | None:
     return value >= target if op == ">=" else value <= target
 
 
+def report_targets(report: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """(op, threshold) per headline figure: the report's own `targets` (what it was built against), and for a
+    figure it has none for, the demo's `TARGETS` (app.demo.report) — the one home of these numbers."""
+    out = dict(TARGETS)
+    given = report.get("targets")
+    for key, t in (given.items() if isinstance(given, dict) else ()):
+        if isinstance(t, dict) and t.get("op") in (">=", "<=") and _num(t.get("target")) is not None:
+            out[key] = (t["op"], float(t["target"]))
+    return out
+
+
+def _shown(op: str, target: float) -> str:
+    """'≥ 0.8', '≤ 30'."""
+    return f"{'≥' if op == '>=' else '≤'} {target:g}"
+
+
 def _ci(report: dict[str, Any], metrics: dict[str, Any] | None, key: str) -> list[float] | None:
     """The 95 % bootstrap interval of an eval figure: the report's own `<key>_ci`, else the SAE's eval.json one
     when that file gives the same value (the report copied it from there)."""
@@ -93,20 +110,22 @@ def summary_rows(report: dict[str, Any], metrics: dict[str, Any] | None = None) 
     evaluation figures carry their 95 % interval (`ci`) where the report or the SAE's eval.json has one."""
     g = {k: _num(report.get(k)) for k in ("mean_lexical_f1", "mean_structural_f1", "l0", "fvu",
                                           "delta_lm_loss", "steering_ratio", "lm_val_loss", "unigram_loss")}
-    l0_ok, fvu_ok = _check(g["l0"], "<=", 30.0), _check(g["fvu"], "<=", 0.1)
+    t = report_targets(report)
+    l0_ok, fvu_ok = _check(g["l0"], *t["l0"]), _check(g["fvu"], *t["fvu"])
     fvu_met = None if l0_ok is None or fvu_ok is None else (l0_ok and fvu_ok)
     beats = None if g["lm_val_loss"] is None or g["unigram_loss"] is None else g["lm_val_loss"] < g["unigram_loss"]
     return [
-        {"label": "Mean lexical F1", "value": g["mean_lexical_f1"], "target": "≥ 0.8",
-         "met": _check(g["mean_lexical_f1"], ">=", 0.8)},
+        {"label": "Mean lexical F1", "value": g["mean_lexical_f1"], "target": _shown(*t["mean_lexical_f1"]),
+         "met": _check(g["mean_lexical_f1"], *t["mean_lexical_f1"])},
         {"label": "Mean structural F1", "value": g["mean_structural_f1"], "target": "", "met": None},
-        {"label": "SAE L0", "value": g["l0"], "target": "≤ 30", "met": l0_ok, "ci": _ci(report, metrics, "l0")},
-        {"label": "SAE FVU", "value": g["fvu"], "target": "≤ 0.1 at L0 ≤ 30", "met": fvu_met,
-         "ci": _ci(report, metrics, "fvu")},
+        {"label": "SAE L0", "value": g["l0"], "target": _shown(*t["l0"]), "met": l0_ok,
+         "ci": _ci(report, metrics, "l0")},
+        {"label": "SAE FVU", "value": g["fvu"], "target": f"{_shown(*t['fvu'])} at L0 {_shown(*t['l0'])}",
+         "met": fvu_met, "ci": _ci(report, metrics, "fvu")},
         {"label": "SAE ΔLM loss (nats)", "value": g["delta_lm_loss"], "target": "", "met": None,
          "ci": _ci(report, metrics, "delta_lm_loss")},
-        {"label": "Steering ratio", "value": g["steering_ratio"], "target": "≥ 3",
-         "met": _check(g["steering_ratio"], ">=", 3.0)},
+        {"label": "Steering ratio", "value": g["steering_ratio"], "target": _shown(*t["steering_ratio"]),
+         "met": _check(g["steering_ratio"], *t["steering_ratio"])},
         {"label": "LM validation loss (nats)", "value": g["lm_val_loss"],
          "target": f"< unigram baseline {g['unigram_loss']:.3g}" if g["unigram_loss"] is not None else "",
          "met": beats},
