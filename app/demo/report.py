@@ -17,6 +17,7 @@ import torch
 
 from app.demo.concept_match import CooccurrenceCounter
 from app.demo.lexicon import CONCEPTS, LEXICAL_CONCEPTS, STRUCTURAL_CONCEPTS
+from app.fsio import atomic_write_text
 
 TARGETS = {"mean_lexical_f1": (">=", 0.8), "fvu": ("<=", 0.1), "l0": ("<=", 30.0), "steering_ratio": (">=", 3.0),
            "explained_lexical_share": (">=", 0.8)}
@@ -108,15 +109,8 @@ def _met(value, op: str, target: float) -> bool | None:
 
 
 def save_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write the report as JSON atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write the report as JSON atomically (app.fsio; key order kept: the page lists concepts in report order)."""
+    return atomic_write_text(path, json.dumps(report, indent=2))
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
