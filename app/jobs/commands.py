@@ -52,6 +52,7 @@ def train_step(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None
         args += ["--device", device]
     if resume:
         args.append("--resume")
+    args = _swept(args, spec)
     py = python or sys.executable
     if n_gpus > 1:
         # torch.distributed.run is torchrun; `-m` runs our CLI module in every worker.
@@ -59,6 +60,30 @@ def train_step(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None
     else:
         launcher = jumpscope_cli(py)
     return Step("train", "training", tuple(launcher + args))
+
+
+def _swept(args: list[str], spec: JobSpec) -> list[str]:
+    """The train flags with a sweep job's lists as comma lists (`--d-sae 1024,4096`): one run per combination."""
+    lists = spec.sweep.lists() if spec.sweep is not None else {}
+    for key, values in lists.items():
+        flag = "--" + key.replace("_", "-")
+        text = ",".join(repr(v) if isinstance(v, float) else str(v) for v in values)
+        if flag in args:
+            args[args.index(flag) + 1] = text
+        else:
+            args += [flag, text]
+    return args
+
+
+def sae_folders(spec: JobSpec | dict, out_dir: str | Path) -> list[Path]:
+    """The SAE folders a job writes: out_dir itself, or one sub-folder per run of a sweep job (a stored record's
+    spec dict is read as a JobSpec only when it has a sweep)."""
+    if isinstance(spec, dict):
+        if not spec.get("sweep"):
+            return [Path(out_dir)]
+        spec = JobSpec.model_validate(spec)
+    names = spec.run_names()
+    return [Path(out_dir) / name for name in names] if names else [Path(out_dir)]
 
 
 def eval_step(spec: JobSpec, out_dir: Path, *, python: str | None = None, device: str | None = None) -> Step:
@@ -105,13 +130,15 @@ def pipeline(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None =
              device: str | None = None) -> list[Step]:
     """The steps still to run: train (skipped when a resumed job already has its final SAE), eval, index, explain."""
     steps = []
-    trained = all((out_dir / f).is_file() for f in SAE_FILES)
+    folders = sae_folders(spec, out_dir)
+    trained = all((d / f).is_file() for d in folders for f in SAE_FILES)
     if not (resume and trained):
-        has_ckpt = (out_dir / "checkpoints").is_dir() and any((out_dir / "checkpoints").iterdir())
+        has_ckpt = any((d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir()) for d in folders)
         steps.append(train_step(spec, out_dir, resume=resume and has_ckpt, python=python, n_gpus=n_gpus,
                                 device=device))
-    steps.append(eval_step(spec, out_dir, python=python, device=device))
-    steps.append(index_step(spec, out_dir, python=python, device=device))
-    if spec.explainer is not None:
-        steps.append(explain_step(spec, out_dir, python=python))
+    for folder in folders:  # a sweep job: every SAE is evaluated, indexed (and explained)
+        steps.append(eval_step(spec, folder, python=python, device=device))
+        steps.append(index_step(spec, folder, python=python, device=device))
+        if spec.explainer is not None:
+            steps.append(explain_step(spec, folder, python=python))
     return steps

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs import procs
-from app.jobs.commands import SAE_FILES, Step, pipeline
+from app.jobs.commands import SAE_FILES, Step, pipeline, sae_folders
 from app.jobs.environment import child_env
 from app.jobs.explain_job import ExplainJobSpec, explain_pipeline, is_explain, read_progress
 from app.jobs.files import JOB_UMASK, append_log, fresh_private_dir, open_log, private_dir, read_tail, remove_inside
@@ -369,10 +369,12 @@ class JobRunner:
         shutil.rmtree(self.run_dir / job_id, ignore_errors=True)
         note = None
         try:
-            if label_sae(rec.out_dir, rec.spec):  # activation-file jobs: the spec's LM and hook into cfg.json
-                append_log(rec.log_path, "cfg.json labelled with the job's model, hook and layer")
-            if self.on_success is not None and not is_explain(rec.spec):  # explain jobs add no new SAE
-                self.on_success(rec, Path(rec.out_dir))
+            folders = [Path(rec.out_dir)] if is_explain(rec.spec) else sae_folders(rec.spec, rec.out_dir)
+            for folder in folders:  # a sweep job: each of its SAEs
+                if label_sae(folder, rec.spec):  # activation-file jobs: the spec's LM and hook into cfg.json
+                    append_log(rec.log_path, f"{folder.name}/cfg.json labelled with the job's model, hook and layer")
+                if self.on_success is not None and not is_explain(rec.spec):  # explain jobs add no new SAE
+                    self.on_success(rec, folder)
         except Exception as e:  # the SAE is trained and on disk; say why it is not served
             log.exception("job %s: registering the SAE failed", job_id)
             note = f"trained, but the app could not load the SAE: {type(e).__name__}: {e}"

@@ -29,6 +29,25 @@ class JobSpecError(ValueError):
     """A launch request that cannot be run as asked; the message says what to fix (HTTP 400)."""
 
 
+MAX_SWEEP_RUNS = 16  # SAEs one sweep job may train
+
+
+class SweepAxes(BaseModel):
+    """A sweep job's lists (docs/training_sweeps.md): the cross product is trained from one LM pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: list[int] | None = Field(None, min_length=1, max_length=MAX_SWEEP_RUNS,
+                                    description="layers of the hook (corpus jobs)")
+    d_sae: list[int] | None = Field(None, min_length=1, max_length=MAX_SWEEP_RUNS, description="widths")
+    target_l0: list[float] | None = Field(None, min_length=1, max_length=MAX_SWEEP_RUNS, description="target L0s")
+
+    def lists(self) -> dict[str, list]:
+        """The axes given, by TrainConfig field name."""
+        return {k: v for k, v in (("layer", self.layer), ("d_sae", self.d_sae), ("target_l0", self.target_l0))
+                if v is not None}
+
+
 class JobSpec(BaseModel):
     """A training job: train from a text corpus through an LM hook, or from a cached activation file."""
 
@@ -57,6 +76,8 @@ class JobSpec(BaseModel):
         None, ge=1, le=10**12, description="tokens for the dashboard index after training (default min(tokens, 2^20))"
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
+    sweep: SweepAxes | None = Field(None, description="lists of layers / widths / target L0s: one job trains "
+                                    "their cross product from one LM pass, each SAE in <name>/<run>/")
     explainer: Literal["builtin"] | None = Field(
         None, description="label every latent after the index (`jumpscope explain`; builtin: no LLM, offline)"
     )
@@ -73,7 +94,41 @@ class JobSpec(BaseModel):
             self.target_l0 = default_target_l0(self.d_sae)  # the trainer's own default, stated in the record
         if self.target_l0 is not None and self.target_l0 >= self.d_sae:
             raise ValueError(f"'target_l0' must be below d_sae ({self.d_sae}), got {self.target_l0}")
+        if self.sweep is not None:
+            self._check_sweep(self.sweep.lists())
         return self
+
+    def _check_sweep(self, lists: dict[str, list]) -> None:
+        if self.activations is not None and "layer" in lists:
+            raise ValueError("a 'sweep' over layers needs a corpus job (an activation file holds one hook)")
+        if "target_l0" in lists and self.l0_coefficient is not None:
+            raise ValueError("a 'sweep' of target_l0 cannot go with 'l0_coefficient'")
+        for key, values in lists.items():
+            if len(set(values)) != len(values):
+                raise ValueError(f"sweep.{key}: a value is repeated in {values}")
+        if not all(1 <= d <= 1 << 20 for d in lists.get("d_sae", [])) or not all(
+                0 <= x <= 1024 for x in lists.get("layer", [])):
+            raise ValueError("sweep: d_sae must be in [1, 2^20] and layer in [0, 1024]")
+        widths = lists.get("d_sae", [self.d_sae])
+        for t in lists.get("target_l0", [self.target_l0] if self.target_l0 is not None else []):
+            if not 0 < t < min(widths):
+                raise ValueError(f"sweep: every target L0 must be in (0, d_sae={min(widths)}), got {t}")
+        n = 1
+        for values in lists.values():
+            n *= len(values)
+        if n > MAX_SWEEP_RUNS:
+            raise ValueError(f"a sweep may train at most {MAX_SWEEP_RUNS} SAEs, this one {n}")
+
+    def run_names(self) -> list[str]:
+        """The sub-folder of each SAE of a sweep job ([] for a one-SAE job); app.training.sweep's names."""
+        from app.training.sweep import expand, run_name
+
+        lists = self.sweep.lists() if self.sweep is not None else {}
+        varying = [k for k, v in lists.items() if len(v) > 1]
+        if not varying:
+            return []
+        values = {"layer": self.layer, "hook": self.hook, "d_sae": self.d_sae, "target_l0": self.target_l0} | lists
+        return [run_name(run, varying) for run in expand(values)]
 
     def submit_problem(self) -> str | None:
         """Why this spec cannot be queued as a new job (None when it can); checked at submit, not on stored records.

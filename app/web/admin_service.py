@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from app.jobs import JobRecord, JobSpec, JobSpecError, JobStore, JobStoreError
+from app.jobs.commands import sae_folders
 from app.jobs.metrics import series
 from app.jobs.runner import JobConflict, JobRunner
 from app.web.deps import get_settings
@@ -89,15 +90,19 @@ def restore_job_saes(app: FastAPI, runner: JobRunner) -> list[str]:
     served = {Path(e.folder).resolve() for e in services.entries()} if hasattr(services, "entries") else set()
     registered = []
     for rec in reversed(runner.store.list(limit=100_000, statuses=["succeeded"])):  # oldest first: stable ids
-        folder = Path(rec.out_dir)
-        if folder.resolve() in served or not (folder / "cfg.json").is_file():
-            continue
         try:
-            registered.append(services.register_sae(folder))
-        except Exception as e:  # one bad folder must not keep the others (or the app) from serving
-            log.error("job %s: not serving its SAE %s: %s", rec.id, folder, e)
-            if isinstance(getattr(services, "failed", None), dict):
-                services.failed[str(folder)] = str(e)
+            folders = sae_folders(rec.spec, rec.out_dir)  # a sweep job: each of its SAEs
+        except ValueError:
+            folders = [Path(rec.out_dir)]
+        for folder in folders:
+            if folder.resolve() in served or not (folder / "cfg.json").is_file():
+                continue
+            try:
+                registered.append(services.register_sae(folder))
+            except Exception as e:  # one bad folder must not keep the others (or the app) from serving
+                log.error("job %s: not serving its SAE %s: %s", rec.id, folder, e)
+                if isinstance(getattr(services, "failed", None), dict):
+                    services.failed[str(folder)] = str(e)
     if registered:
         log.info("serving %d SAE(s) trained by jobs: %s", len(registered), ", ".join(registered))
     return registered

@@ -1,0 +1,50 @@
+"""An admin sweep job: one job trains two SAEs (the real `jumpscope train`), its record shows per-SAE progress,
+and both SAEs are served when it succeeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.jobs.fakes import shutdown_runner
+from tests.web import admin_fixtures as fx
+from tests.web.admin_fixtures import AUTH, make_admin_app, wait_for
+
+corpus_root = fx.corpus_root
+
+JOB = {"d_sae": 16, "tokens": 4096, "activations": "acts32.safetensors", "model": "org/model", "hook": "resid_post",
+       "layer": 0, "name": "swept", "sweep": {"d_sae": [8, 16]}}
+
+
+@pytest.mark.slow  # two real `jumpscope train` subprocess runs (~90 s on 2 cores)
+def test_sweep_job_trains_each_sae_with_its_progress(tmp_path, services, corpus_root):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from app.jobs.commands import pipeline
+    from app.training.activations import save_activation_file
+
+    d_model = services.lm.d_model  # the served model's width, so the app can load the trained SAEs
+    save_activation_file(corpus_root / "acts32.safetensors", torch.randn(512, d_model) + 0.1)
+
+    app = make_admin_app(tmp_path, services, corpus_root, pipeline_fn=pipeline, device="cpu")
+    runner = app.state.job_runner
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            r = c.post("/api/admin/jobs", headers=AUTH, json=JOB)
+            assert r.status_code == 201, r.text
+            job = wait_for(c, r.json()["id"], lambda j: j["status"] in ("succeeded", "failed"), timeout=240)
+            assert job["status"] == "succeeded", c.get(f"/api/admin/jobs/{job['id']}", headers=AUTH).text
+            detail = c.get(f"/api/admin/jobs/{job['id']}", headers=AUTH).json()
+            runs = detail["metrics"]["latest"]["runs"]
+            assert set(runs) == {"d8", "d16"} and detail["progress"] == 1.0
+            folder = tmp_path / "data" / "saes" / "swept"
+            for name, run in runs.items():  # each SAE's own progress, as its own metrics.jsonl says
+                last = json.loads((folder / name / "metrics.jsonl").read_text().splitlines()[-1])
+                assert run["step"] == run["total_steps"] == last["step"] and run["l0"] == last["l0"]
+            served = {s["id"]: s for s in c.get("/api/saes").json()}
+            widths = sorted(s["d_sae"] for s in served.values() if s["id"] in ("d8", "d16"))
+            assert widths == [8, 16], served.keys()
+    finally:
+        shutdown_runner(runner)
