@@ -107,6 +107,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
     target_rows = math.ceil(tokens / ctx)
     new_rows = 0
     if rows_done < target_rows:
+        t0 = time.perf_counter()  # the pass clock includes the reference batch's capture (reused by batch 0)
         first_h = None  # the reference batch is batch 0 (rank 0's): its capture is reused, not redone
         if cfg.outlier_factor > 0 and norm_ref is None:
             if rank == 0:
@@ -114,7 +115,7 @@ def run_index(lm: LanguageModel, sae: JumpReLUSAE, corpus: str | os.PathLike, to
                 first_h = capture(lm, first, None, *hook)
                 norm_ref = reference_norm(lm, first, first_h)
             norm_ref = distributed.broadcast_float(norm_ref)
-        t0, last_commit, batches_since = time.perf_counter(), time.perf_counter(), 0
+        last_commit, batches_since = time.perf_counter(), 0
         bar = Progress("index pass", (target_rows - rows_done) * ctx, "tokens", every, log) if rank == 0 else None
         rows_iter = corpus_rows(lm, corpus, ctx, rows_done, target_rows)
         start = rows_done
