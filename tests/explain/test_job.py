@@ -72,6 +72,7 @@ def test_admin_job_explains_the_trained_sae(tmp_path, explain_services, explain_
         shutdown_runner(runner)
 
 
+@pytest.mark.slow  # three explain processes (~20 s on an idle 2-core CPU)
 def test_explain_job_for_an_existing_sae_progress_cancel_resume(tmp_path, explain_services, explain_index):
     import shutil
 
