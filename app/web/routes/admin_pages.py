@@ -34,7 +34,8 @@ def _when(t: float | None) -> str:
 Admin = Annotated[AdminAuth, Depends(require_admin)]
 
 FORM_FIELDS = ("name", "model", "hook", "layer", "d_sae", "l0_coefficient", "target_l0", "tokens", "corpus",
-               "activations", "context_size", "seed")
+               "activations", "context_size", "seed", "sweep_layer", "sweep_d_sae", "sweep_target_l0")
+SWEEP_PREFIX = "sweep_"  # form fields holding a sweep's comma lists (JobSpec.sweep)
 PLOT_W, PLOT_H = 320, 120
 
 
@@ -124,6 +125,10 @@ async def admin_launch(request: Request, who: Admin) -> Response:
     source = raw.get("source")
     if source in ("corpus", "activations"):  # the form has both inputs; only the chosen source counts
         data.pop("activations" if source == "corpus" else "corpus", None)  # model: both need it (the hook's LM)
+    sweep = {k[len(SWEEP_PREFIX):]: [x.strip() for x in data.pop(k).split(",")]
+             for k in list(data) if k.startswith(SWEEP_PREFIX)}
+    if sweep:
+        data["sweep"] = sweep  # JobSpec checks the items (numbers, ranges, at most 16 SAEs)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
