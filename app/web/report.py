@@ -111,6 +111,28 @@ def summary_rows(report: dict[str, Any], metrics: dict[str, Any] | None = None) 
     g = {k: _num(report.get(k)) for k in ("mean_lexical_f1", "mean_structural_f1", "l0", "fvu",
                                           "delta_lm_loss", "steering_ratio", "lm_val_loss", "unigram_loss")}
     t = report_targets(report)
+    return [*_headline_rows(report, metrics, g, t), *explanation_rows(report, t)]
+
+
+def explanation_rows(report: dict[str, Any], t: dict[str, tuple[str, float]]) -> list[dict[str, Any]]:
+    """Per explainer in the report (app.demo.explain_check): the share of lexical / structural concepts whose
+    latent's explanation names the concept; the built-in explainer's lexical share has the report's target."""
+    rows = []
+    explanations = report.get("explanations")
+    for name, e in sorted(explanations.items() if isinstance(explanations, dict) else ()):
+        if not isinstance(e, dict):
+            continue
+        lex, struct = _num(e.get("lexical_share")), _num(e.get("structural_share"))
+        target = t.get("explained_lexical_share") if name == "builtin" else None
+        rows.append({"label": f"Lexical concepts named by explanations ({name})", "value": lex,
+                     "target": _shown(*target) if target else "", "met": _check(lex, *target) if target else None})
+        rows.append({"label": f"Structural concepts named by explanations ({name})", "value": struct, "target": "",
+                     "met": None})
+    return rows
+
+
+def _headline_rows(report: dict[str, Any], metrics: dict[str, Any] | None, g: dict[str, float | None],
+                   t: dict[str, tuple[str, float]]) -> list[dict[str, Any]]:
     l0_ok, fvu_ok = _check(g["l0"], *t["l0"]), _check(g["fvu"], *t["fvu"])
     fvu_met = None if l0_ok is None or fvu_ok is None else (l0_ok and fvu_ok)
     beats = None if g["lm_val_loss"] is None or g["unigram_loss"] is None else g["lm_val_loss"] < g["unigram_loss"]

@@ -40,3 +40,17 @@ def test_builtin_labels_name_the_lexical_concepts(tmp_path):
     names = list(LEXICAL_CONCEPTS)
     shifted = {c: concepts[names[(k + 1) % len(names)]] for k, c in enumerate(names)}
     assert explanation_shares(db, shifted)["builtin"]["lexical_share"] <= 0.2
+
+
+def test_report_page_rows_per_explainer():
+    from app.web.report import summary_rows
+
+    report = {"explanations": {"builtin": {"lexical_share": 0.75, "structural_share": 0.0},
+                               "openai:m": {"lexical_share": 1.0, "structural_share": 0.4}}}
+    rows = {r["label"]: r for r in summary_rows(report)}
+    b = rows["Lexical concepts named by explanations (builtin)"]
+    assert (b["value"], b["target"], b["met"]) == (0.75, "≥ 0.8", False)  # the demo's TARGETS entry
+    o = rows["Lexical concepts named by explanations (openai:m)"]
+    assert (o["value"], o["target"], o["met"]) == (1.0, "", None)
+    assert rows["Structural concepts named by explanations (openai:m)"]["value"] == 0.4
+    assert not [r for r in summary_rows({}) if "explanations" in r["label"]]  # an older report: no rows
