@@ -2,8 +2,9 @@
 
 `run_explain(db, explainer, latents, score=True)` walks the latents in order; a latent is skipped when
 `explainer` already explained it with the same prompt version (and, with scoring, every scorer already scored
-it), so a rerun after a crash or cancel continues where the last one stopped. Each latent's explanation and
-scores are stored as soon as they exist. Dead latents (no example window) are counted, not stored.
+it), so a rerun after a crash or cancel continues where the last one stopped. Explanations and scores are
+stored in batches of `BATCH` latents, whenever progress is reported, and when the run stops (cancel, error).
+Dead latents (no example window) are counted, not stored.
 
 Explainers and scorers are looked up by name: 'builtin' lives here; others register a factory with
 `register_explainer` / `register_scorer`, or live in a module `app.explain.<name>` that does so on import.
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 ExplainerFactory = Callable[..., Explainer]  # (source: ExampleSource, **options) -> Explainer
 ScorerFactory = Callable[..., Scorer]  # (source: ExampleSource, **options) -> Scorer
 Progress = Callable[[int, int, RunCounts], None]  # (latents handled, latents asked for, counts so far)
+BATCH = 64  # latents stored per transaction (a crash loses at most this much work)
 
 _EXPLAINERS: dict[str, ExplainerFactory] = {
     "builtin": lambda source, **_: BuiltinExplainer.from_token_counts(source.background(), source.vocab)}
@@ -124,13 +126,18 @@ def run_explain(db_path: str | os.PathLike, explainer: str | Explainer = "builti
             log.info("explain %s: %d latents asked, %d done before, %d to go", exp.name, len(wanted),
                      counts.skipped, len(todo))
             t0, last = time.perf_counter(), 0.0
-            for k, ex in enumerate(source.iter(todo)):
-                if should_stop is not None and should_stop():
-                    raise Cancelled(f"stopped after {k} of {len(todo)} latents; rerun to resume")
-                _one(conn, exp, scs, ex, ex.latent in done, counts)
-                if progress is not None and (time.perf_counter() - last > 0.5 or k + 1 == len(todo)):
-                    last = time.perf_counter()
-                    progress(counts.skipped + k + 1, len(wanted), counts)
+            batch = _Batch(conn)
+            try:
+                for k, ex in enumerate(source.iter(todo)):
+                    if should_stop is not None and should_stop():
+                        raise Cancelled(f"stopped after {k} of {len(todo)} latents; rerun to resume")
+                    _one(conn, exp, scs, ex, ex.latent in done, counts, batch)
+                    if progress is not None and (time.perf_counter() - last > 0.5 or k + 1 == len(todo)):
+                        batch.flush()  # what progress reports is stored
+                        last = time.perf_counter()
+                        progress(counts.skipped + k + 1, len(wanted), counts)
+            finally:
+                batch.flush()
             log.info("explain %s: %d explained, %d scored, %d dead, %d failed in %.1f s", exp.name, counts.explained,
                      counts.scored, counts.dead, counts.failed, time.perf_counter() - t0)
         finally:
@@ -144,11 +151,32 @@ def _first_metric(scorer: Scorer) -> str:
     return metrics[0] if metrics else "precision"
 
 
-def _one(conn: Any, exp: Explainer, scorers: list[Scorer], ex: Any, explained_before: bool, counts: RunCounts) -> None:
+class _Batch:
+    """Explanations and scores waiting to be stored together (one transaction per BATCH latents)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.explanations, self.scores = conn, [], []
+
+    def add(self, explanation: store.Explanation | None, scores: list[store.Score]) -> None:
+        if explanation is not None:
+            self.explanations.append(explanation)
+        self.scores += scores
+        if len(self.explanations) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.explanations or self.scores:
+            store.put_batch(self.conn, self.explanations, self.scores)
+            self.explanations, self.scores = [], []
+
+
+def _one(conn: Any, exp: Explainer, scorers: list[Scorer], ex: Any, explained_before: bool, counts: RunCounts,
+         batch: _Batch) -> None:
     """Explain (unless done) and score one latent; store both."""
     if ex.is_dead:
         counts.dead += 1
         return
+    new = None
     if explained_before:
         stored = store.get_explanation(conn, ex.latent, exp.name)
         text = stored.text if stored else ""
@@ -164,7 +192,7 @@ def _one(conn: Any, exp: Explainer, scorers: list[Scorer], ex: Any, explained_be
         if not text:
             counts.dead += 1
             return
-        store.put_explanation(conn, ex.latent, text, exp.name, exp.prompt_version)
+        new = store.Explanation(ex.latent, text, exp.name, exp.prompt_version, time.time(), "auto")
         counts.explained += 1
     results = []
     for s in scorers:
@@ -173,6 +201,5 @@ def _one(conn: Any, exp: Explainer, scorers: list[Scorer], ex: Any, explained_be
         except Exception as e:
             counts.failed += 1
             log.warning("score %s: latent %d failed: %s", s.name, ex.latent, e)
-    if results:
-        store.put_scores(conn, results)
-        counts.scored += 1
+    batch.add(new, results)
+    counts.scored += bool(results)

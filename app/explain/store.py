@@ -139,6 +139,27 @@ def put_explanation(conn: sqlite3.Connection, latent: int, text: str, explainer:
         _refresh_shown(conn, int(latent))
 
 
+def put_batch(conn: sqlite3.Connection, explanations: Iterable[Explanation], scores: Iterable[Score] = ()) -> None:
+    """Store many auto explanations and scores in one transaction (a run's batch; same rules as the single puts)."""
+    now = time.time()
+    with conn:
+        for e in explanations:
+            if e.explainer == HUMAN or e.source != "auto" or not e.text.strip():
+                raise ValueError(f"latent {e.latent}: a batch holds auto explanations with text only")
+            conn.execute("INSERT INTO latent_explanations(latent, explainer, text, prompt_version, created, source) "
+                         "VALUES (?, ?, ?, ?, ?, 'auto') ON CONFLICT(latent, explainer) DO UPDATE SET "
+                         "text = excluded.text, prompt_version = excluded.prompt_version, created = excluded.created, "
+                         "source = excluded.source",
+                         (int(e.latent), e.explainer, e.text.strip(), e.prompt_version, e.created or now))
+            _refresh_shown(conn, int(e.latent))
+        conn.executemany(
+            "INSERT INTO explanation_scores(latent, explainer, scorer, metric, value, n, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(latent, explainer, scorer, metric) DO UPDATE SET "
+            "value = excluded.value, n = excluded.n, created = excluded.created",
+            [(int(x.latent), x.explainer, x.scorer, x.metric, None if x.value is None else float(x.value), int(x.n),
+              now) for x in scores])
+
+
 def delete_explanation(conn: sqlite3.Connection, latent: int, explainer: str) -> None:
     """Remove `explainer`'s explanation of `latent` (and its scores); the shown one falls back to the others."""
     with conn:
@@ -272,4 +293,4 @@ def human_explanation_latents(conn: sqlite3.Connection) -> set[int]:
 
 __all__ = ["EXPLAIN_SCHEMA", "HUMAN", "Explanation", "Score", "delete_explanation", "done_latents", "ensure_schema",
            "explainers", "get_explanation", "get_scores", "human_explanation_latents", "list_explanations", "open_db",
-           "put_explanation", "put_scores", "ranked_latents", "scored_latents"]
+           "put_batch", "put_explanation", "put_scores", "ranked_latents", "scored_latents"]
