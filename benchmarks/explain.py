@@ -1,7 +1,7 @@
 """Built-in explainer cost ÷ index pass cost, same run, same SAE.
 
-    .venv/bin/python benchmarks/explain.py                       # CPU: small Llama-shaped model, 4k latents
-    .venv/bin/python benchmarks/explain.py --tokens 1048576 --d-sae 16384
+    .venv/bin/python -m benchmarks.explain                       # CPU: small Llama-shaped model, 4k latents
+    .venv/bin/python -m benchmarks.explain --tokens 1048576 --d-sae 16384
 
 Builds a real index (`run_index`, loss effects off, like benchmarks/index_throughput.py) of a random SAE
 calibrated to fire on ~1 % of tokens, then runs `run_explain(db, "builtin")` over every latent (read windows,
