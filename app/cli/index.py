@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latent-chunk", type=int, default=16384, help="latents encoded at once (default 16384)")
     p.add_argument("--no-loss-effects", action="store_true", help="skip the ablation loss effects of examples")
     p.add_argument("--loss-effect-top", type=int, default=20,
-                   help="loss effects for this many top examples per latent (default 20; two forwards each)")
+                   help="loss effects for this many top examples per latent (default 20; ~one LM forward each)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
     p.add_argument("--dtype", default="auto", help="LM dtype (default: bf16 on CUDA, float32 on CPU)")
     p.add_argument("--restart", action="store_true", help="discard the existing index and start over")

@@ -37,7 +37,7 @@ class IndexConfig:
     n_logits: int = 10  # top and bottom logit effects kept per latent
     n_neighbors: int = 10  # nearest latents by decoder cosine kept per latent
     loss_effects: bool = True  # compute the per-token loss effect of ablating the latent on its top examples
-    loss_effect_top: int = 20  # ... for this many of them (each costs two LM forwards of its row prefix)
+    loss_effect_top: int = 20  # ... for this many of them (each costs ~one batched LM forward of its row prefix)
     commit_every: int = 50  # commit the running state at least every N batches ...
     commit_seconds: float = 120.0  # ... or every this many seconds, whichever comes first
 
