@@ -41,6 +41,7 @@
     if (!first) return;
     const copy = first.cloneNode(true);
     copy.querySelectorAll("input").forEach((inp) => { inp.value = ""; });
+    copy.querySelectorAll(".picker-expl").forEach((s) => { s.textContent = ""; });
     copy.querySelector("select").value = "clamp";
     rows.appendChild(copy);
   }

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.index import service as index_service
 from app.steering import UnknownLatent, latent_weights_summary, suggest_value
+from app.web import explanations
 from app.web.services import SAEEntry, Services
 
 log = logging.getLogger(__name__)
@@ -35,18 +36,31 @@ def dashboard(services: Services, entry: SAEEntry, latent: int) -> dict[str, Any
             raise UnknownLatent(str(e)) from None
         else:
             data["indexed"] = True
-            return data
-    return latent_weights_summary(services.lm, entry.sae, latent, entry.log10_density)
+            return with_explanations(entry, data)
+    return with_explanations(entry, latent_weights_summary(services.lm, entry.sae, latent, entry.log10_density))
+
+
+def with_explanations(entry: SAEEntry, data: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard plus `explanation_source` / `explanation_explainer` / `explanation_scores` (SPEC §9) and
+    each neighbour's shown `explanation` (additive fields)."""
+    data = {**data, **explanations.dashboard_fields(entry, int(data["latent"]))}
+    neighbors = data.get("neighbors") or []
+    texts = explanations.labels(entry, {int(n["latent"]) for n in neighbors})
+    data["neighbors"] = [{**n, "explanation": texts.get(int(n["latent"]))} for n in neighbors]
+    return data
 
 
 def search(entry: SAEEntry, query: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Latents matching an index number, a top token or explanation text (index number only without an index)."""
+    """Latents matching an index number, a top token or explanation text (index number only without an index),
+    ranked by text match then explanation score (`explanations.rank_search`)."""
     query = query.strip()
     if entry.indexed:
-        try:
-            return list(index_service.search_latents(entry.index_db, query, limit))
+        try:  # more candidates than shown, so the best text match and score can come first
+            hits = list(index_service.search_latents(entry.index_db, query, min(1000, max(limit * 5, 100))))
         except (index_service.IndexMissing, sqlite3.DatabaseError):
             pass
+        else:
+            return explanations.rank_search(entry, query, hits, limit)
     if query.isdigit() and int(query) < entry.sae.d_sae:
         return [{"latent": int(query), "max": None, "density": None, "top_token": None, "explanation": None}]
     return []

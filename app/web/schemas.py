@@ -26,6 +26,7 @@ class LatentValue(BaseModel):
     latent: int
     value: float = Field(..., description="f_i = pre-activation (the latent is active: pre > θ)")
     margin: float = Field(..., description="pre − θ, how far above its threshold the latent is")
+    explanation: str | None = Field(None, description="the latent's shown explanation (null: none, or no index)")
 
 
 class TopLatent(BaseModel):
@@ -33,6 +34,7 @@ class TopLatent(BaseModel):
     max: float
     count: int = Field(..., description="tokens on which the latent is active")
     values: list[float] = Field(..., description="the latent's value on every token")
+    explanation: str | None = Field(None, description="the latent's shown explanation (null: none, or no index)")
 
 
 class SAEEncoding(BaseModel):
@@ -127,6 +129,8 @@ class AblateResponse(BaseModel):
     top_decreased: list[TokenChange]
     per_token: list[dict[str, list[TokenChange]] | None]
     sae: str
+    explanations: dict[int, str] = Field(default_factory=dict, description="shown explanation of each ablated "
+                                         "latent that has one")
 
 
 class Health(BaseModel):
@@ -163,4 +167,10 @@ class Dashboard(BaseModel):
     bottom_logits: list[dict[str, Any]] = Field(default_factory=list)
     neighbors: list[dict[str, Any]] = Field(default_factory=list)
     explanation: str | None = None
+    explanation_source: Literal["human", "auto"] | None = Field(None, description="'human' when the shown "
+                                                                "explanation was written by hand, 'auto' when an "
+                                                                "explainer wrote it")
+    explanation_explainer: str | None = Field(None, description="which explainer wrote it ('human', 'builtin', …)")
+    explanation_scores: dict[str, dict[str, Any]] = Field(default_factory=dict, description="scores of the shown "
+                                                          "explanation: {scorer: {metric: value, metric_n: n}}")
     indexed: bool = False

@@ -8,7 +8,7 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request
 
 from app.steering import Intervention, ablation_effect, encode_many, encode_text, steer
-from app.web import latent_data
+from app.web import explanations, latent_data
 from app.web.deps import get_services, get_settings
 from app.web.public_names import failed_saes, model_label
 from app.web.report import ReportUnavailable, load_report
@@ -66,15 +66,25 @@ async def encode(body: EncodeRequest, request: Request) -> dict[str, Any]:
     if body.saes is None:
         result = await services.run(encode_text, services.lm, entry.sae, body.text, top_k=body.top_k,
                                     max_tokens=settings.max_prompt_tokens, chat=body.chat)
-        return {**result, "sae": entry.id}
+        return {**await services.run(explained, entry, result), "sae": entry.id}
     # Several SAEs: one LM pass for all of them (and the `sae` whose fields stay at the top level).
     named = list(dict.fromkeys(body.saes))
     saes = {e.id: e.sae for e in (services.get(i) for i in dict.fromkeys([entry.id, *named]))}
     result = await services.run(encode_many, services.lm, saes, body.text, top_k=body.top_k,
                                 max_tokens=settings.max_prompt_tokens, chat=body.chat)
     per_sae = result.pop("per_sae")
+    per_sae = {i: await services.run(explained, services.get(i), part) for i, part in per_sae.items()}
     main = {k: v for k, v in per_sae[entry.id].items() if k != "hook"}
     return {**result, **main, "sae": entry.id, "per_sae": {i: per_sae[i] for i in named}}
+
+
+def explained(entry: Any, part: dict[str, Any]) -> dict[str, Any]:
+    """An encoding with each listed latent's shown `explanation` (null when it has none)."""
+    texts = explanations.labels(entry, {x["latent"] for row in part["latents_per_token"] for x in row}
+                                | {t["latent"] for t in part["top_latents"]})
+    return {**part, "latents_per_token": [[{**x, "explanation": texts.get(x["latent"])} for x in row]
+                                          for row in part["latents_per_token"]],
+            "top_latents": [{**t, "explanation": texts.get(t["latent"])} for t in part["top_latents"]]}
 
 
 @router.get("/saes/{sae}/latents/{latent}", response_model=Dashboard, responses=ERRORS)
@@ -115,7 +125,8 @@ async def ablate(body: AblateRequest, request: Request) -> dict[str, Any]:
     entry = services.get(body.sae)
     result = await services.run(ablation_effect, services.lm, entry.sae, body.text, body.latents,
                                 top_n=body.top_n, max_tokens=settings.max_prompt_tokens)
-    return {**result, "sae": entry.id}
+    texts = await services.run(explanations.labels, entry, body.latents)
+    return {**result, "sae": entry.id, "explanations": texts}
 
 
 @router.get("/report", responses={404: {"description": "no demo report configured, or its file is missing or "

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, has_chat_template, steer
-from app.web import auth, latent_data
+from app.web import auth, explanations, latent_data
 from app.web.deps import get_services, get_settings, get_templates
 from app.web.rendering import render
 from app.web.report import ReportUnavailable, report_context
@@ -81,15 +81,21 @@ async def inspect_page(request: Request) -> Response:
     settings, services = get_settings(request), get_services(request)
     q = request.query_params
     text, sae_id = q.get("text", ""), q.get("sae") or None
-    ctx: dict[str, Any] = {"text": text, "result": None, "error": None, "sae_id": sae_id, **chat_ctx(request)}
+    ctx: dict[str, Any] = {"text": text, "result": None, "error": None, "sae_id": sae_id, "labels": {},
+                           "hidden": [], "max_density": None, **chat_ctx(request)}
     status = 200
     try:
         entry = services.get(sae_id)
         ctx["sae_id"] = entry.id
         top_k = parse_int(q.get("top_k"), "top_k", 16, 1, settings.max_top_k)
+        # Dense-latent filter: hide latents whose density exceeds this level (blank: show all).
+        ctx["max_density"] = parse_float(q.get("max_density"), "max_density", explanations.MAX_DENSITY_DEFAULT,
+                                         0.0, 1.0)
         if text.strip():
-            ctx["result"] = await services.run(encode_text, services.lm, entry.sae, text, top_k=top_k,
-                                               max_tokens=settings.max_prompt_tokens, chat=ctx["chat"])
+            result = await services.run(encode_text, services.lm, entry.sae, text, top_k=top_k,
+                                        max_tokens=settings.max_prompt_tokens, chat=ctx["chat"])
+            ctx["result"], ctx["hidden"], ctx["labels"] = await services.run(
+                explanations.annotate_encoding, entry, result, ctx["max_density"])
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
     return render(request, "inspect.html", "partials/_inspect_result.html", ctx, status)
@@ -169,6 +175,7 @@ async def save_explanation(sae: str, latent: int, request: Request,
     try:
         await services.run(latent_data.save_explanation, entry, latent, explanation)
         ctx["saved"] = True
+        ctx["d"] = await services.run(explanations.dashboard_fields, entry, latent)
     except EXPECTED as e:
         ctx["error"], status = str(e), status_of(e)
     templates = get_templates(request)
@@ -181,7 +188,7 @@ async def steer_page(request: Request) -> Response:
     """Pick latents and modes; default and steered completions side by side. Settings live in the URL."""
     settings, services = get_settings(request), get_services(request)
     q = request.query_params
-    ctx: dict[str, Any] = {"prompt": q.get("prompt", ""), "result": None, "error": None, "rows": [],
+    ctx: dict[str, Any] = {"prompt": q.get("prompt", ""), "result": None, "error": None, "rows": [], "labels": {},
                            "modes": MODES, "sae_id": q.get("sae") or None, "max_new_tokens": 32,
                            "temperature": 0.7, "seed": 0, "limits": settings, **chat_ctx(request)}
     status, push = 200, None
@@ -209,6 +216,10 @@ async def steer_page(request: Request) -> Response:
                 value = await services.run(latent_data.default_value, services, row_entry, latent, mode)
             interventions.append(Intervention(latent, mode, value, sae=row_entry.id))
             ctx["rows"].append({"latent": latent, "mode": mode, "value": value, "sae": row_entry.id})
+        wanted: dict[str, set[int]] = {}
+        for row in ctx["rows"]:
+            wanted.setdefault(row["sae"], set()).add(row["latent"])
+        ctx["labels"] = await services.run(explanations.labels_by_sae, {i: services.get(i) for i in wanted}, wanted)
         if ctx["prompt"].strip():
             ctx["result"] = await services.run(
                 steer, services.lm, saes, ctx["prompt"], interventions, max_new_tokens=ctx["max_new_tokens"],
@@ -240,12 +251,13 @@ async def ablate_page(request: Request) -> Response:
     settings, services = get_settings(request), get_services(request)
     q = request.query_params
     ctx: dict[str, Any] = {"text": q.get("text", ""), "latents": [], "result": None, "error": None,
-                           "sae_id": q.get("sae") or None}
+                           "sae_id": q.get("sae") or None, "labels": {}}
     status = 200
     try:
         entry = services.get(q.get("sae") or None)
         ctx["sae_id"] = entry.id
         ctx["latents"] = parse_latents(q.getlist("latent"), settings.max_interventions)
+        ctx["labels"] = await services.run(explanations.labels, entry, ctx["latents"])
         if ctx["text"].strip() and ctx["latents"]:
             ctx["result"] = await services.run(ablation_effect, services.lm, entry.sae, ctx["text"],
                                                ctx["latents"], max_tokens=settings.max_prompt_tokens)
