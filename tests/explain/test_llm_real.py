@@ -13,8 +13,8 @@ from app.cli import main
 from benchmarks.llama_server import llama_server, server_python
 from tests.real.conftest import gguf_file
 
-pytestmark = [pytest.mark.real, pytest.mark.slow]
-LATENTS = "0-2"
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.timeout(3600)]  # a 135M model on 2 shared cores
+LATENTS = "0-1"
 
 
 def stored(sae_dir, explainer: str) -> tuple[dict[int, str], dict[tuple[int, str, str], tuple[float | None, int]]]:
