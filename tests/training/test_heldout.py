@@ -18,6 +18,7 @@ import app.lm
 from app.cli import main
 from app.jobs.commands import eval_step, train_step
 from app.jobs.spec import JobSpec
+from app.training import quickeval
 from tests.conftest import TINY_TEXTS
 
 N_DOCS, HOLDOUT = 120, 5
@@ -37,7 +38,7 @@ def corpus(tmp_path):
 @pytest.fixture()
 def seen(monkeypatch):
     """phase → list of token rows [T] that went through the LM's forward in that phase."""
-    record: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
+    record: dict[str, list[torch.Tensor]] = {"train": [], "eval": [], "summary": []}
     phase = {"now": "train"}
     real_load = app.lm.load_lm
 
@@ -52,6 +53,18 @@ def seen(monkeypatch):
         return lm
 
     monkeypatch.setattr(app.lm, "load_lm", load_lm)
+    # The run summary's held-out check reads held-out documents on purpose (it is an eval): its forwards are
+    # recorded apart, and must touch held-out documents only.
+    real_check = quickeval.held_out_check
+
+    def held_out_check(*args, **kwargs):
+        before, phase["now"] = phase["now"], "summary"
+        try:
+            return real_check(*args, **kwargs)
+        finally:
+            phase["now"] = before
+
+    monkeypatch.setattr(quickeval, "held_out_check", held_out_check)
     return record, phase
 
 
@@ -68,6 +81,7 @@ def _check_disjoint(seen, out, tokenizer) -> dict:
     train_docs, eval_docs = _documents(record["train"], tokenizer), _documents(record["eval"], tokenizer)
     assert len(train_docs) > 20 and len(eval_docs) > 3  # both sides really ran
     assert not train_docs & eval_docs, sorted(train_docs & eval_docs)
+    assert not train_docs & _documents(record["summary"], tokenizer)  # the run summary's check is held out too
     assert not _unique(record["train"]) & _unique(record["eval"])
     # Held-out documents lie among the training ones, not only after them: the split is by document.
     assert min(eval_docs) < max(train_docs)
