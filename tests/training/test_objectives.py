@@ -97,8 +97,8 @@ def test_training_step_uses_the_given_objective() -> None:
     fn = loss_fn("tanh", tanh_scale=2.0, pre_act_coefficient=0.0)
     out = training_step(sae, opt, x, 0.3, loss_fn=fn)
     want = tanh_loss(*_sae(), 0.3, 2.0, 0.0)  # the same objective on a fresh copy of the same SAE
-    assert float(out.loss) == pytest.approx(float(want.loss), rel=1e-12)
-    assert float(out.loss) > float(out.mse) and math.isfinite(float(out.loss))
+    assert float(out.loss.detach()) == pytest.approx(float(want.loss.detach()), rel=1e-12)
+    assert float(out.loss.detach()) > float(out.mse.detach()) and math.isfinite(float(out.loss.detach()))
 
 
 @pytest.mark.slow  # ~10 s each on an idle 2-core CPU, minutes on a loaded one
