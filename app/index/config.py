@@ -38,6 +38,8 @@ class IndexConfig:
     n_neighbors: int = 10  # nearest latents by decoder cosine kept per latent
     loss_effects: bool = True  # compute the per-token loss effect of ablating the latent on its top examples
     loss_effect_top: int = 20  # ... for this many of them (each costs ~one batched LM forward of its row prefix)
+    loss_effects_when: str = "auto"  # 'eager' (at finalise), 'lazy' (on a latent's first dashboard view, cached),
+    # 'auto': eager when the estimated ablated-forward tokens are at most the pass's tokens, else lazy
     commit_every: int = 50  # commit the running state at least every N batches ...
     commit_seconds: float = 120.0  # ... or every this many seconds, whichever comes first
 
@@ -60,6 +62,8 @@ class IndexConfig:
             raise ValueError(f"theta_bins must be an even number >= 2, got {self.theta_bins}")
         if int(self.near_k) < 1:
             raise ValueError(f"near_k must be >= 1, got {self.near_k}")
+        if self.loss_effects_when not in ("auto", "eager", "lazy"):
+            raise ValueError(f"loss_effects_when must be auto, eager or lazy, got {self.loss_effects_when!r}")
         if self.outlier_factor < 0:
             raise ValueError("outlier_factor must be >= 0 (0 turns outlier skipping off)")
 

@@ -17,7 +17,7 @@ import torch
 from app.index.activations import fetch_rows
 from app.index.config import IndexConfig
 from app.index.examples import KIND_NAMES, TOP, ExampleSet, chosen_examples, window_index, window_values
-from app.index.loss_effects import loss_effects
+from app.index.loss_effects import ablated_tokens, loss_effects
 from app.index.progress import Progress
 from app.index.state import IndexState
 from app.index.store import ensure_vocab, set_meta, to_blob
@@ -55,10 +55,12 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
     phases["example_windows"] = p.close()
     loss = torch.full_like(vals, float("nan"))
     chosen = ex.is_top & (ex.group < cfg.loss_effect_top)
-    if cfg.loss_effects and bool(chosen.any()):
+    mode = loss_effect_mode(cfg, ex.subset(chosen), sae.d_sae, len(rows) and (max(rows) + 1) * cfg.context_size)
+    if mode == "eager" and bool(chosen.any()):
         p = phase("loss effects", int(chosen.sum()), "examples")
         loss[chosen] = loss_effects(lm, sae, hook, rows, ex.subset(chosen), cfg, on_progress=p.update)
         phases["loss_effects"] = p.close()
+    lazy_rows = torch.unique(ex.pos[chosen] // cfg.context_size).tolist() if mode == "lazy" else []
     p = phase("logit effects and neighbours", state.n, "latents")
     w_dec = decoder_directions(sae)
     logits = logit_effects(lm, w_dec, cfg.n_logits)
@@ -75,6 +77,8 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
         conn.execute("DELETE FROM latents")
         conn.execute("DELETE FROM examples")
         conn.execute("DELETE FROM theta_window")
+        conn.execute("DELETE FROM corpus_rows")
+        conn.executemany("INSERT INTO corpus_rows VALUES (?,?)", ((r, to_blob(rows[r], "int32")) for r in lazy_rows))
         conn.executemany("INSERT INTO theta_window VALUES (?,?)",
                          ((i, to_blob(state.pre_hist[i], "int64")) for i in range(state.n)))
         ensure_vocab(conn, lm.token_strs(list(range(len(lm.tokenizer)))))
@@ -83,14 +87,29 @@ def finalize_index(conn: sqlite3.Connection, lm: LanguageModel, sae: JumpReLUSAE
             _latent_rows(state, sae.threshold.detach().float().cpu(), top_token, edges, logits, nbr_ids, nbr_cos),
         )
         conn.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                         _example_rows(ex, tok, vals, loss, centers))
+                         _example_rows(ex, tok, vals, loss if mode == "eager" else None, centers))
         p.update(state.n)
         phases["write"] = p.close()
+        set_meta(conn, "loss_effects", mode)
         set_meta(conn, "status", "complete")
         set_meta(conn, "finalized_at", time.time())
         set_meta(conn, "finalize_seconds", time.perf_counter() - t0)
         set_meta(conn, "finalize_phases", {k: round(v, 3) for k, v in phases.items()})
     log.info("index finalised in %.1f s", time.perf_counter() - t0)
+
+
+def loss_effect_mode(cfg: IndexConfig, chosen: ExampleSet, d_sae: int, pass_tokens: int) -> str:
+    """'eager', 'lazy' or 'off' (meta `loss_effects`). 'auto' is eager when the estimated tokens of the ablated
+    forwards are at most the tokens of the pass (each example needs its own ablated forward, so a large index
+    goes lazy: app/index/lazy_loss.py computes a latent's on its first dashboard view and caches them)."""
+    if not cfg.loss_effects:
+        return "off"
+    if cfg.loss_effects_when != "auto":
+        return cfg.loss_effects_when
+    need = ablated_tokens(chosen, cfg, d_sae)
+    mode = "eager" if need <= pass_tokens else "lazy"
+    log.info("loss effects %s: ~%d ablated-forward tokens vs %d in the pass", mode, need, pass_tokens)
+    return mode
 
 
 def _latent_rows(state, threshold, top_token, edges, logits, nbr_ids, nbr_cos):
@@ -121,7 +140,7 @@ def _example_rows(ex: ExampleSet, tok, vals, loss, centers):
         yield (
             int(lat[part[0]]), KIND_NAMES[kind[part[0]]], int(part.size), int(tok.shape[1]),
             to_blob(tok[p], "int32"), to_blob(vals[p], "float32"),
-            to_blob(loss[p], "float32") if is_top else None,
+            to_blob(loss[p], "float32") if is_top and loss is not None else None,
             to_blob(centers[p], "int32"), to_blob(ex.value[p], "float32"),
             to_blob(ex.group[p], "int32"), to_blob(ex.pos[p], "int64"),
         )

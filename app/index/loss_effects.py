@@ -90,6 +90,17 @@ def loss_effects(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], row
     return out
 
 
+def ablated_tokens(ex: ExampleSet, cfg: IndexConfig, d_sae: int) -> int:
+    """Tokens the ablated forwards of `loss_effects` would run: Σ over (row, latent) of its last window end."""
+    if ex.latent.numel() == 0:
+        return 0
+    row, idx, valid = window_index(ex.pos, cfg)
+    ends = torch.where(valid, idx, torch.zeros_like(idx)).amax(1) + 1
+    key, group_of = torch.unique(row * d_sae + ex.latent, return_inverse=True)
+    g_end = torch.zeros(key.numel(), dtype=torch.long).scatter_reduce(0, group_of, ends, "amax")
+    return int(g_end.clamp_min(2).sum())
+
+
 def _ablation(sae: JumpReLUSAE, lats: torch.Tensor, special: torch.Tensor, d_dec: torch.Tensor):
     """Intervention fn: batch row b clamps latent lats[b] to 0 at every non-special position."""
     def ablate(h: torch.Tensor, offset: int) -> torch.Tensor:

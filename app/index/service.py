@@ -81,6 +81,15 @@ def decode_examples(row: tuple, texts: dict[int, str]) -> list[dict[str, Any]]:
     return out
 
 
+def loss_effect_status(conn: sqlite3.Connection, latent: int) -> str:
+    """'computed', 'pending' (lazy, not yet computed) or 'off' for one latent's top examples."""
+    mode = get_meta(conn, "loss_effects")
+    row = conn.execute("SELECT loss FROM examples WHERE latent = ? AND kind = 'top'", (latent,)).fetchone()
+    if row is not None and row[0] is not None:
+        return "computed"
+    return "pending" if mode == "lazy" and row is not None else "off"
+
+
 def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
     """Everything one latent's dashboard shows, as JSON-able data (shape agreed in the team contract)."""
     with closing(_open(db_path)) as conn:
@@ -99,6 +108,7 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
         texts = token_texts(conn, ids)
         expl = conn.execute("SELECT text FROM explanations WHERE latent = ?", (i,)).fetchone()
         window = _theta_window_counts(conn, i)
+        loss_status = loss_effect_status(conn, i)
     cfg = IndexConfig.from_json(meta.get("config", {}))
     seen = int(meta.get("tokens_seen", 0))
     counts = from_blob(hist_b, "int64")
@@ -132,6 +142,7 @@ def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
                       for n, c in zip(from_blob(nid_b, "int32"), from_blob(ncos_b, "float32"), strict=True)
                       if math.isfinite(float(c))],
         "explanation": expl[0] if expl else None,
+        "loss_effects": loss_status,
         "pre_histogram": _pre_histogram(window, float(threshold), cfg),
         "near_misses": (near_misses(decode_examples(ex_rows["near"], texts), float(threshold))
                         if "near" in ex_rows else []),

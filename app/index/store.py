@@ -6,6 +6,8 @@ Tables
   latents(latent, …)          final per-latent statistics, logit effects and neighbours (blobs)
   examples(latent, kind, …)   'top' / 'interval' example windows: token ids, values, loss effects (blobs);
                               'near' (near misses): per-token pre-activations in `vals`, centre pre in `maxes`
+  corpus_rows(row, token_ids) the rows holding top examples, kept when loss effects are computed lazily
+                              (meta loss_effects: 'eager' | 'lazy' | 'off'; app/index/lazy_loss.py)
   theta_window(latent, counts) the histogram of pre-activations around θ (edges: theta_window.theta_edges)
   tokens(id, text)            the vocabulary as shown per token, so readers need no tokenizer
   explanations(latent, text) + explanations_fts (FTS5, kept in sync by triggers)
@@ -43,6 +45,7 @@ CREATE TABLE IF NOT EXISTS examples (
     latent INTEGER NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, width INTEGER NOT NULL,
     token_ids BLOB NOT NULL, vals BLOB NOT NULL, loss BLOB, centers BLOB NOT NULL, maxes BLOB NOT NULL,
     groups BLOB NOT NULL, positions BLOB NOT NULL, PRIMARY KEY (latent, kind));
+CREATE TABLE IF NOT EXISTS corpus_rows (row INTEGER PRIMARY KEY, token_ids BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS theta_window (latent INTEGER PRIMARY KEY, counts BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS explanations (latent INTEGER PRIMARY KEY, text TEXT NOT NULL, updated REAL);

@@ -9,7 +9,8 @@ import sqlite3
 from typing import Any
 
 from app.index import service as index_service
-from app.steering import UnknownLatent, latent_weights_summary, suggest_value
+from app.index.lazy_loss import ensure_loss_effects
+from app.steering import UnknownLatent, hook_of, latent_weights_summary, suggest_value
 from app.web import explanations
 from app.web.services import SAEEntry, Services
 
@@ -27,6 +28,7 @@ def dashboard(services: Services, entry: SAEEntry, latent: int) -> dict[str, Any
     check_latent(entry, latent)
     if entry.indexed:
         try:
+            _ensure_loss_effects(services, entry, latent)
             data = dict(index_service.latent_dashboard(entry.index_db, latent))
         except index_service.IndexMissing:
             log.info("no index for %s; showing weight-only data", entry.id)
@@ -38,6 +40,16 @@ def dashboard(services: Services, entry: SAEEntry, latent: int) -> dict[str, Any
             data["indexed"] = True
             return with_explanations(entry, data)
     return with_explanations(entry, latent_weights_summary(services.lm, entry.sae, latent, entry.log10_density))
+
+
+def _ensure_loss_effects(services: Services, entry: SAEEntry, latent: int) -> None:
+    """Compute the latent's loss effects on its first view when the index left them lazy (app/index/lazy_loss.py).
+
+    A failure here never hides the dashboard: it is logged and the status stays 'pending'."""
+    try:
+        ensure_loss_effects(entry.index_db, services.lm, entry.sae, hook_of(entry.sae), latent)
+    except (sqlite3.DatabaseError, OSError, RuntimeError, ValueError, TypeError) as e:
+        log.error("loss effects of latent %d of %s could not be computed: %s", latent, entry.id, e)
 
 
 def with_explanations(entry: SAEEntry, data: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,8 @@ def corpus_file(tmp_path_factory):
 def index_cfg():
     return IndexConfig(context_size=32, batch_contexts=4, top_k=5, n_intervals=3, per_interval=2,
                        window_before=4, window_after=2, n_logits=4, n_neighbors=3, commit_every=1,
-                       outlier_factor=1.1)  # low, so the tiny random model has outliers
+                       outlier_factor=1.1,  # low, so the tiny random model has outliers
+                       loss_effects_when="eager")  # the shared index has them all (lazy: test_lazy_loss.py)
 
 
 @pytest.fixture(scope="session")
