@@ -16,73 +16,13 @@ from pathlib import Path
 
 import torch
 
-from app.demo.world import Document, generate_documents
+from app.demo.build_config import BuildConfig
+from app.demo.layout import BUNDLE_VERSION, BundleLayout
+from app.demo.world import generate_documents, write_docs
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]  # (what is happening, overall fraction done in [0, 1])
-
-MODEL_DIR, SAE_DIR, CORPUS_DIR = "model", "sae", "corpus"
-REPORT_FILE, LM_METRICS_FILE, BUILD_FILE = "report.json", "lm_metrics.json", "build.json"
-# Raised whenever a bundle built by older code would be wrong for this code (2: sae-lens 6 cfg.json without
-# build-folder paths, exact θ, the index's θ window; 3: built-in explanations in index.db and their shares in
-# the report): a cached bundle of another version is rebuilt.
-BUNDLE_VERSION = 3
-EVAL_DOCS_FILE = "eval_docs.jsonl"  # held-out documents with their concept spans, for the report
-
-
-@dataclass
-class BuildConfig:
-    """Every size of the demo build; saved as build.json in the bundle."""
-
-    seed: int = 0  # world, LM and SAE seed
-    train_docs: int = 42000  # documents the LM and SAE train on (~2.2M tokens; the SAE reads each once)
-    val_docs: int = 400  # held-out documents: LM validation loss, SAE eval, index corpus
-    eval_docs: int = 600  # held-out documents with labels: concept F1 in the report
-    vocab_size: int = 1024  # BPE vocabulary cap (the world needs ~850)
-    d_model: int = 64  # LM width
-    n_layers: int = 2  # LM blocks; the SAE reads the residual stream between the halves
-    # LM optimiser steps (seeds 0/1: 400 gave F1 0.88/0.97, steering 8/14; 800 gave 0.93/0.97, 21/27)
-    lm_steps: int = 800
-    lm_batch_size: int = 32  # LM rows per step
-    lm_lr: float = 5e-3  # LM peak learning rate
-    context_size: int = 64  # tokens per row for LM, SAE, eval and index
-    d_sae: int = 1024  # SAE latents (256 merged concepts with unrelated tokens: F1 0.59 vs 0.76)
-    target_l0: float = 12.0  # SAE target L0 (the trainer's controller adapts λ)
-    sae_tokens: int = 2_000_000  # SAE training tokens (1M: mean lexical F1 0.90-0.92, 2M: 0.93)
-    sae_batch_size: int = 1024  # SAE tokens per step (~1000 steps over the corpus)
-    sae_lr: float | None = 4e-3  # SAE peak learning rate (None: the trainer's auto rule)
-    sae_threshold_init: float = 0.1  # θ at init in normalised units (short run: start near the pre-act scale)
-    eval_tokens: int = 16_384  # tokens for the SAE eval (L0, FVU, ΔLM loss)
-    index_tokens: int = 16_384  # tokens indexed for dashboards
-    steer_prompts: int = 32  # prompts in the steering check (8 gave a default colour share of 0.007-0.093)
-    steer_tokens: int = 64  # tokens generated per prompt
-    threads: int | None = None  # torch CPU threads; None: all cores when idle, 1 when they are busy
-
-    def __post_init__(self) -> None:
-        positive = ("train_docs", "val_docs", "eval_docs", "vocab_size", "d_model", "n_layers", "lm_steps",
-                    "lm_batch_size", "context_size", "d_sae", "sae_tokens", "sae_batch_size", "eval_tokens",
-                    "index_tokens", "steer_prompts", "steer_tokens")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"demo build setting {name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.target_l0 < self.d_sae:
-            raise ValueError(f"target_l0 must be in (0, d_sae={self.d_sae}), got {self.target_l0}")
-        if self.sae_tokens < self.sae_batch_size:
-            raise ValueError("sae_tokens must be at least one SAE batch")
-
-    @property
-    def layer(self) -> int:
-        """The block whose resid_post is the middle of the residual stream (block 0 of 2, 1 of 3 or 4)."""
-        return (self.n_layers - 1) // 2
-
-    @classmethod
-    def small(cls) -> BuildConfig:
-        """A scaled-down build (seconds) for tests: same pipeline, tiny sizes."""
-        return cls(train_docs=300, val_docs=40, eval_docs=40, vocab_size=600, d_model=32, n_layers=2,
-                   lm_steps=20, lm_batch_size=8, context_size=32, d_sae=64, target_l0=8.0, sae_tokens=16_384,
-                   sae_batch_size=1024, eval_tokens=1024, index_tokens=1024, steer_prompts=2, steer_tokens=16,
-                   threads=1)
 
 
 @dataclass
@@ -107,28 +47,6 @@ def choose_threads(requested: int | None) -> int:
     except OSError:
         busy = 0.0
     return cores if busy < 0.5 else max(1, min(cores, int(cores - busy)))
-
-
-def write_docs(path: Path, docs: list[Document], with_spans: bool = False) -> None:
-    """JSONL, one document per line: `text` (read by app.lm.corpus) and optionally `spans`."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for d in docs:
-            row: dict = {"text": d.text}
-            if with_spans:
-                row["spans"] = [[s.start, s.end, s.concept] for s in d.spans]
-            fh.write(json.dumps(row) + "\n")
-
-
-def read_docs(path: Path) -> list[Document]:
-    """Documents with spans written by `write_docs(..., with_spans=True)`."""
-    from app.demo.world import Span
-
-    docs = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            docs.append(Document(row["text"], [Span(int(a), int(b), str(c)) for a, b, c in row.get("spans", [])]))
-    return docs
 
 
 class _Stages:
@@ -170,7 +88,7 @@ def build_bundle(root: str | os.PathLike, cfg: BuildConfig, progress: Progress |
         _build(root, final_root, cfg, stages)
     finally:
         torch.set_num_threads(threads_before)
-    (root / BUILD_FILE).write_text(json.dumps({"bundle_version": BUNDLE_VERSION, "config": asdict(cfg),
+    BundleLayout(root).build_info.write_text(json.dumps({"bundle_version": BUNDLE_VERSION, "config": asdict(cfg),
                                                "seconds": stages.seconds,
                                                "threads": choose_threads(cfg.threads)}, indent=2))
     return BuildResult(root, stages.seconds)
@@ -180,16 +98,16 @@ def _build(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) -> N
     from app.demo import lm_train
     from app.lm.tiny import train_tokenizer
 
+    layout = BundleLayout(root)
     t = time.perf_counter()
     stages.report("world", "generating the synthetic world", 0.0)
-    corpus = root / CORPUS_DIR
-    corpus.mkdir()
+    layout.corpus_dir.mkdir()
     train_docs = generate_documents(cfg.train_docs, cfg.seed)
     val_docs = generate_documents(cfg.val_docs, cfg.seed + 1_000_001)
     eval_docs = generate_documents(cfg.eval_docs, cfg.seed + 2_000_003)
-    write_docs(corpus / "train.jsonl", train_docs)
-    write_docs(corpus / "val.jsonl", val_docs)
-    write_docs(root / EVAL_DOCS_FILE, eval_docs, with_spans=True)
+    write_docs(layout.train_corpus, train_docs)
+    write_docs(layout.val_corpus, val_docs)
+    write_docs(layout.eval_docs, eval_docs, with_spans=True)
     tokenizer = train_tokenizer((d.text for d in train_docs), cfg.vocab_size)
     stages.finish("world", t)
 
@@ -202,11 +120,11 @@ def _build(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) -> N
     val_rows = lm_train.pack(tokenizer, [d.text for d in val_docs], cfg.context_size)
     model = lm_train.train_lm(lm_cfg, tokenizer, train_rows,
                               progress=lambda msg, f: stages.report("lm", msg, f))
-    lm_train.save_lm(model, tokenizer, root / MODEL_DIR, lm_cfg)
+    lm_train.save_lm(model, tokenizer, layout.model_dir, lm_cfg)
     lm_metrics = {"val_loss": lm_train.validation_loss(model, tokenizer, val_rows),
                   "unigram_loss": lm_train.unigram_loss(tokenizer, train_rows, val_rows),
                   "train_tokens": int(cfg.lm_steps * cfg.lm_batch_size * cfg.context_size)}
-    (root / LM_METRICS_FILE).write_text(json.dumps(lm_metrics, indent=2))
+    layout.lm_metrics.write_text(json.dumps(lm_metrics, indent=2))
     del model
     stages.finish("lm", t)
 
@@ -217,31 +135,31 @@ def _build(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) -> N
     from app.lm import load_lm
     from app.sae import load_sae
 
-    lm = load_lm(root / MODEL_DIR, device="cpu")
+    lm = load_lm(layout.model_dir, device="cpu")
     sae = load_sae(sae_dir, device="cpu", dtype="float32")
 
     t = time.perf_counter()
     stages.report("eval", "evaluating the SAE (L0, FVU, ΔLM loss)", 0.0)
-    _evaluate(lm, sae, sae_dir, corpus / "val.jsonl", cfg)
+    _evaluate(lm, sae, sae_dir, layout.val_corpus, cfg)
     stages.finish("eval", t)
 
     t = time.perf_counter()
     stages.report("index", "indexing latent dashboards", 0.0)
-    _index(lm, sae, sae_dir, corpus / "val.jsonl", cfg)
+    _index(lm, sae, layout, cfg)
     stages.finish("index", t)
 
     t = time.perf_counter()
     stages.report("explain", "labelling latents (built-in explainer)", 0.0)
     from app.explain.runner import run_explain
 
-    run_explain(sae_dir / "index.db", "builtin")
+    run_explain(layout.sae_index, "builtin")
     stages.finish("explain", t)
 
     t = time.perf_counter()
     stages.report("report", "validating against ground truth", 0.0)
     from app.demo.report import build_report, save_report
 
-    save_report(build_report(root, lm=lm, sae=sae, cfg=cfg), root / REPORT_FILE)
+    save_report(build_report(root, lm=lm, sae=sae, cfg=cfg), layout.report)
     stages.finish("report", t)
 
 
@@ -250,9 +168,10 @@ def _train_sae(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) 
     from app.training.config import TrainConfig
     from app.training.trainer import train
 
-    sae_dir = root / SAE_DIR
-    tc = TrainConfig(model=str(root / MODEL_DIR), hook="resid_post", layer=cfg.layer,
-                     corpus=str(root / CORPUS_DIR / "train.jsonl"), context_size=cfg.context_size,
+    layout = BundleLayout(root)
+    sae_dir = layout.sae_dir
+    tc = TrainConfig(model=str(layout.model_dir), hook="resid_post", layer=cfg.layer,
+                     corpus=str(layout.train_corpus), context_size=cfg.context_size,
                      lm_batch_size=64, d_sae=cfg.d_sae, target_l0=cfg.target_l0, tokens=cfg.sae_tokens,
                      batch_size=cfg.sae_batch_size, lr=cfg.sae_lr, threshold_init=cfg.sae_threshold_init,
                      buffer_tokens=min(262_144, cfg.sae_tokens), norm_tokens=min(65_536, cfg.sae_tokens),
@@ -289,9 +208,9 @@ def _evaluate(lm, sae, sae_dir: Path, corpus: Path, cfg: BuildConfig) -> None:
     save_eval(evaluate_sae(sae, lm, contexts, batch_size=32), sae_dir / EVAL_FILE)
 
 
-def _index(lm, sae, sae_dir: Path, corpus: Path, cfg: BuildConfig) -> None:
+def _index(lm, sae, layout: BundleLayout, cfg: BuildConfig) -> None:
     from app.index.builder import run_index
     from app.index.config import IndexConfig
 
     icfg = IndexConfig(context_size=cfg.context_size, batch_contexts=32, window_before=16, window_after=8)
-    run_index(lm, sae, corpus, cfg.index_tokens, sae_dir / "index.db", icfg, sae_dir=sae_dir)
+    run_index(lm, sae, layout.val_corpus, cfg.index_tokens, layout.sae_index, icfg, sae_dir=layout.sae_dir)

@@ -1,9 +1,7 @@
 """The demo bundle in the cache directory: find it, or build it atomically when it is missing.
 
-Layout of `<cache>/demo/`: `model/` (HF folder), `sae/` (native SAE folder with train_config.json,
-metrics.jsonl, eval.json and index.db), `corpus/` (train/val JSONL), `eval_docs.jsonl` (labelled documents),
-`lm_metrics.json`, `report.json`, `build.json`. The folder is built as a temporary sibling and renamed into
-place, so it is either complete or absent.
+`<cache>/demo/` (or `demo-small/`) holds the files `app.demo.layout` names. The folder is built as a temporary
+sibling and renamed into place, so it is either complete or absent.
 """
 
 from __future__ import annotations
@@ -17,21 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import cache_dir
-from app.demo.build import (
-    BUILD_FILE,
-    BUNDLE_VERSION,
-    MODEL_DIR,
-    REPORT_FILE,
-    SAE_DIR,
-    BuildConfig,
-    Progress,
-    build_bundle,
-)
+from app.demo.build import Progress, build_bundle
+from app.demo.build_config import BuildConfig
+from app.demo.layout import BUNDLE_VERSION, DEMO_NAME, SMALL_NAME, BundleLayout
 
 log = logging.getLogger(__name__)
-
-DEMO_NAME = "demo"
-SMALL_NAME = "demo-small"
 
 
 @dataclass(frozen=True)
@@ -45,17 +33,18 @@ class DemoBundle:
 
     @classmethod
     def at(cls, root: str | os.PathLike) -> DemoBundle:
-        root = Path(root)
-        return cls(root, root / MODEL_DIR, root / SAE_DIR, root / REPORT_FILE)
+        layout = BundleLayout.at(root)
+        return cls(layout.root, layout.model_dir, layout.sae_dir, layout.report)
 
     def is_complete(self) -> bool:
         """True when every part the app and the report need is present, built by this bundle version."""
-        needed = (self.model_dir / "config.json", self.sae_dir / "cfg.json", self.sae_dir / "eval.json",
-                  self.sae_dir / "index.db", self.report_path, self.root / BUILD_FILE)
+        layout = BundleLayout.at(self.root)
+        needed = (self.model_dir / "config.json", self.sae_dir / "cfg.json", layout.sae_eval, layout.sae_index,
+                  self.report_path, layout.build_info)
         if not all(p.exists() for p in needed):
             return False
         try:
-            version = json.loads((self.root / BUILD_FILE).read_text()).get("bundle_version")
+            version = json.loads(layout.build_info.read_text()).get("bundle_version")
         except (OSError, ValueError, AttributeError):
             return False
         if version != BUNDLE_VERSION:

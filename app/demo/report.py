@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
+from app.demo.build_config import BuildConfig
 from app.demo.concept_match import CooccurrenceCounter
+from app.demo.layout import BundleLayout
 from app.demo.lexicon import CONCEPTS, LEXICAL_CONCEPTS, STRUCTURAL_CONCEPTS
+from app.demo.world import read_docs
 from app.fsio import atomic_write_text
 
 TARGETS = {"mean_lexical_f1": (">=", 0.8), "fvu": ("<=", 0.1), "l0": ("<=", 30.0), "steering_ratio": (">=", 3.0),
@@ -47,30 +50,29 @@ def match_concepts(lm, sae, docs, batch_size: int = 64, context_size: int | None
 
 def build_report(root: str | os.PathLike, lm=None, sae=None, cfg=None) -> dict[str, Any]:
     """Compute the report of a built bundle folder (`lm`/`sae` are loaded from it when not given)."""
-    from app.demo.build import EVAL_DOCS_FILE, LM_METRICS_FILE, MODEL_DIR, SAE_DIR, BuildConfig, read_docs
     from app.demo.steering_check import steering_check
 
-    root = Path(root)
+    layout = BundleLayout.at(root)
     if cfg is None:
-        cfg = BuildConfig(**json.loads((root / "build.json").read_text())["config"])
+        cfg = BuildConfig(**json.loads(layout.build_info.read_text())["config"])
     if lm is None:
         from app.lm import load_lm
 
-        lm = load_lm(root / MODEL_DIR, device="cpu")
+        lm = load_lm(layout.model_dir, device="cpu")
     if sae is None:
         from app.sae import load_sae
 
-        sae = load_sae(root / SAE_DIR, device="cpu", dtype="float32")
-    docs = read_docs(root / EVAL_DOCS_FILE)
+        sae = load_sae(layout.sae_dir, device="cpu", dtype="float32")
+    docs = read_docs(layout.eval_docs)
     concepts, max_act = match_concepts(lm, sae, docs, context_size=cfg.context_size)
     for name in concepts:
         concepts[name]["kind"] = "lexical" if name in LEXICAL_CONCEPTS else "structural"
     from app.demo.explain_check import explanation_shares
 
-    index_db = root / SAE_DIR / "index.db"
+    index_db = layout.sae_index
     explanations = explanation_shares(index_db, concepts) if index_db.is_file() else {}
-    lm_metrics = json.loads((root / LM_METRICS_FILE).read_text())
-    sae_eval = json.loads((root / SAE_DIR / "eval.json").read_text())
+    lm_metrics = json.loads(layout.lm_metrics.read_text())
+    sae_eval = json.loads(layout.sae_eval.read_text())
     colour = concepts["colour"]["latent"]
     value = STEER_MULTIPLE * float(max_act[colour]) if max_act[colour] > 0 else 4.0 * float(sae.threshold[colour])
     check = steering_check(lm, sae, colour, value, n_prompts=cfg.steer_prompts, max_new_tokens=cfg.steer_tokens,

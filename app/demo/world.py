@@ -8,6 +8,8 @@ kept as character spans; `app.demo.labels` maps them onto tokens through the tok
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -352,3 +354,23 @@ def iter_documents(n: int, seed: int = 0) -> Iterator[Document]:
 def concepts_present(docs: list[Document]) -> set[str]:
     """Which of the known concepts label at least one span in `docs`."""
     return {s.concept for d in docs for s in d.spans} & set(CONCEPTS)
+
+
+def write_docs(path: str | os.PathLike, docs: list[Document], with_spans: bool = False) -> None:
+    """JSONL, one document per line: `text` (read by app.lm.corpus) and optionally `spans`."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for d in docs:
+            row: dict = {"text": d.text}
+            if with_spans:
+                row["spans"] = [[s.start, s.end, s.concept] for s in d.spans]
+            fh.write(json.dumps(row) + "\n")
+
+
+def read_docs(path: str | os.PathLike) -> list[Document]:
+    """Documents with spans written by `write_docs(..., with_spans=True)`."""
+    docs = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            docs.append(Document(row["text"], [Span(int(a), int(b), str(c)) for a, b, c in row.get("spans", [])]))
+    return docs

@@ -11,11 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from app.demo.layout import SAE_DIR as BUNDLE_SAE_DIR  # the SAE folder beside report.json in a demo bundle
 from app.demo.report import TARGETS
 from app.web.services import SAEEntry, Services
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024  # a real report is a few kB; refuse to parse anything absurd
-BUNDLE_SAE_DIR = "sae"  # the SAE folder beside report.json in a demo bundle (app.demo.build.SAE_DIR)
 KIND_ORDER = {"lexical": 0, "structural": 1}  # lexical concepts first on the page
 
 

@@ -108,8 +108,8 @@ def test_a_bundle_of_another_version_is_not_complete(small_bundle, tmp_path):
     """A cached bundle built by older code (other bundle_version, or none) is rebuilt, not served stale."""
     import shutil
 
-    from app.demo.build import BUILD_FILE, BUNDLE_VERSION
     from app.demo.bundle import DemoBundle
+    from app.demo.layout import BUILD_FILE, BUNDLE_VERSION
 
     _, bundle = small_bundle
     copy = DemoBundle.at(shutil.copytree(bundle.root, tmp_path / "demo"))

@@ -98,7 +98,7 @@ def test_report_page_links_concepts_and_marks_targets(settings, services, report
 
 def test_report_finds_the_bundle_sae_folder(settings, services, tmp_path, tiny_entry, plain_sae_folder):
     """The SAE folder beside report.json (the bundle layout) decides the link, whatever the `sae` block says."""
-    from app.demo.build import SAE_DIR
+    from app.demo.layout import SAE_DIR
     from app.web.report import BUNDLE_SAE_DIR
 
     assert BUNDLE_SAE_DIR == SAE_DIR
