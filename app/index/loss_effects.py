@@ -41,6 +41,8 @@ def loss_effects(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], row
     out = torch.full((n_ex, width), float("nan"), dtype=torch.float32)
     if n_ex == 0:
         return out
+    row_len = torch.tensor([len(rows[r]) for r in row.tolist()], dtype=torch.long)
+    valid = valid & (idx < row_len.view(-1, 1))  # the corpus's last row may be short
     d_sae = sae.d_sae
     group_key, group_of = torch.unique(row * d_sae + ex.latent, return_inverse=True)  # sorted: row, then latent
     n_groups = group_key.numel()
@@ -82,8 +84,8 @@ def loss_effects(lm: LanguageModel, sae: JumpReLUSAE, hook: tuple[str, int], row
             batch_ids = ids[:, :n].expand(g.numel(), n)
             with intervene(lm, *hook, _ablation(sae, lats, special, d_dec)):
                 ablated = _ce_at(lm, batch_ids, pos)
-            eff = ablated[be.view(-1, 1), cols] - clean[idx[e]]
-            eff = torch.where(idx[e] == 0, torch.zeros_like(eff), eff)
+            eff = ablated[be.view(-1, 1), cols] - clean[idx[e].clamp_max(length - 1)]
+            eff = torch.where(idx[e] == 0, torch.zeros_like(eff), eff)  # (NaN below where not valid)
             out[e] = torch.where(valid[e], eff, torch.full_like(eff, float("nan")))
             if on_progress is not None:
                 on_progress(int(e.numel()))

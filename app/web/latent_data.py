@@ -48,8 +48,10 @@ def _ensure_loss_effects(services: Services, entry: SAEEntry, latent: int) -> No
     A failure here never hides the dashboard: it is logged and the status stays 'pending'."""
     try:
         ensure_loss_effects(entry.index_db, services.lm, entry.sae, hook_of(entry.sae), latent)
-    except (sqlite3.DatabaseError, OSError, RuntimeError, ValueError, TypeError) as e:
-        log.error("loss effects of latent %d of %s could not be computed: %s", latent, entry.id, e)
+    except index_service.IndexMissing:
+        pass  # the dashboard below says so
+    except Exception:  # noqa: BLE001 — never hide the rest of the dashboard; the traceback goes to the log
+        log.exception("loss effects of latent %d of %s could not be computed", latent, entry.id)
 
 
 def with_explanations(entry: SAEEntry, data: dict[str, Any]) -> dict[str, Any]:

@@ -144,6 +144,6 @@ def brute_loss_effects(lm, sae, hook: tuple[str, int], rows: dict[int, list[int]
             clean = ce()
             with intervene(lm, *hook, ablate):
                 ablated = ce()
-        start, stop = max(t - cfg.window_before, 0), min(t + cfg.window_after + 1, ctx)
+        start, stop = max(t - cfg.window_before, 0), min(t + cfg.window_after + 1, ctx, len(rows[r]))  # short rows
         out[e, :stop - start] = (ablated - clean)[start:stop]
     return out

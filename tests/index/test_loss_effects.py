@@ -71,3 +71,16 @@ def test_progress_counts_every_example(tiny_lm, tiny_sae, corpus_file, index_cfg
     seen: list[int] = []
     loss_effects(tiny_lm, tiny_sae, HOOK, rows, ex, index_cfg, on_progress=seen.append)
     assert sum(seen) == ex.latent.numel() and len(seen) >= 3  # at least one forward per row
+
+
+def test_loss_effects_on_a_short_last_row(tiny_lm, tiny_sae, corpus_file, index_cfg):
+    """The corpus's last row may be shorter than context_size: windows past its end are NaN, the rest exact."""
+    rows = fetch_rows(tiny_lm, corpus_file, index_cfg.context_size, range(2))
+    rows[1] = rows[1][:10]
+    ctx = index_cfg.context_size
+    ex = ExampleSet(torch.tensor([3, 5, 3]), torch.tensor([ctx + 8, ctx + 9, 12]), torch.full((3,), TOP),
+                    torch.arange(3), torch.ones(3))
+    got = loss_effects(tiny_lm, tiny_sae, HOOK, rows, ex, index_cfg)
+    want = brute_loss_effects(tiny_lm, tiny_sae, HOOK, rows, ex.latent, ex.pos, index_cfg)
+    assert got[0].isnan().any() and not got[0, :2].isnan().any()  # positions 10, 11 lie past the row's end
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-3, atol=2e-5)
