@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-loss-effects", action="store_true", help="skip the ablation loss effects of examples")
     p.add_argument("--loss-effect-top", type=int, default=20,
                    help="loss effects for this many top examples per latent (default 20; ~one LM forward each)")
+    p.add_argument("--loss-effects", choices=("auto", "eager", "lazy"), default="auto",
+                   help="when loss effects are computed: eager (at finalise), lazy (on a latent's first dashboard "
+                        "view, then cached), auto (eager when cheaper than the pass, else lazy; default)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
     p.add_argument("--dtype", default="auto", help="LM dtype (default: bf16 on CUDA, float32 on CPU)")
     p.add_argument("--restart", action="store_true", help="discard the existing index and start over")
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         batch_contexts=args.batch_contexts, top_k=args.top_k, n_intervals=args.intervals,
         per_interval=args.per_interval, outlier_factor=args.outlier_factor, latent_chunk=args.latent_chunk,
         loss_effects=not args.no_loss_effects, loss_effect_top=args.loss_effect_top,
+        loss_effects_when=args.loss_effects,
     )
     lm = load_lm(model, device=device, dtype=args.dtype)
     out = Path(args.out) if args.out else sae_dir / "index.db"

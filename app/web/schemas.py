@@ -173,4 +173,7 @@ class Dashboard(BaseModel):
     explanation_explainer: str | None = Field(None, description="which explainer wrote it ('human', 'builtin', …)")
     explanation_scores: dict[str, dict[str, Any]] = Field(default_factory=dict, description="scores of the shown "
                                                           "explanation: {scorer: {metric: value, metric_n: n}}")
+    loss_effects: Literal["computed", "pending", "off"] | None = Field(
+        None, description="the top examples' loss effects: 'computed' (shown), 'pending' (left lazy by the index "
+        "and not computed yet, e.g. a read-only index.db), 'off' (not indexed with them); null without an index")
     indexed: bool = False
