@@ -27,9 +27,10 @@ import torch
 from app.index.activations import corpus_rows
 from app.index.builder import run_index
 from app.index.config import IndexConfig
+from app.index.lazy_loss import ensure_loss_effects
 from app.index.store import connect, get_meta
 from app.lm import load_lm
-from app.lm.hooks import capture, hook_name
+from app.lm.hooks import capture, hook_name, parse_hook_name
 from app.lm.model import LanguageModel
 from app.sae import JumpReLUSAE, load_sae
 
@@ -86,6 +87,10 @@ def main() -> None:
     ap.add_argument("--batch-contexts", type=int, default=8)
     ap.add_argument("--loss-effect-top", type=int, default=20)
     ap.add_argument("--no-loss-effects", action="store_true")
+    ap.add_argument("--loss-effects", choices=("auto", "eager", "lazy"), default="auto",
+                    help="when loss effects are computed (IndexConfig.loss_effects_when)")
+    ap.add_argument("--views", type=int, default=5,
+                    help="lazy: time the first dashboard view of this many latents (those with most top examples)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -104,8 +109,10 @@ def main() -> None:
             layer = lm.n_layers // 2 if args.layer is None else args.layer
             calib = torch.tensor(list(corpus_rows(lm, corpus, ctx, 0, 16)), dtype=torch.long)
             sae = calibrated_sae(lm, ("resid_post", layer), args.d_sae, calib, args.min_rate, args.max_rate)
+        hook = parse_hook_name(str(sae.cfg.metadata["hook_name"]))
         cfg = IndexConfig(context_size=ctx, batch_contexts=args.batch_contexts,
-                          loss_effects=not args.no_loss_effects, loss_effect_top=args.loss_effect_top)
+                          loss_effects=not args.no_loss_effects, loss_effect_top=args.loss_effect_top,
+                          loss_effects_when=args.loss_effects)
         db = Path(tmp) / "index.db"
         t0 = time.perf_counter()
         run_index(lm, sae, corpus, args.tokens, db, cfg, progress=True)
@@ -117,13 +124,28 @@ def main() -> None:
             l0 = sum(r[0] for r in conn.execute("SELECT count FROM latents")) / seen
             n_loss = 0 if args.no_loss_effects else sum(
                 min(r[0], args.loss_effect_top) for r in conn.execute("SELECT n FROM examples WHERE kind = 'top'"))
+            mode = get_meta(conn, "loss_effects")
+            busiest = [r[0] for r in conn.execute(
+                "SELECT latent FROM examples WHERE kind = 'top' ORDER BY n DESC, latent LIMIT ?", (args.views,))]
+        views = []
+        if mode == "lazy":
+            for latent in busiest:  # a first view: the lazy computation of one latent's loss effects
+                t = time.perf_counter()
+                ensure_loss_effects(db, lm, sae, hook, latent)
+                views.append(time.perf_counter() - t)
+    n_batches = math.ceil(args.tokens / (ctx * args.batch_contexts))
+    batch_s = pass_s / n_batches
     print(json.dumps({
         "model": Path(model).name, "hook": sae.cfg.metadata.get("hook_name"), "n_layers": lm.n_layers,
         "d_sae": sae.d_sae, "tokens": args.tokens, "context_size": ctx, "l0": round(l0, 1),
         "loss_effects": not args.no_loss_effects, "loss_effect_top": args.loss_effect_top,
         "loss_effect_examples": n_loss, "pass_s": round(pass_s, 1), "finalise_s": round(fin_s, 1),
         "pass_ms_per_token": round(1000 * pass_s / args.tokens, 3),
-        "loss_effect_ms_per_example": round(1000 * phases["loss_effects"] / n_loss, 1) if n_loss else None,
+        "loss_effects_mode": mode,
+        "loss_effect_ms_per_example": (round(1000 * phases["loss_effects"] / n_loss, 1)
+                                       if n_loss and "loss_effects" in phases else None),
+        "pass_batch_s": round(batch_s, 2), "view_s": [round(v, 2) for v in views],
+        "view_s_per_pass_batch": [round(v / batch_s, 2) for v in views],
         "ratio": round(fin_s / pass_s, 3), "phases_s": phases,
         "phase_share_of_pass": {k: round(v / pass_s, 3) for k, v in phases.items()},
         "wall_s": round(wall, 1), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
