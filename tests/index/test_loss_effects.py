@@ -84,3 +84,15 @@ def test_loss_effects_on_a_short_last_row(tiny_lm, tiny_sae, corpus_file, index_
     want = brute_loss_effects(tiny_lm, tiny_sae, HOOK, rows, ex.latent, ex.pos, index_cfg)
     assert got[0].isnan().any() and not got[0, :2].isnan().any()  # positions 10, 11 lie past the row's end
     torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-3, atol=2e-5)
+
+
+def test_loss_effects_of_one_window_clipped_at_the_row_start(tiny_lm, tiny_sae, corpus_file, index_cfg):
+    """A row whose only window starts at token 0: its padding columns lie past the forward's end (a lazy view
+    computes one latent at a time, so this is common there)."""
+    rows = fetch_rows(tiny_lm, corpus_file, index_cfg.context_size, range(1))
+    ex = ExampleSet(torch.tensor([3]), torch.tensor([1]), torch.full((1,), TOP), torch.zeros(1, dtype=torch.long),
+                    torch.ones(1))
+    got = loss_effects(tiny_lm, tiny_sae, HOOK, rows, ex, index_cfg)
+    want = brute_loss_effects(tiny_lm, tiny_sae, HOOK, rows, ex.latent, ex.pos, index_cfg)
+    assert torch.equal(got.isnan(), want.isnan()) and got.isnan().any()
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-3, atol=2e-5)
