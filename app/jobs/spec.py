@@ -16,13 +16,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.lm.hooks import HOOK_KINDS, HookKind  # noqa: F401  (HOOK_KINDS re-exported for callers of the spec)
-from app.training.config import TrainConfig, default_target_l0
+from app.training.config import TrainConfig, default_target_l0, field_help
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A Hugging Face hub id: "gpt2" or "org/name"; never a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 # Tokens of one optimiser step: `train` refuses --tokens below it (jobs use the trainer's default batch size).
 MIN_TOKENS = TrainConfig.__dataclass_fields__["batch_size"].default
+# Defaults and help texts shared with TrainConfig (its documented fields); the ranges are the job form's own.
+_TRAIN = TrainConfig.__dataclass_fields__
 
 
 class JobSpecError(ValueError):
@@ -60,22 +62,23 @@ class JobSpec(BaseModel):
         None, max_length=512, description="LM: a folder under the corpus root or a hub id (corpus jobs)"
     )
     hook: HookKind = Field(
-        "resid_post", description="hook kind the SAE reads (blocks.<layer>.hook_<kind>)"
+        _TRAIN["hook"].default, description="hook kind the SAE reads (blocks.<layer>.hook_<kind>)"
     )
-    layer: int = Field(0, ge=0, le=1024, description="transformer block index of the hook")
-    d_sae: int = Field(..., ge=1, le=1 << 20, description="number of SAE latents")
+    layer: int = Field(0, ge=0, le=1024, description=field_help("layer"))
+    d_sae: int = Field(..., ge=1, le=1 << 20, description=field_help("d_sae"))
     l0_coefficient: float | None = Field(None, ge=0, le=1e4, description="sparsity coefficient λ")
     target_l0: float | None = Field(None, gt=0, le=1e5, description="target L0 instead of a fixed λ")
-    tokens: int = Field(..., ge=1, le=10**13, description="training tokens")
+    tokens: int = Field(..., ge=1, le=10**13, description=field_help("tokens"))
     corpus: str | None = Field(None, max_length=4096, description="text corpus path under the corpus root")
     activations: str | None = Field(
         None, max_length=4096, description="activation file (safetensors `activations` [N, d_in]) under the root"
     )
-    context_size: int | None = Field(None, ge=2, le=1 << 17, description="tokens per context (corpus jobs)")
+    context_size: int | None = Field(None, ge=2, le=1 << 17,
+                                     description=field_help("context_size") + "; corpus jobs")
     index_tokens: int | None = Field(
         None, ge=1, le=10**12, description="tokens for the dashboard index after training (default min(tokens, 2^20))"
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
+    seed: int = Field(_TRAIN["seed"].default, ge=0, le=2**31 - 1, description=field_help("seed"))
     sweep: SweepAxes | None = Field(None, description="lists of layers / widths / target L0s: one job trains "
                                     "their cross product from one LM pass, each SAE in <name>/<run>/")
     explainer: Literal["builtin"] | None = Field(

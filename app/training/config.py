@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, get_type_hints
 
 from app.lm.hooks import HOOK_KINDS
 
@@ -50,66 +50,85 @@ class Schedule:
     checkpoint_every: int  # steps between checkpoints (0: only the final save)
 
 
+def _doc(default: Any, help: str, *, cli: bool = True) -> Any:
+    """A TrainConfig field with its documentation (`help`); `cli=False`: `jumpscope train` has no generated flag
+    for it (it has a hand-written one, such as --out or --no-normalize)."""
+    return field(default=default, metadata={"help": help, "cli": cli})
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines an SAE training run. Validated on construction; bad values raise ValueError."""
+    """Everything that defines an SAE training run. Validated on construction; bad values raise ValueError.
+
+    Each field's `_doc` text is its documentation and the help of its `jumpscope train` flag (`train_options()`;
+    same name with dashes, the default appended when it is not None).
+    """
 
     # --- where the activations come from: an LM + corpus, or an activation file ----------------------------
-    model: str | None = None  # HF model folder or hub id to harvest activations from
-    hook: str = "resid_post"  # hook kind: resid_pre | resid_post | attn_out | mlp_out
-    layer: int | None = None  # block index of the hook
-    corpus: str | None = None  # text/.jsonl/.parquet file or folder, or hf:NAME[:split]
-    context_size: int | None = None  # tokens per context; None: min(1024, the model's max positions)
-    lm_batch_size: int = 8  # contexts per LM forward pass while harvesting
-    lm_dtype: str | None = None  # LM dtype; None: bf16 on CUDA, float32 on CPU
-    activations: str | None = None  # safetensors file with `activations` [N, d_in] (instead of model+corpus)
-    activation_cache: str | None = None  # folder of harvested activation shards, reused across a sweep
-    buffer_tokens: int = 262_144  # mixing-buffer size: activations are shuffled within blocks of this many tokens
-    holdout_every: int = 20  # every N-th corpus document is held out of training for `jumpscope eval`; 0: none
-    outlier_factor: float = 10.0  # skip positions with norm > factor × median norm (app/lm/outliers.py); 0: off
+    model: str | None = _doc(None, "HF model folder, .gguf file or hub id to harvest activations from")
+    hook: str = _doc("resid_post", "hook kind: resid_pre | resid_post | attn_out | mlp_out")
+    layer: int | None = _doc(None, "block index of the hook")
+    corpus: str | None = _doc(None, "text/.jsonl/.parquet file or folder, or hf:NAME[:split]")
+    context_size: int | None = _doc(None, "tokens per context (default: min(1024, model max positions))")
+    lm_batch_size: int = _doc(8, "contexts per LM forward while harvesting")
+    lm_dtype: str | None = _doc(None, "LM dtype (default bf16 on CUDA, float32 on CPU)")
+    activations: str | None = _doc(None, "safetensors file with `activations` [N, d_in] (instead of --model/--corpus)")
+    activation_cache: str | None = _doc(None, "folder of harvested activation shards, reused across a sweep")
+    buffer_tokens: int = _doc(262_144, "mixing-buffer size in tokens: activations are shuffled within blocks of "
+                                       "this many tokens")
+    holdout_every: int = _doc(20, "hold every N-th corpus document out of training for `jumpscope eval` (0: none)")
+    outlier_factor: float = _doc(10.0, "skip positions whose activation norm exceeds this × the median norm "
+                                       "(0: off), as eval and the index do (app/lm/outliers.py)")
     # --- the SAE ----------------------------------------------------------------------------------------
-    d_sae: int = 0  # number of latents (required)
-    d_in: int | None = None  # expected activation width; None: taken from the data (a mismatch is an error)
-    threshold_init: float = 0.001  # θ at init, in normalised units
-    bandwidth: float | None = None  # ε of the θ straight-through gradient (normalised units); None: auto
-    normalize: bool = True  # scale inputs by one scalar so E‖x‖² = 1 (folded into the weights when saving)
-    norm_tokens: int = 65_536  # sample size for estimating that scalar
+    d_sae: int = _doc(0, "number of latents (required)")
+    d_in: int | None = _doc(None, "expected activation width (checked against the data; default: taken from it)")
+    threshold_init: float = _doc(0.001, "θ at init, normalised units")
+    bandwidth: float | None = _doc(None, "θ straight-through bandwidth ε, normalised units (default auto: 0.001 "
+                                         "from 6k steps, up to 0.02)")
+    normalize: bool = _doc(True, "scale inputs by one scalar so E‖x‖² = 1 (folded into the weights when saving; "
+                                 "flag: --no-normalize)", cli=False)
+    norm_tokens: int = _doc(65_536, "sample size for the input normalisation")
     # --- sparsity: exactly one of the two -------------------------------------------------------------------
-    l0_coefficient: float | None = None  # λ of loss = mse + λ·L0 (after its warm-up)
-    target_l0: float | None = None  # target mean L0; λ is then adapted by a controller (see schedule.py)
-    l0_warmup_steps: int = 10_000  # λ warm-up from 0 (λ mode) / target ramp from dense (target mode)
-    l0_warmup_fraction: float = 0.2  # short runs: the L0 warm-up is at most this fraction of the run
-    controller_rate: float = 0.05  # target mode: per-step gain of log λ on log(L0 / target), clipped to ±1
+    l0_coefficient: float | None = _doc(None, "λ of loss = mse + λ·L0, after its warm-up (or use --target-l0)")
+    target_l0: float | None = _doc(None, "target mean L0; λ is adapted by a controller, see schedule.py "
+                                         "(or use --l0-coefficient)")
+    l0_warmup_steps: int = _doc(10_000, "λ warm-up from 0 (λ mode) / target ramp from dense (target mode) steps, "
+                                        "at most --l0-warmup-fraction of the run")
+    l0_warmup_fraction: float = _doc(0.2, "cap of the L0 warm-up as a fraction of the run")
+    controller_rate: float = _doc(0.05, "target-L0 controller gain of log λ on log(L0 / target) per step, "
+                                        "clipped to ±1")
     # --- objective (app/training/objectives.py) ---------------------------------------------------------------
-    objective: str = "step"  # step (Gemma Scope 1) | quadratic (Gemma Scope 2) | tanh (Anthropic)
-    quadratic_coefficient: float = 0.1  # quadratic: λ_q of the (2/T)(L0 − T)² penalty (no controller)
-    frequency_coefficient: float = 0.0  # quadratic: λ_f of the firing-frequency penalty
-    tanh_scale: float = 4.0  # tanh: c in tanh(c·f·‖W_dec‖)
-    pre_act_coefficient: float = 3e-6  # tanh: λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖
+    objective: str = _doc("step", "step (Gemma Scope 1) | quadratic (Gemma Scope 2) | tanh (Anthropic); "
+                                  "see docs/training.md")
+    quadratic_coefficient: float = _doc(0.1, "quadratic: λ_q of the (2/T)(L0 − T)² penalty (no controller)")
+    frequency_coefficient: float = _doc(0.0, "quadratic: weight λ_f of the firing-frequency penalty")
+    tanh_scale: float = _doc(4.0, "tanh: c of tanh(c·f·‖W_dec‖)")
+    pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
-    tokens: int = 0  # training tokens in total (required); steps = tokens // batch_size
-    batch_size: int = 4096  # tokens per optimiser step (global, over all ranks)
-    lr: float | None = None  # peak LR; None: auto (7e-5 for long runs, higher for short ones)
-    threshold_lr: float | None = None  # peak LR of log θ; None: auto (max(lr, 10 / steps))
-    lr_warmup_steps: int = 1_000  # linear LR warm-up
-    lr_warmup_fraction: float = 0.05  # short runs: the LR warm-up is at most this fraction of the run
-    lr_decay_fraction: float = 0.2  # linear decay to 0 over this last fraction of the run
-    adam_beta1: float = 0.0  # Adam β1
-    adam_beta2: float = 0.999  # Adam β2
-    adam_eps: float = 1e-8  # Adam ε
-    grad_clip: float = 1.0  # max global grad norm (0 disables clipping)
+    tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
+    batch_size: int = _doc(4096, "tokens per optimiser step, over all ranks")
+    lr: float | None = _doc(None, "peak learning rate (default auto: 7e-5 for long runs, up to 1e-2 for short ones)")
+    threshold_lr: float | None = _doc(None, "peak learning rate of log θ (default auto: max(lr, 10/steps))")
+    lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
+    lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
+    lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
+    adam_beta1: float = _doc(0.0, "Adam β1")
+    adam_beta2: float = _doc(0.999, "Adam β2")
+    adam_eps: float = _doc(1e-8, "Adam ε")
+    grad_clip: float = _doc(1.0, "max global gradient norm, 0 = off")
     # --- runtime -----------------------------------------------------------------------------------------
-    out: str = ""  # output SAE folder (required)
-    resume: bool = False  # continue from the latest checkpoint in `out`
-    device: str | None = None  # "cpu", "cuda", "cuda:1"; None: CUDA when present
-    autocast: bool | None = None  # bf16 autocast of the SAE forward; None: on for CUDA, off on CPU
-    seed: int = 0  # seeds init, shuffling and everything random
-    log_every: int | None = None  # steps between metrics lines; None: min(100, steps // 20), at least 1
-    checkpoint_every: int | None = None  # steps between checkpoints; None: min(1000, steps // 4); 0: never
-    keep_checkpoints: int = 2  # checkpoints kept on disk (the newest and the one before it)
-    dead_window: int | None = None  # N of "dead over the last N tokens"; None: min(10M, tokens // 4)
-    progress: bool = True  # tqdm progress bar (rank 0 only)
-    stop_at_step: int | None = None  # pause: checkpoint and return once this step is done (resume later)
+    out: str = _doc("", "output SAE folder (required)", cli=False)
+    resume: bool = _doc(False, "continue from the latest checkpoint in `out`", cli=False)
+    device: str | None = _doc(None, "cpu | cuda | cuda:N (default: CUDA when present)")
+    autocast: bool | None = _doc(None, "bf16 autocast of the SAE forward (default: on for CUDA, off on CPU)")
+    seed: int = _doc(0, "random seed (init, shuffling and everything random)")
+    log_every: int | None = _doc(None, "steps between metrics lines (default min(100, steps/20), at least 1)")
+    checkpoint_every: int | None = _doc(None, "steps between checkpoints, 0 = none (default min(1000, steps/4))")
+    keep_checkpoints: int = _doc(2, "checkpoints kept on disk (the newest and the ones before it)")
+    dead_window: int | None = _doc(None, "N tokens of 'dead = not active over the last N tokens' "
+                                         "(default min(1e7, tokens/4))")
+    progress: bool = _doc(True, "tqdm progress bar, rank 0 only (flag: --no-progress)", cli=False)
+    stop_at_step: int | None = _doc(None, "pause after this step (checkpoint written); continue later with --resume")
 
     def __post_init__(self) -> None:
         self._check_source()
@@ -241,3 +260,42 @@ class TrainConfig:
             return cls.from_json(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: cannot read training config ({e})") from None
+
+
+class TrainOption(NamedTuple):
+    """One documented TrainConfig field as a command-line option."""
+
+    name: str  # the field name
+    flag: str  # --name-with-dashes
+    type: type  # int, float, str or bool (None-able fields: the non-None type)
+    default: Any  # the field default (None: decided at run time, the help says how)
+    help: str  # the field's documentation, with the default appended when it is not None
+
+
+def _base_type(hint: Any) -> type:
+    """`int | None` → int; a plain type as is."""
+    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _shown_default(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def field_help(name: str) -> str:
+    """The documentation of TrainConfig field `name` (shared with the job form's descriptions)."""
+    return TrainConfig.__dataclass_fields__[name].metadata["help"]
+
+
+def train_options() -> list[TrainOption]:
+    """The `jumpscope train` options generated from TrainConfig's documented fields, in field order."""
+    hints = get_type_hints(TrainConfig)
+    options = []
+    for f in fields(TrainConfig):
+        if not f.metadata.get("cli"):
+            continue
+        required = "(required)" in f.metadata["help"]
+        shown = "" if f.default is None or required else f" (default {_shown_default(f.default)})"
+        options.append(TrainOption(f.name, "--" + f.name.replace("_", "-"), _base_type(hints[f.name]), f.default,
+                                   f.metadata["help"] + shown))
+    return options
