@@ -25,7 +25,7 @@ def stored(sae_dir, explainer: str) -> tuple[dict[int, str], dict[tuple[int, str
     return texts, scores
 
 
-def check(sae_dir, explainer: str, rc: int, caplog) -> None:
+def check(sae_dir, explainer: str, rc: int, caplog, scored_by_llm: bool = True) -> None:
     """Explanations were stored; detection/fuzzing either stored balanced accuracies in [0, 1] or failed with the
     clear 'no list of 0/1 values' error (SmolLM2-135M often answers prose or JSON of its own invention), and
     nothing else failed."""
@@ -38,14 +38,17 @@ def check(sae_dir, explainer: str, rc: int, caplog) -> None:
     failures = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]
     assert all("held a list of 0/1 values" in f for f in failures), failures
     scored = {sc for _, sc, m in scores if m == "balanced_accuracy"}
-    assert {"detection", "fuzzing"} <= scored or failures, (scores, failures)
+    if scored_by_llm:
+        assert {"detection", "fuzzing"} <= scored or failures, (scores, failures)
 
 
 def test_hf_explainer_smollm2(sae_dir, caplog):
+    """The local path explains one latent (its LLM scoring, ~6 min of generation on 2 cores, is exercised through
+    the server test below, which runs the same scorers on the same model)."""
     path = gguf_file("smollm2")
     rc = main(["explain", "--sae", str(sae_dir), "--explainer", "hf", "--explainer-model", str(path),
-               "--device", "cpu", "--latents", LATENTS, "--score"])
-    check(sae_dir, "hf:SmolLM2-135M-Instruct.Q4_1", rc, caplog)
+               "--device", "cpu", "--latents", "0"])
+    check(sae_dir, "hf:SmolLM2-135M-Instruct.Q4_1", rc, caplog, scored_by_llm=False)
 
 
 def test_openai_explainer_against_llama_cpp_server(sae_dir, tmp_path, caplog):
