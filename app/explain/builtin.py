@@ -16,14 +16,19 @@ Score (`BuiltinScorer`): the label read as a rule — the latent is predicted ac
 is one of the listed ones (and, with `after:`, follows one of those contexts). Precision and recall of that
 rule over every token of the held-out and near-miss windows (never the shown ones). Any text can be scored
 this way: without the grammar, all its words are the listed tokens.
+
+Cost: each distinct token text is normalised once per explainer / scorer (`Norms`), and an item's z-score is
+computed only while `_covering` still needs it (most frequent first), so a run over all latents costs a few ms
+per latent.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from app.explain.base import LatentExamples, Measurement, Window
@@ -49,38 +54,48 @@ def render_item(key: str) -> str:
     return key if re.fullmatch(r"\w+", key) else f"“{key}”"
 
 
+class Norms(dict):
+    """Token text → `norm(text)`, each distinct text normalised once (a cache that lives as long as its owner)."""
+
+    def __missing__(self, token: str) -> str:
+        key = self[token] = norm(token)
+        return key
+
+
+def _z(f: float, b: float, f_total: float, bg_total: int, prior: float = PRIOR_STRENGTH) -> float:
+    """z-scored log-odds ratio of one item: f of f_total in the foreground, b of bg_total in the background."""
+    a = prior * max(b, 1) / max(bg_total, 1)
+    delta = (math.log((f + a) / max(f_total + prior - f - a, 1e-9))
+             - math.log((b + a) / max(bg_total + prior - b - a, 1e-9)))
+    return delta / math.sqrt(1.0 / (f + a) + 1.0 / (b + a))
+
+
 def log_odds_z(fg: Counter[str], bg: Counter[str], bg_total: int, prior: float = PRIOR_STRENGTH) -> dict[str, float]:
     """z-scored log-odds ratio of each foreground item vs the background, with an informative Dirichlet prior."""
     f_total = sum(fg.values())
-    out = {}
-    for w, f in fg.items():
-        b = bg.get(w, 0)
-        a = prior * max(b, 1) / max(bg_total, 1)
-        delta = (math.log((f + a) / max(f_total + prior - f - a, 1e-9))
-                 - math.log((b + a) / max(bg_total + prior - b - a, 1e-9)))
-        out[w] = delta / math.sqrt(1.0 / (f + a) + 1.0 / (b + a))
-    return out
+    return {w: _z(f, bg.get(w, 0), f_total, bg_total, prior) for w, f in fg.items()}
 
 
-def _contexts(w: Window, i: int, n: int) -> str | None:
-    """The n tokens before position i, as one key ('the', 'on the'); None at the window's start."""
-    if i < n:
-        return None
-    return " ".join(norm(t) for t in w.tokens[i - n:i])
-
-
-def _covering(counts: Counter[str], z: dict[str, float], total: int, limit: int, cover: float
+def _covering(counts: Counter[str], bg: Mapping[str, float], bg_total: int, total: int, limit: int, cover: float
               ) -> tuple[list[str], float, bool]:
-    """Enriched items, most frequent first, until they cover `cover` of `total` (or `limit` items):
-    (items, share covered, whether enriched items were left out)."""
-    enriched = [w for w, _ in counts.most_common() if z.get(w, 0.0) >= MIN_Z and w]
-    chosen, covered = [], 0
-    for w in enriched:
+    """Enriched items (z of `log_odds_z` ≥ MIN_Z vs `bg`), most frequent first, until they cover `cover` of `total`
+    (or `limit` items): (items, share covered, whether enriched items were left out).
+
+    z is computed lazily: only for the items looked at before the list is full, and up to one enriched item past
+    it (the one that says more exist).
+    """
+    f_total = sum(counts.values())
+    chosen: list[str] = []
+    covered, more = 0, False
+    for w, f in counts.most_common():
+        if not w or _z(f, bg.get(w, 0), f_total, bg_total) < MIN_Z:
+            continue
         if len(chosen) == limit or (total and covered / total >= cover):
+            more = True
             break
         chosen.append(w)
-        covered += counts[w]
-    return chosen, covered / total if total else 0.0, len(enriched) > len(chosen)
+        covered += f
+    return chosen, covered / total if total else 0.0, more
 
 
 class BuiltinExplainer:
@@ -93,6 +108,7 @@ class BuiltinExplainer:
         self.bg = background
         self.bg_total = sum(background.values())
         self._bg_ngrams: dict[int, Counter[str]] = {}
+        self.norms = Norms()
 
     @classmethod
     def from_token_counts(cls, counts: Counter[int], vocab: dict[int, str]) -> BuiltinExplainer:
@@ -107,23 +123,25 @@ class BuiltinExplainer:
         return render(self.label(examples))
 
     def label(self, examples: LatentExamples) -> Label | None:
-        windows = examples.shown
-        tokens: Counter[str] = Counter()
-        ctx: dict[int, Counter[str]] = {1: Counter(), 2: Counter()}
-        for w in windows:
-            for i, v in enumerate(w.values):
-                if v <= 0:
-                    continue
-                tokens[norm(w.tokens[i])] += 1
-                for n in ctx:
-                    key = _contexts(w, i, n)
-                    if key is not None:
-                        ctx[n][key] += 1
-        total = sum(tokens.values())
+        """The parts of the label (None when no shown window has an active token)."""
+        norms = self.norms
+        at: list[str] = []  # the token at each activation, in window order
+        before1: list[str] = []  # the token before it
+        before2: list[str] = []  # the bigram before it ('on the')
+        for w in examples.shown:
+            active = [i for i, v in enumerate(w.values) if v > 0]
+            if not active:
+                continue
+            keys = [norms[t] for t in w.tokens]
+            at += [keys[i] for i in active]
+            before1 += [keys[i - 1] for i in active if i >= 1]
+            before2 += [keys[i - 2] + " " + keys[i - 1] for i in active if i >= 2]
+        tokens = Counter(at)  # counted in order of first appearance (most_common's tie order)
+        total = len(at)
         if not total:
             return None
-        z = log_odds_z(tokens, self.bg, self.bg_total)
-        items, _, more = _covering(tokens, z, total, MAX_TOKENS, TOKEN_COVER)
+        ctx = {1: Counter(before1), 2: Counter(before2)}
+        items, _, more = _covering(tokens, self.bg, self.bg_total, total, MAX_TOKENS, TOKEN_COVER)
         context = self._context(ctx, set(items), total)
         if not items and not context:  # nothing enriched (a very dense latent): its most frequent tokens
             items, more = [w for w, _ in tokens.most_common(MAX_TOKENS) if w], len(tokens) > MAX_TOKENS
@@ -133,9 +151,8 @@ class BuiltinExplainer:
     def _context(self, ctx: dict[int, Counter[str]], items: set[str], total: int) -> list[str]:
         """The longest preceding n-gram set (≤ MAX_CONTEXT items) that covers CONTEXT_COVER of activations."""
         for n in sorted(ctx, reverse=True):
-            counts = Counter({k: c for k, c in ctx[n].items() if k.split(" ")[-1] not in items})
-            z = log_odds_z(counts, self._ngram_bg(n), self.bg_total)
-            chosen, covered, _ = _covering(counts, z, total, MAX_CONTEXT, CONTEXT_COVER)
+            counts = Counter({k: c for k, c in ctx[n].items() if k.rsplit(" ", 1)[-1] not in items})
+            chosen, covered, _ = _covering(counts, self._ngram_bg(n), self.bg_total, total, MAX_CONTEXT, CONTEXT_COVER)
             if chosen and covered >= CONTEXT_COVER:
                 return chosen
         return []
@@ -202,13 +219,15 @@ def parse(text: str) -> Label:
     return Label(tuple(dict.fromkeys(tokens)), False, tuple(dict.fromkeys(after)), tuple(dict.fromkeys(nxt)))
 
 
-def predict(label: Label, window: Window) -> list[bool]:
-    """Where the label's rule says the latent is active, per token of the window."""
+def predict(label: Label, window: Window, norms: Mapping[str, str] | None = None) -> list[bool]:
+    """Where the label's rule says the latent is active, per token of the window (`norms`: a `Norms` cache)."""
     toks, after = set(label.tokens), set(label.after)
     if not toks and not after:
         return [False] * len(window.tokens)
+    keys = [norms[t] for t in window.tokens] if norms is not None else [norm(t) for t in window.tokens]
+    if not after:
+        return [key in toks for key in keys]
     sizes = sorted({len(a.split(" ")) for a in after})
-    keys = [norm(t) for t in window.tokens]
     out = []
     for i, key in enumerate(keys):
         hit = key in toks if toks else True
@@ -218,15 +237,18 @@ def predict(label: Label, window: Window) -> list[bool]:
     return out
 
 
-def precision_recall(label: Label, windows: Iterable[Window]) -> tuple[int, int, int]:
+def precision_recall(label: Label, windows: Iterable[Window], norms: Mapping[str, str] | None = None
+                     ) -> tuple[int, int, int]:
     """(true positives, predicted, actual) over every token of the windows."""
     tp = pred = act = 0
     for w in windows:
-        for p, v in zip(predict(label, w), w.values, strict=True):
-            a = v > 0
-            tp += p and a
-            pred += p
-            act += a
+        active = [v > 0 for v in w.values]
+        hits = predict(label, w, norms)
+        if len(hits) != len(active):
+            raise ValueError("a prediction per token is needed")
+        act += sum(active)
+        pred += sum(hits)
+        tp += sum(map(operator.and_, hits, active))
     return tp, pred, act
 
 
@@ -235,13 +257,17 @@ class BuiltinScorer:
 
     name = "builtin"
 
+    def __init__(self) -> None:
+        self.norms = Norms()
+
     def score(self, examples: LatentExamples, explanation: str) -> list[Measurement]:
-        return measure(parse(explanation), examples.scoring)
+        """Precision, recall and F1 of the explanation's rule on the held-out and near-miss windows."""
+        return measure(parse(explanation), examples.scoring, self.norms)
 
 
-def measure(label: Label, windows: Sequence[Window]) -> list[Measurement]:
+def measure(label: Label, windows: Sequence[Window], norms: Mapping[str, str] | None = None) -> list[Measurement]:
     """The three metrics of a label on windows (None where undefined: nothing predicted / nothing active)."""
-    tp, pred, act = precision_recall(label, windows)
+    tp, pred, act = precision_recall(label, windows, norms)
     precision = tp / pred if pred else None
     recall = tp / act if act else None
     f1 = 2 * tp / (pred + act) if pred + act else None
