@@ -1,6 +1,7 @@
-"""Train → index → serve on the real models, checked through HTTP and in headless Chromium (issue 11, points 1, 6, 8).
+"""Train → eval → index → serve on the real models, checked through HTTP and headless Chromium (issue 11: 1, 6, 8).
 
-Per model (SmolLM2-135M-Instruct, Gemma 3 270M): a small SAE trained by the CLI on Debian's fortunes, one latent
+Per model (SmolLM2-135M-Instruct, Gemma 3 270M): a small SAE trained by the CLI on Debian's fortunes and evaluated
+by the CLI on held-out fortunes (eval.json: the held-out split, FVU = 1 − explained variance, finite), one latent
 made dead (θ raised past any activation, its training density set to the file's floor), indexed by the CLI with
 the default example windows; a copy without index.db is served beside it. The pages are then checked at 1280 px:
 no horizontal overflow, a dead latent says "never active", an unindexed SAE says "not indexed", the ablation lists
@@ -10,6 +11,8 @@ empty completion says why.
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 
 import pytest
@@ -44,6 +47,10 @@ def served(request, real_models, fortunes_corpus, tmp_path_factory):  # noqa: F8
                  str(lm.n_layers // 2), "--corpus", str(fortunes_corpus), "--d-sae", "128", "--tokens", "2048",
                  "--batch-size", "256", "--context-size", "64", "--buffer-tokens", "1024", "--out", str(out),
                  "--no-progress"]) == 0
+    assert main(["eval", "--sae", str(out), "--tokens", "512", "--batch-size", "8"]) == 0  # held out by default
+    ev = json.loads((out / "eval.json").read_text())  # served beside the SAE (its metrics)
+    assert ev["split"]["part"] == "held_out" and ev["split"]["disjoint_from_training"] is True
+    assert math.isfinite(ev["fvu"]) and ev["fvu"] == pytest.approx(1 - ev["explained_variance"])
     sae, sparsity = load_sae(out), load_sparsity(out)
     with torch.no_grad():
         sae.threshold[DEAD] = 1e9  # no activation reaches it: a dead latent
