@@ -64,3 +64,16 @@ def build_tiny_index(sae_folder, tmp_path_factory) -> None:
     cfg = IndexConfig(context_size=32, batch_contexts=4, top_k=5, n_intervals=3, per_interval=2,
                       window_before=6, window_after=3)
     run_index(lm, sae, corpus, 1024, sae_folder / "index.db", cfg, sae_dir=sae_folder)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium (the Debian package, tests/web/browser_support.py flags) for one test module."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.web.browser_support import launch_chromium
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()

@@ -23,7 +23,7 @@ from app.sae import load_sae, load_sparsity
 from app.steering import clean_and_ablated_logits, has_chat_template, prompt_ids
 from tests.real.conftest import MODELS, gguf_file
 from tests.real.test_round_trip_real import fortunes_corpus  # noqa: F401  (a module fixture, used below)
-from tests.web.browser_support import CHROMIUM, launch_chromium, live_server
+from tests.web.browser_support import CHROMIUM, live_server
 
 pytestmark = [pytest.mark.real, pytest.mark.browser, pytest.mark.timeout(1800),  # training + index in setup
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")]
@@ -65,16 +65,6 @@ def served(request, real_models, fortunes_corpus, tmp_path_factory):  # noqa: F8
     settings = Settings(data_dir=root / "data", max_new_tokens=8)
     with live_server(create_app(settings, services=services)) as base:
         yield base, lm, sae_id, plain_id, services
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.web.browser_support import ARTIFACTS, MARKS, launch_chromium, live_server
+from tests.web.browser_support import ARTIFACTS, MARKS, live_server
 
 pytestmark = MARKS
 
@@ -27,16 +27,6 @@ def server(services, tmp_path_factory):
     settings = Settings(data_dir=tmp_path_factory.mktemp("data"), max_new_tokens=24)
     with live_server(create_app(settings, services=services)) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

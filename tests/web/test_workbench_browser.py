@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web.browser_support import ARTIFACTS, MARKS, launch_chromium, live_server
+from tests.web.browser_support import ARTIFACTS, MARKS, live_server
 
 pytestmark = MARKS
 
@@ -17,16 +17,6 @@ def server(services, tmp_path_factory):
     settings = Settings(data_dir=tmp_path_factory.mktemp("data"))
     with live_server(create_app(settings, services=services)) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture
