@@ -152,12 +152,7 @@ def put_batch(conn: sqlite3.Connection, explanations: Iterable[Explanation], sco
                          "source = excluded.source",
                          (int(e.latent), e.explainer, e.text.strip(), e.prompt_version, e.created or now))
             _refresh_shown(conn, int(e.latent))
-        conn.executemany(
-            "INSERT INTO explanation_scores(latent, explainer, scorer, metric, value, n, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(latent, explainer, scorer, metric) DO UPDATE SET "
-            "value = excluded.value, n = excluded.n, created = excluded.created",
-            [(int(x.latent), x.explainer, x.scorer, x.metric, None if x.value is None else float(x.value), int(x.n),
-              now) for x in scores])
+        _upsert_scores(conn, scores, now)
 
 
 def delete_explanation(conn: sqlite3.Connection, latent: int, explainer: str) -> None:
@@ -239,14 +234,18 @@ def explainers(conn: sqlite3.Connection) -> dict[str, int]:
 # --- scores ----------------------------------------------------------------------------------------------
 def put_scores(conn: sqlite3.Connection, scores: Iterable[Score]) -> None:
     """Store (replace) scores, in one transaction."""
-    now = time.time()
     with conn:
-        conn.executemany(
-            "INSERT INTO explanation_scores(latent, explainer, scorer, metric, value, n, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(latent, explainer, scorer, metric) DO UPDATE SET "
-            "value = excluded.value, n = excluded.n, created = excluded.created",
-            [(int(s.latent), s.explainer, s.scorer, s.metric, None if s.value is None else float(s.value), int(s.n),
-              now) for s in scores])
+        _upsert_scores(conn, scores, time.time())
+
+
+def _upsert_scores(conn: sqlite3.Connection, scores: Iterable[Score], now: float) -> None:
+    """Insert or replace scores inside the caller's transaction (one statement for every writer)."""
+    conn.executemany(
+        "INSERT INTO explanation_scores(latent, explainer, scorer, metric, value, n, created) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(latent, explainer, scorer, metric) DO UPDATE SET "
+        "value = excluded.value, n = excluded.n, created = excluded.created",
+        [(int(x.latent), x.explainer, x.scorer, x.metric, None if x.value is None else float(x.value), int(x.n),
+          now) for x in scores])
 
 
 def get_scores(conn: sqlite3.Connection, latent: int, explainer: str | None = None) -> list[Score]:
