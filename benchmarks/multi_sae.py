@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from app.encoding import encode_many
 from app.lm import LanguageModel, capture, capture_many, load_lm, parse_hook_name
 from app.sae import JumpReLUSAE
-from app.steering import encode_many
 from benchmarks.serve_latency import prompt_of
 from benchmarks.server import WORDS
 

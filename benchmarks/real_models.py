@@ -133,8 +133,9 @@ def train_index_eval(model: str, corpus: Path, out: Path, layer: int, args: argp
 
 def latencies(lm, sae_dir: Path, args: argparse.Namespace) -> dict:
     """Median ms of one bare full forward, `encode_text` and `steer` on one prompt, and their ratios."""
+    from app.encoding import encode_text
     from app.sae import load_sae
-    from app.steering import Intervention, encode_text, steer
+    from app.steering import Intervention, steer
 
     sae = load_sae(sae_dir, device="cpu", dtype="float32").requires_grad_(False)
     prompt = prompt_of(args.prompt_tokens, lambda t: len(lm.token_ids(t)))

@@ -85,9 +85,10 @@ def main() -> None:
     source = "demo" if paths else "tiny"
     model, sae = paths or tiny_fixture(Path(tmp.name))
 
+    from app.encoding import encode_text
     from app.lm import load_lm
     from app.sae import load_sae
-    from app.steering import Intervention, encode_text, steer
+    from app.steering import Intervention, steer
 
     lm = load_lm(model, device="cpu")
     sae_obj = load_sae(sae, device="cpu").requires_grad_(False)

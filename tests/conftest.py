@@ -50,6 +50,15 @@ def tiny_lm(tiny_model_dir):
     return load_lm(tiny_model_dir("llama"), device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_sae(tiny_lm):
+    """A random JumpReLU SAE on the tiny Llama's layer-1 residual stream (steering and encoding tests;
+    tests/index has its own, with thresholds fitted to its corpus)."""
+    from tests.steering.helpers import make_sae
+
+    return make_sae(tiny_lm.d_model)
+
+
 def build_tiny_index(sae_folder, tmp_path_factory) -> None:
     """The real latent index (app.index) for a saved SAE on a tiny corpus, written to `sae_folder/index.db`."""
     from app.index.builder import run_index

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from app.explain.chat import LLMError, Message
+from app.lm.chat import has_chat_template
 from app.lm.model import LanguageModel, load_lm
-from app.steering.chat import has_chat_template
 
 log = logging.getLogger(__name__)
 

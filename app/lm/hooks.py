@@ -21,6 +21,7 @@ from app.lm.families import get_path
 
 if TYPE_CHECKING:
     from app.lm.model import LanguageModel
+    from app.sae.jumprelu import JumpReLUSAE
 
 # The hook kinds, written once: jobs' validation (app/jobs/spec.py) and the trainer's config read them from here.
 HookKind = Literal["resid_pre", "resid_post", "attn_out", "mlp_out"]
@@ -57,6 +58,14 @@ def parse_hook_name(name: str) -> tuple[str, int]:
     if not m:
         raise ValueError(f"hook name {name!r} is not of the form blocks.<layer>.hook_<{'|'.join(HOOK_KINDS)}>")
     return m.group(2), int(m.group(1))
+
+
+def hook_of(sae: JumpReLUSAE) -> tuple[str, int]:
+    """(kind, layer) of the SAE's hook point, from cfg.json metadata `hook_name`."""
+    name = sae.cfg.metadata.get("hook_name")
+    if not name:
+        raise ValueError("the SAE's cfg.json metadata has no hook_name (e.g. 'blocks.1.hook_resid_post')")
+    return parse_hook_name(str(name))
 
 
 def resolve_hook(lm: LanguageModel, kind: str, layer: int) -> HookPoint:

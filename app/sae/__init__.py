@@ -1,5 +1,6 @@
 """The JumpReLU SAE and its file formats. Never imports transformers or web packages."""
 
+from app.sae.errors import UnknownLatent
 from app.sae.formats import SAEFormatError, load_sae, load_sparsity, save_native, update_metadata
 from app.sae.jumprelu import JumpReLUSAE, SAEConfig, SAEOutput, jumprelu, step
 
@@ -8,6 +9,7 @@ __all__ = [
     "SAEConfig",
     "SAEOutput",
     "SAEFormatError",
+    "UnknownLatent",
     "jumprelu",
     "load_sae",
     "load_sparsity",

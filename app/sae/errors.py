@@ -1,7 +1,14 @@
-"""The one error type of app.sae's readers."""
+"""The error types of app.sae: a file that cannot be read, a latent index the SAE does not have."""
 
 from __future__ import annotations
 
 
 class SAEFormatError(ValueError):
     """An SAE file or folder that cannot be read; the message says what is wrong and where."""
+
+
+class UnknownLatent(KeyError):
+    """A latent index outside 0..d_sae-1 (the web layer answers 404)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want the plain sentence
+        return str(self.args[0]) if self.args else "unknown latent"

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from app.encoding.encode import bos_prefix, prompt_ids
 from app.lm.hooks import intervene_many
 from app.lm.model import LanguageModel
-from app.steering.encode import bos_prefix, prompt_ids
 from app.steering.interventions import Intervention, SAEs, check_interventions, steering_hooks
 
 Latent = int | tuple[str, int]  # a latent of the (first) SAE, or (SAE name, latent) in a set of SAEs

@@ -24,14 +24,13 @@ from typing import Any
 
 import torch
 
-from app.lm.hooks import hook_name, intervene_many
+from app.encoding.encode import prompt_ids, sae_latents
+from app.lm.hooks import hook_name, hook_of, intervene_many
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
-from app.steering.encode import prompt_ids, sae_latents
 from app.steering.interventions import (
     Intervention,
     check_interventions,
-    hook_of,
     intervention_delta,
     sae_set,
 )

@@ -20,18 +20,12 @@ from typing import Literal
 
 import torch
 
-from app.lm.hooks import InterventionFn, hook_name, parse_hook_name
+from app.lm.hooks import InterventionFn, hook_name, hook_of
+from app.sae.errors import UnknownLatent
 from app.sae.jumprelu import JumpReLUSAE
 
 Mode = Literal["clamp", "add", "ablate"]
 MODES: tuple[str, ...] = ("clamp", "add", "ablate")
-
-
-class UnknownLatent(KeyError):
-    """A latent index outside 0..d_sae-1 (the web layer answers 404)."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want the plain sentence
-        return str(self.args[0]) if self.args else "unknown latent"
 
 
 @dataclass(frozen=True)
@@ -127,14 +121,6 @@ def intervention_delta(h: torch.Tensor, sae: JumpReLUSAE, interventions: Sequenc
             target = 0.0 if iv.mode == "ablate" else iv.value
             coef[..., j] = target - f[..., j]
     return coef @ d  # [..., d_in]
-
-
-def hook_of(sae: JumpReLUSAE) -> tuple[str, int]:
-    """(kind, layer) of the SAE's hook point, from cfg.json metadata `hook_name`."""
-    name = sae.cfg.metadata.get("hook_name")
-    if not name:
-        raise ValueError("the SAE's cfg.json metadata has no hook_name (e.g. 'blocks.1.hook_resid_post')")
-    return parse_hook_name(str(name))
 
 
 def steering_hook(

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from app.encoding.encode import bos_prefix, prompt_ids
+from app.lm.chat import chat_prompt, completion_note
 from app.lm.hooks import intervene_many
 from app.lm.model import LanguageModel
-from app.steering.chat import chat_prompt, completion_note
-from app.steering.encode import bos_prefix, prompt_ids
 from app.steering.interventions import Intervention, SAEs, check_interventions, steering_hooks
 
 

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.sae import SAEFormatError
-from app.steering import InputTooLong, UnknownLatent
+from app.encoding import InputTooLong
+from app.sae import SAEFormatError, UnknownLatent
 from app.web.deps import get_templates
 from app.web.rendering import is_htmx
 from app.web.services import UnknownSAE

@@ -8,9 +8,12 @@ import random
 import sqlite3
 from typing import Any
 
+from app.encoding import latent_weights_summary
 from app.index import service as index_service
 from app.index.lazy_loss import ensure_loss_effects
-from app.steering import UnknownLatent, hook_of, latent_weights_summary, suggest_value
+from app.lm.hooks import hook_of
+from app.sae import UnknownLatent
+from app.steering import suggest_value
 from app.web import explanations
 from app.web.services import SAEEntry, Services
 

@@ -22,10 +22,9 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from app.lm import LanguageModel, load_lm
+from app.lm import LanguageModel, hook_of, load_lm
 from app.sae import JumpReLUSAE, load_sae, load_sparsity
 from app.sae.hub import resolve_sae_ref, sae_metadata
-from app.steering import hook_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

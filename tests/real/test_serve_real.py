@@ -19,8 +19,10 @@ import pytest
 import torch
 
 from app.cli import main
+from app.encoding import prompt_ids
+from app.lm.chat import has_chat_template
 from app.sae import load_sae, load_sparsity
-from app.steering import clean_and_ablated_logits, has_chat_template, prompt_ids
+from app.steering import clean_and_ablated_logits
 from tests.real.conftest import MODELS, gguf_file
 from tests.real.test_round_trip_real import fortunes_corpus  # noqa: F401  (a module fixture, used below)
 from tests.web.browser_support import CHROMIUM, live_server

@@ -1,4 +1,4 @@
-"""Test helpers for steering and web tests: a random JumpReLU SAE on the tiny Llama's layer-1 residual."""
+"""Test helpers for steering, encoding and web tests: a random JumpReLU SAE on the tiny Llama's layer-1 residual."""
 
 from __future__ import annotations
 

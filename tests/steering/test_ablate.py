@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.steering import UnknownLatent, ablation_effect
+from app.sae import UnknownLatent
+from app.steering import ablation_effect
 
 TEXT = "Alice said: I like green apples and warm bread."
 

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from app.lm import intervene, load_lm
+from app.lm.hooks import hook_of
 from app.lm.tiny import FAMILY_TYPES
 from app.steering import BadTarget, ablation_deltas, attribute, attribute_ids, measure_ablations, ranked_nodes
 from app.steering.attribution import error_nodes
-from app.steering.interventions import hook_of
 from tests.steering.helpers import MULTI_HOOKS, make_sae, make_saes
 
 TEXT = "The red fox jumps over the lazy dog."

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.steering import chat_prompt, completion_note, has_chat_template, prompt_ids, steer
+from app.encoding import prompt_ids
+from app.lm.chat import chat_prompt, completion_note, has_chat_template
+from app.steering import steer
 
 TEMPLATE = ("{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{{ eos_token }}{% endfor %}"
             "{% if add_generation_prompt %}[assistant] {% endif %}")

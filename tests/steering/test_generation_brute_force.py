@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from app.lm import intervene, load_lm
-from app.lm.hooks import Positions
+from app.lm.hooks import Positions, hook_of
 from app.lm.tiny import FAMILY_TYPES
-from app.steering import Intervention, apply_interventions, hook_of, steer, steering_hook
+from app.steering import Intervention, apply_interventions, steer, steering_hook
 from tests.steering.helpers import make_sae
 
 PROMPT = "The red fox"

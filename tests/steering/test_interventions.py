@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from app.lm.hooks import capture, intervene
-from app.steering import Intervention, UnknownLatent, apply_interventions, check_interventions, steering_hook
+from app.sae import UnknownLatent
+from app.steering import Intervention, apply_interventions, check_interventions, steering_hook
 from tests.steering.helpers import make_sae
 
 

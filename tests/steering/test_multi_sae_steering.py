@@ -9,15 +9,14 @@ from contextlib import ExitStack
 import pytest
 import torch
 
-from app.lm import intervene, load_lm
+from app.lm import hook_of, intervene, load_lm
 from app.lm.tiny import FAMILY_TYPES
+from app.sae import UnknownLatent
 from app.steering import (
     Intervention,
-    UnknownLatent,
     ablation_effect,
     apply_interventions,
     check_interventions,
-    hook_of,
     steer,
     steering_hooks,
 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.steering import InputTooLong, Intervention, UnknownLatent, steer
+from app.encoding import InputTooLong
+from app.sae import UnknownLatent
+from app.steering import Intervention, steer
 
 PROMPT = "The red fox"
 

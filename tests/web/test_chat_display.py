@@ -60,7 +60,7 @@ def test_unindexed_density_is_words(client):
 
 
 def test_training_floor_density_is_never_active(services):
-    from app.steering import latent_weights_summary
+    from app.encoding import latent_weights_summary
 
     sae = services.get("plain-sae").sae
     dens = torch.full((sae.d_sae,), -10.0)

@@ -7,7 +7,8 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request
 
-from app.steering import Intervention, ablation_effect, encode_many, encode_text, steer
+from app.encoding import encode_many, encode_text
+from app.steering import Intervention, ablation_effect, steer
 from app.web import explanations, latent_data
 from app.web.deps import get_services, get_settings
 from app.web.public_names import failed_saes, model_label

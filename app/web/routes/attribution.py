@@ -15,9 +15,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
+from app.encoding import encode_many
 from app.index.store import connect
 from app.lm.hooks import parse_hook_name
-from app.steering import BadTarget, attribute, encode_many, measure_ablations
+from app.steering import BadTarget, attribute, measure_ablations
 from app.web.deps import get_services, get_settings, get_templates
 from app.web.rendering import render
 from app.web.routes.api import ERRORS, check_limit

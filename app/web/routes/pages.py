@@ -14,7 +14,10 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.steering import MODES, Intervention, UnknownLatent, ablation_effect, encode_text, has_chat_template, steer
+from app.encoding import encode_text
+from app.lm.chat import has_chat_template
+from app.sae import UnknownLatent
+from app.steering import MODES, Intervention, ablation_effect, steer
 from app.web import auth, explanations, latent_data
 from app.web.deps import get_services, get_settings, get_templates
 from app.web.rendering import render

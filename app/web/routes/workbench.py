@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.steering import UnknownLatent
+from app.sae import UnknownLatent
 from app.web import latent_data
 from app.web.deps import get_services
 from app.web.public_names import scrub_paths

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from app.encoding import latent_weights_summary
 from app.index.builder import run_index
 from app.index.config import IndexConfig
 from app.index.service import latent_dashboard
 from app.lm import LanguageModel, load_lm
 from app.lm.logit_lens import logit_effects
 from app.sae.geometry import decoder_neighbors
-from app.steering import latent_weights_summary
 from tests.conftest import TINY_TEXTS
 from tests.steering.helpers import make_sae
 

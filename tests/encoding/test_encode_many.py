@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.steering import encode_many, encode_text
+from app.encoding import encode_many, encode_text
 from tests.steering.helpers import MULTI_HOOKS, make_saes
 
 TEXT = "The red fox jumps over the lazy dog."

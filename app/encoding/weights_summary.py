@@ -11,9 +11,9 @@ import torch
 
 from app.lm.logit_lens import logit_effects
 from app.lm.model import LanguageModel
+from app.sae.errors import UnknownLatent
 from app.sae.geometry import decoder_directions, decoder_neighbors
 from app.sae.jumprelu import JumpReLUSAE
-from app.steering.interventions import UnknownLatent
 
 # sparsity.safetensors stores log10 density floored at log10(1e-10) (app.training.metrics): at the floor the
 # latent never fired in training's window, so its density is 0, not 1e-10.

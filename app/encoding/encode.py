@@ -7,11 +7,10 @@ from typing import Any
 
 import torch
 
-from app.lm.hooks import capture, capture_many, hook_name
+from app.lm.chat import chat_prompt
+from app.lm.hooks import capture, capture_many, hook_name, hook_of
 from app.lm.model import LanguageModel
 from app.sae.jumprelu import JumpReLUSAE
-from app.steering.chat import chat_prompt
-from app.steering.interventions import hook_of
 
 
 class InputTooLong(ValueError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from app.encoding import InputTooLong, encode_text, latent_weights_summary
 from app.lm.hooks import capture
-from app.steering import InputTooLong, encode_text, latent_weights_summary
 
 TEXT = "The red fox jumps over the lazy dog."
 
