@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from app.config import resolve_device
+from app.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from app.config import resolve_device, resolve_dtype
+from app.runtime import resolve_device, resolve_dtype
 from app.sae import JumpReLUSAE
 from benchmarks.matmul_rate import dense_matmul_flops
 

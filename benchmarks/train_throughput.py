@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from app.config import resolve_device, resolve_dtype
+from app.runtime import resolve_device, resolve_dtype
 from app.sae.jumprelu import JumpReLUSAE
 from app.training.step import training_step
 from benchmarks.matmul_rate import dense_matmul_flops

@@ -51,7 +51,7 @@ def _import_with_blocked(modules: list[str], blocked: tuple[str, ...]) -> subpro
 
 
 def test_core_imports_without_the_web_stack():
-    assert "app.config" in CORE and "app.sae" in CORE
+    assert "app.runtime" in CORE and "app.sae" in CORE
     result = _import_with_blocked(CORE, WEB)
     assert result.returncode == 0, result.stderr[-2000:]
 

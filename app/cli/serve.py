@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from app.cli.common import CLIError
-from app.config import CACHE_ENV
+from app.runtime import CACHE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def build_settings(args: argparse.Namespace):
     except ValidationError as e:
         first = e.errors()[0]
         raise CLIError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
-    if settings.cache is not None:  # one cache for the server, the core (app.config.cache_dir) and job processes
+    if settings.cache is not None:  # one cache for the server, the core (app.runtime.cache_dir) and job processes
         os.environ[CACHE_ENV] = str(settings.cache)
     if settings.model is None and not settings.saes:
         settings = settings.model_copy(update=_demo_paths(settings.cache))

@@ -14,10 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import cache_dir
 from app.demo.build import Progress, build_bundle
 from app.demo.build_config import BuildConfig
 from app.demo.layout import BUNDLE_VERSION, DEMO_NAME, SMALL_NAME, BundleLayout
+from app.runtime import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class DemoBundle:
 
 
 def default_cache_dir() -> Path:
-    """$JUMPSCOPE_CACHE, else ~/.cache/jumpscope (`app.config.cache_dir`)."""
+    """$JUMPSCOPE_CACHE, else ~/.cache/jumpscope (`app.runtime.cache_dir`)."""
     return cache_dir()
 
 

@@ -18,8 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-from app.config import cache_dir
 from app.fsio import atomic_write_json
+from app.runtime import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from app.config import resolve_device, resolve_dtype
 from app.lm.families import Family, family_of, get_path
 from app.lm.gguf import converted_folder, is_gguf
+from app.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 

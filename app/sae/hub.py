@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from app.config import cache_dir
 from app.fsio import atomic_write_json
+from app.runtime import cache_dir
 from app.sae import hub_layouts as layouts
 from app.sae.errors import SAEFormatError
 from app.sae.jumprelu import JumpReLUSAE

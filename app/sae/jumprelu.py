@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from app.config import dtype_name, resolve_dtype
+from app.runtime import dtype_name, resolve_dtype
 from app.sae.sparse import SPARSE_MAX_DENSITY, sparse_loss_parts
 from app.sae.ste import jumprelu, rectangle, step
 

@@ -65,7 +65,7 @@ def test_no_arguments_serves_the_demo(monkeypatch, tmp_path):
 def test_cache_and_train_gpus_are_settings(monkeypatch, tmp_path, sae_folder):
     """JUMPSCOPE_CACHE and JUMPSCOPE_TRAIN_GPUS are Settings fields; serve exports the cache for the core."""
     from app.cli.serve import build_settings
-    from app.config import cache_dir
+    from app.runtime import cache_dir
 
     monkeypatch.setenv("JUMPSCOPE_TRAIN_GPUS", "2")
     monkeypatch.setenv("JUMPSCOPE_CACHE", str(tmp_path / "env-cache"))
