@@ -27,6 +27,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import Response
 from pydantic import SecretStr
 
+from app.web.deps import app_state, get_settings
 from app.web.sessions import SessionStore
 from app.web.throttle import FailureThrottle
 
@@ -52,7 +53,7 @@ class AdminAuth:
 # --- the token --------------------------------------------------------------------------------------------
 def admin_token(request: Request) -> str | None:
     """The configured admin token (None when the admin is off)."""
-    settings = request.app.state.settings
+    settings = get_settings(request)
     value = settings.admin_token_value() if hasattr(settings, "admin_token_value") else settings.admin_token
     return value or None
 
@@ -101,19 +102,9 @@ def tokens_equal(given: str, expected: str) -> bool:
 
 
 # --- sessions and CSRF ------------------------------------------------------------------------------------
-def _app_state(request: Request, name: str, factory):
-    """app.state.<name>, made on first use for apps not built by create_app."""
-    state = request.app.state
-    value = getattr(state, name, None)
-    if value is None:
-        value = factory()
-        setattr(state, name, value)
-    return value
-
-
 def session_store(request: Request) -> SessionStore:
     """The app's live admin sessions."""
-    return _app_state(request, "admin_sessions", lambda: SessionStore(SESSION_TTL))
+    return app_state(request, "admin_sessions", lambda: SessionStore(SESSION_TTL))
 
 
 def start_session(request: Request, token: str) -> str:
@@ -129,7 +120,7 @@ def end_session(request: Request) -> None:
 
 def _cookie_secure(request: Request) -> bool:
     """settings.cookie_secure when set; otherwise Secure exactly when the request came over https."""
-    configured = getattr(request.app.state.settings, "cookie_secure", None)
+    configured = getattr(get_settings(request), "cookie_secure", None)
     return bool(configured) if configured is not None else request.url.scheme == "https"
 
 
@@ -164,8 +155,8 @@ def login_csrf_ok(request: Request, submitted: str | None) -> bool:
 
 # --- throttling of failed credentials ---------------------------------------------------------------------
 def _throttle(request: Request) -> FailureThrottle:
-    limit = getattr(request.app.state.settings, "auth_failures_per_minute", 10)
-    return _app_state(request, "auth_throttle", lambda: FailureThrottle(limit=limit, window=60.0))
+    limit = getattr(get_settings(request), "auth_failures_per_minute", 10)
+    return app_state(request, "auth_throttle", lambda: FailureThrottle(limit=limit, window=60.0))
 
 
 def client_address(request: Request) -> str:
