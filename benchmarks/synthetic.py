@@ -1,6 +1,6 @@
 """Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
 
-    python -m benchmarks.synthetic [--tokens 1000000] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
+    python -m benchmarks.synthetic [--tokens 4194304] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
 
 For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
 tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--tokens", type=int, default=1_048_576)
+    ap.add_argument("--tokens", type=int, default=4_194_304)  # 1,024 steps of 4,096: docs/training.md
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--js", nargs="*", default=[], metavar="KEY=VALUE", help="JumpScope TrainConfig overrides")
     ap.add_argument("--threads", type=int, default=2)

@@ -175,7 +175,9 @@ def _train_sae(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) 
                      lm_batch_size=64, d_sae=cfg.d_sae, target_l0=cfg.target_l0, tokens=cfg.sae_tokens,
                      batch_size=cfg.sae_batch_size, lr=cfg.sae_lr, threshold_init=cfg.sae_threshold_init,
                      buffer_tokens=min(262_144, cfg.sae_tokens), norm_tokens=min(65_536, cfg.sae_tokens),
-                     out=str(sae_dir), device="cpu", seed=cfg.seed, checkpoint_every=0, progress=False)
+                     out=str(sae_dir), device="cpu", seed=cfg.seed, checkpoint_every=0, progress=False,
+                     # the recipe the demo world was tuned and measured with (docs/demo.md), not the newer default
+                     objective="step", threshold_param="log", decoder="unit", adam_beta1=0.0)
     stages.report("sae", f"training a {cfg.d_sae}-latent JumpReLU SAE on blocks.{cfg.layer}.hook_resid_post",
                   0.0)
     train(tc)

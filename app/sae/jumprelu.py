@@ -5,9 +5,11 @@
     x̂    = f @ W_dec + b_dec
     loss = mean_batch ||x - x̂||²  +  λ · mean_batch Σ_i H(pre_i - θ_i)
 
-θ has two states. While it trains, θ = exp(log_threshold) (the parameter the optimiser updates; H is piecewise
+θ has three states. While it trains, θ is a parameter the optimiser updates, either θ = exp(log_threshold)
+(Gemma Scope 1's parameterisation) or θ = linear_threshold itself (the trainer's default: Adam moves a log
+parameter multiplicatively, so a small θ init barely moves in a short run; docs/training.md). H is piecewise
 constant, so θ gets straight-through pseudo-derivatives through the rectangle kernel K(u) = 1[-1/2 < u < 1/2]
-with bandwidth ε). A loaded SAE keeps θ exactly as stored (`stored_threshold`): exp(log θ) would move it by an
+with bandwidth ε. A loaded SAE keeps θ exactly as stored (`stored_threshold`): exp(log θ) would move it by an
 ulp in fp32 and by up to ~2 % in bf16, and a latent with pre == θ must stay inactive (SPEC §1).
 """
 
@@ -111,6 +113,8 @@ class JumpReLUSAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
         # θ = exp(log_threshold) while training; set_threshold() swaps to an exact stored θ (log_threshold None).
         self.log_threshold: nn.Parameter | None = nn.Parameter(torch.full((cfg.d_sae,), math.log(0.001), **kw))
+        # θ itself as the training parameter (`use_linear_threshold()`); None otherwise.
+        self.linear_threshold: nn.Parameter | None = None
         self.register_buffer("stored_threshold", None)
         # Scalar multiplying raw activations during training (E||x·s||² = 1); 1 after fold_input_scale().
         self.register_buffer("input_scale", torch.ones((), **kw))
@@ -126,15 +130,17 @@ class JumpReLUSAE(nn.Module):
         threshold: float = 0.001,
         seed: int | None = None,
         device: torch.device | str | None = None,
+        decoder_norm: float = 1.0,
         **cfg_kwargs: Any,
     ) -> JumpReLUSAE:
-        """A freshly initialised SAE per SPEC §2: He-uniform W_dec with unit rows, W_enc = W_decᵀ, zero biases."""
+        """A freshly initialised SAE per SPEC §2: He-uniform W_dec with rows of norm `decoder_norm` (unit by
+        default; 0.1 for the trainer's free-decoder recipe), W_enc = W_decᵀ, zero biases."""
         sae = cls(SAEConfig(d_in=d_in, d_sae=d_sae, **cfg_kwargs), device=device)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         w = torch.empty(d_sae, d_in)
         bound = math.sqrt(6.0 / d_in)  # kaiming/He-uniform bound for fan_in = d_in
         w.uniform_(-bound, bound, generator=gen)
-        w /= w.norm(dim=1, keepdim=True)
+        w *= decoder_norm / w.norm(dim=1, keepdim=True)
         with torch.no_grad():
             sae.W_dec.copy_(w)
             sae.W_enc.copy_(w.T)
@@ -143,15 +149,39 @@ class JumpReLUSAE(nn.Module):
 
     @property
     def threshold(self) -> torch.Tensor:
-        """θ, shape [d_sae]: the stored tensor as is, or exp(log_threshold) while θ trains."""
+        """θ, shape [d_sae]: the stored tensor as is, or the trainable θ (linear, or exp(log_threshold))."""
+        if self.linear_threshold is not None:
+            return self.linear_threshold
         if self.log_threshold is None:
             return self.stored_threshold
         return self.log_threshold.exp()
 
     @property
     def threshold_trainable(self) -> bool:
-        """True while θ = exp(log_threshold) is a parameter; False once θ is stored exactly."""
-        return self.log_threshold is not None
+        """True while θ is a parameter (linear or log); False once θ is stored exactly."""
+        return self.log_threshold is not None or self.linear_threshold is not None
+
+    @property
+    def threshold_parameter(self) -> nn.Parameter:
+        """The parameter the optimiser updates for θ: `linear_threshold` or `log_threshold`."""
+        param = self.linear_threshold if self.linear_threshold is not None else self.log_threshold
+        if param is None:
+            raise ValueError("this SAE's thresholds are stored, not trainable: call make_threshold_trainable()")
+        return param
+
+    @torch.no_grad()
+    def use_linear_threshold(self) -> None:
+        """Train θ itself instead of log θ (same values); `clamp_threshold_()` keeps it ≥ 0 after each step."""
+        theta = self.threshold.detach().clone()
+        self.log_threshold = None
+        self.stored_threshold = None
+        self.linear_threshold = nn.Parameter(theta)
+
+    @torch.no_grad()
+    def clamp_threshold_(self) -> None:
+        """Project a linear θ back to ≥ 0 (below 0 the gate would pass negative pre-activations); no-op otherwise."""
+        if self.linear_threshold is not None:
+            self.linear_threshold.clamp_(min=0.0)
 
     @torch.no_grad()
     def set_threshold(self, theta: torch.Tensor) -> None:
@@ -165,12 +195,13 @@ class JumpReLUSAE(nn.Module):
         if not bool((theta >= 0).all()):
             raise ValueError("threshold must be ≥ 0 for every latent")
         self.log_threshold = None
+        self.linear_threshold = None
         self.stored_threshold = theta.detach().to(device=self.device, dtype=self.dtype).clone()
 
     @torch.no_grad()
     def make_threshold_trainable(self) -> None:
         """Turn a stored θ back into the training parameter log θ (θ then moves by rounding: training only)."""
-        if self.log_threshold is None:
+        if self.log_threshold is None and self.linear_threshold is None:
             tiny = torch.finfo(self.stored_threshold.dtype).tiny  # θ = 0 would give log θ = −inf
             self.log_threshold = nn.Parameter(self.stored_threshold.clamp_min(tiny).log())
             self.stored_threshold = None
@@ -223,11 +254,24 @@ class JumpReLUSAE(nn.Module):
         `None` picks it while training once the previous call's active fraction is below
         `SPARSE_MAX_DENSITY` (dense early in training, when many latents fire); `False` forces dense.
         """
+        x_hat_n, f, mse, l0_tokens = self.loss_parts(x, sparse)
+        l0 = l0_tokens.mean()
+        loss = mse + l0_coefficient * l0
+        return SAEOutput(x_hat_n / self.input_scale, f, mse, l0, loss)
+
+    def loss_parts(
+        self, x: torch.Tensor, sparse: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x̂_n, f, mse, L0 per token) in normalised units, on the dense or sparse path (`forward` explains `sparse`).
+
+        L0 per token is Σ_i H(pre_i − θ_i) with the straight-through gradient to θ, so objectives can be written
+        on it (mean for the L0 penalty, (L0 − T)² for the quadratic one) on either path.
+        """
         x_n = x.to(self.dtype) * self.input_scale
         x_in = x_n - self.b_dec if self.cfg.apply_b_dec_to_input else x_n
         theta = self.threshold
         if self._use_sparse(sparse):
-            x_hat_n, f, mse, l0 = sparse_loss_parts(
+            x_hat_n, f, mse, l0_tokens = sparse_loss_parts(
                 x_n, x_in, self.W_enc, self.b_enc, self.W_dec, self.b_dec, theta, self.cfg.bandwidth
             )
         else:
@@ -235,10 +279,9 @@ class JumpReLUSAE(nn.Module):
             f = jumprelu(pre, theta, self.cfg.bandwidth)
             x_hat_n = f @ self.W_dec + self.b_dec
             mse = (x_n - x_hat_n).pow(2).sum(-1).mean()
-            l0 = step(pre, theta, self.cfg.bandwidth).sum(-1).mean()
-        self._active_fraction = l0.detach() / self.d_sae
-        loss = mse + l0_coefficient * l0
-        return SAEOutput(x_hat_n / self.input_scale, f, mse, l0, loss)
+            l0_tokens = step(pre, theta, self.cfg.bandwidth).sum(-1)
+        self._active_fraction = l0_tokens.detach().mean() / self.d_sae
+        return x_hat_n, f, mse, l0_tokens
 
     def _use_sparse(self, sparse: bool | None) -> bool:
         """Dispatch rule of `forward`: explicit choice, else sparse when training at a low active fraction."""
@@ -265,6 +308,24 @@ class JumpReLUSAE(nn.Module):
         self.W_dec.div_(s)
         self.b_dec.div_(s)
         self.input_scale.fill_(1.0)
+
+    @torch.no_grad()
+    def fold_decoder_norm(self) -> None:
+        """Rescale every latent so its W_dec row has unit norm, leaving x̂ and which latents are active unchanged.
+
+        With n_i = ‖W_dec,i‖: W_dec,i /= n_i, W_enc[:, i] *= n_i, b_enc,i *= n_i, θ_i *= n_i, so pre_i, θ_i and
+        f_i all scale by n_i > 0 (H(pre − θ) is unchanged) and f_i·W_dec,i is the same vector.
+        """
+        n = torch.linalg.vector_norm(self.W_dec, dim=1).clamp_min(1e-12)
+        self.W_dec.div_(n.unsqueeze(1))
+        self.W_enc.mul_(n)
+        self.b_enc.mul_(n)
+        if self.linear_threshold is not None:
+            self.linear_threshold.mul_(n)
+        elif self.log_threshold is not None:
+            self.log_threshold.add_(n.log())
+        else:
+            self.stored_threshold.mul_(n)
 
     def save(self, folder: str, sparsity: torch.Tensor | None = None) -> None:
         """Write the native SAELens-compatible folder (atomically); see app.sae.formats.save_native."""

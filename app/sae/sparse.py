@@ -8,11 +8,13 @@ With pre = x_in·W_enc + b_enc, active pairs A = {pre > θ} and the STE window N
     ∂L/∂pre    = ∂L/∂f · 1[A]        zero off A               (∂H/∂pre = 0 for the L0 term)
     ∂L/∂W_dec  = fᵀ·g                f is zero off A          (sparse × dense)
     ∂L/∂W_enc  = x_inᵀ·∂L/∂pre       (sparse × dense)
-    ∂L/∂θ      = Σ_b −K((pre − θ)/ε)·((θ/ε)·∂L/∂f + (1/ε)·∂L/∂l0/n)   zero off N
+    ∂L/∂θ      = Σ_b −K((pre − θ)/ε)·((θ/ε)·∂L/∂f + (1/ε)·∂L/∂l0_b)   zero off N
     ∂L/∂b_enc, ∂L/∂x_in             from ∂L/∂pre (sparse)
 
-where g = ∂L/∂x̂ (= 2(x̂ − x)/n for the mse term). Only `pre` itself needs the dense [n, d_in]×[d_in, d_sae]
-matmul, so at a trained SAE's L0 (≈ 0.4 % of latents) a step costs about one dense matmul instead of five.
+where g = ∂L/∂x̂ (= 2(x̂ − x)/n for the mse term) and l0_b = Σ_i H(pre_bi − θ_i) is token b's L0 (returned per
+token, so an objective may weigh tokens differently: the quadratic target-L0 penalty does). Only `pre` itself
+needs the dense [n, d_in]×[d_in, d_sae] matmul, so at a trained SAE's L0 (≈ 0.4 % of latents) a step costs
+about one dense matmul instead of five.
 The sparse products use CSR tensors (`torch.sparse.mm`, `torch.sparse.sampled_addmm`), which run on MKL on
 CPU and cuSPARSE on CUDA; on the 2-core dev CPU the CSR SDDMM ran ~7× faster than a chunked gather-and-dot
 over the same pairs, and the CSR products take ~30–40 ms each at (768, 16384, 4096 tokens, L0 64) against
@@ -61,7 +63,7 @@ def _col_order(cols: torch.Tensor) -> torch.Tensor:
 
 
 class SparseJumpReLULoss(torch.autograd.Function):
-    """(x̂, f, mse, l0) of the SPEC §1 loss, with gradients computed only on active / near-threshold pairs.
+    """(x̂, f, mse, l0 per token) of the SPEC §1 loss, with gradients only on active / near-threshold pairs.
 
     Inputs are 2-D: x_n [n, d_in] (the reconstruction target), x_in [n, d_in] (what the encoder reads; the
     same tensor as x_n unless b_dec is applied to the input), then the SAE's parameters and θ = exp(log θ).
@@ -101,7 +103,7 @@ class SparseJumpReLULoss(torch.autograd.Function):
         x_hat = torch.sparse.mm(f_csr, W_dec).add_(b_dec)
         diff = x_hat - x_n
         mse = diff.pow(2).sum(-1).mean()
-        l0 = torch.tensor(act.numel(), dtype=f.dtype, device=f.device) / n
+        l0 = torch.bincount(a_rows, minlength=n).to(f.dtype)  # per token: its number of active latents
 
         ctx.bandwidth = bandwidth
         ctx.n = n
@@ -134,7 +136,7 @@ class SparseJumpReLULoss(torch.autograd.Function):
         k = rectangle((vals - th) / eps)
         g_th = -(th / eps) * k * gf
         if grad_l0 is not None:
-            g_th = g_th - (1.0 / eps) * k * (grad_l0 / n)
+            g_th = g_th - (1.0 / eps) * k * grad_l0[rows]
         grad_theta = torch.zeros_like(theta).index_add_(0, cols, g_th)
 
         # pre: ∂L/∂pre = ∂L/∂f on active pairs, zero elsewhere.
@@ -168,10 +170,10 @@ def sparse_loss_parts(
     theta: torch.Tensor,
     bandwidth: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x̂, f, mse, l0) for inputs of any leading shape [..., d_in], via `SparseJumpReLULoss`."""
+    """(x̂, f, mse, l0 per token [...]) for inputs of any leading shape [..., d_in], via `SparseJumpReLULoss`."""
     lead = x_n.shape[:-1]
     x_hat, f, mse, l0 = SparseJumpReLULoss.apply(
         x_n.reshape(-1, x_n.shape[-1]), x_in.reshape(-1, x_in.shape[-1]), W_enc, b_enc, W_dec, b_dec,
         theta, bandwidth,
     )
-    return x_hat.reshape(*lead, -1), f.reshape(*lead, -1), mse, l0
+    return x_hat.reshape(*lead, -1), f.reshape(*lead, -1), mse, l0.reshape(lead)

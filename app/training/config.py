@@ -83,6 +83,11 @@ class TrainConfig:
     d_sae: int = _doc(0, "number of latents (required)")
     d_in: int | None = _doc(None, "expected activation width (checked against the data; default: taken from it)")
     threshold_init: float = _doc(0.001, "θ at init, normalised units")
+    threshold_param: str = _doc("linear", "how θ trains: linear (θ itself, projected to ≥ 0) | log (exp(log θ), "
+                                          "Gemma Scope 1); see docs/training.md")
+    decoder: str = _doc("free", "free (rows learn their norm from --decoder-init-norm; folded to unit rows at save) "
+                                "| unit (rows renormalised every step, Gemma Scope 1)")
+    decoder_init_norm: float = _doc(0.1, "free decoder: norm of every W_dec row at init (W_enc = W_decᵀ)")
     bandwidth: float | None = _doc(None, "θ straight-through bandwidth ε, normalised units (default auto: 0.001 "
                                          "from 6k steps, up to 0.02)")
     normalize: bool = _doc(True, "scale inputs by one scalar so E‖x‖² = 1 (folded into the weights when saving; "
@@ -98,9 +103,11 @@ class TrainConfig:
     controller_rate: float = _doc(0.05, "target-L0 controller gain of log λ on log(L0 / target) per step, "
                                         "clipped to ±1")
     # --- objective (app/training/objectives.py) ---------------------------------------------------------------
-    objective: str = _doc("step", "step (Gemma Scope 1) | quadratic (Gemma Scope 2) | tanh (Anthropic); "
-                                  "see docs/training.md")
-    quadratic_coefficient: float = _doc(0.1, "quadratic: λ_q of the (2/T)(L0 − T)² penalty (no controller)")
+    objective: str | None = _doc(None, "step (Gemma Scope 1) | quadratic (Gemma Scope 2) | tanh (Anthropic); "
+                                       "default: quadratic with a target L0, step with --l0-coefficient; "
+                                       "see docs/training.md")
+    quadratic_coefficient: float | None = _doc(None, "quadratic: λ_q of the (2/T)(L0 − T)² penalty (no controller; "
+                                                     "default 1/d_in)")
     frequency_coefficient: float = _doc(0.0, "quadratic: weight λ_f of the firing-frequency penalty")
     tanh_scale: float = _doc(4.0, "tanh: c of tanh(c·f·‖W_dec‖)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
@@ -108,11 +115,12 @@ class TrainConfig:
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
     batch_size: int = _doc(4096, "tokens per optimiser step, over all ranks")
     lr: float | None = _doc(None, "peak learning rate (default auto: 7e-5 for long runs, up to 1e-2 for short ones)")
-    threshold_lr: float | None = _doc(None, "peak learning rate of log θ (default auto: max(lr, 10/steps))")
+    threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/steps), divided by "
+                                            "√d_in for a linear θ)")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
-    adam_beta1: float = _doc(0.0, "Adam β1")
+    adam_beta1: float = _doc(0.9, "Adam β1")
     adam_beta2: float = _doc(0.999, "Adam β2")
     adam_eps: float = _doc(1e-8, "Adam ε")
     grad_clip: float = _doc(1.0, "max global gradient norm, 0 = off")
@@ -158,6 +166,8 @@ class TrainConfig:
             raise ValueError("give exactly one of --l0-coefficient or --target-l0")
         if self.l0_coefficient is None and self.target_l0 is None and self.d_sae > 0:
             self.target_l0 = default_target_l0(self.d_sae)
+        if self.objective is None:  # the recipe chosen by benchmarks/synthetic.py (docs/training.md)
+            self.objective = "step" if self.l0_coefficient is not None else "quadratic"
         checks: list[tuple[bool, str]] = [
             (self.d_sae > 0, f"--d-sae must be a positive integer, got {self.d_sae}"),
             (self.d_in is None or self.d_in > 0, f"--d-in must be positive, got {self.d_in}"),
@@ -185,7 +195,13 @@ class TrainConfig:
              f"--objective must be step, quadratic or tanh, got {self.objective!r}"),
             (self.objective != "quadratic" or self.target_l0 is not None,
              "--objective quadratic needs --target-l0 (it penalises (L0 − target)²)"),
-            (math.isfinite(self.quadratic_coefficient) and self.quadratic_coefficient > 0,
+            (self.threshold_param in ("linear", "log"),
+             f"--threshold-param must be linear or log, got {self.threshold_param!r}"),
+            (self.decoder in ("free", "unit"), f"--decoder must be free or unit, got {self.decoder!r}"),
+            (math.isfinite(self.decoder_init_norm) and self.decoder_init_norm > 0,
+             f"--decoder-init-norm must be > 0, got {self.decoder_init_norm}"),
+            (self.quadratic_coefficient is None
+             or (math.isfinite(self.quadratic_coefficient) and self.quadratic_coefficient > 0),
              f"--quadratic-coefficient must be > 0, got {self.quadratic_coefficient}"),
             (math.isfinite(self.frequency_coefficient) and self.frequency_coefficient >= 0,
              f"--frequency-coefficient must be >= 0, got {self.frequency_coefficient}"),

@@ -14,7 +14,8 @@ mse = mean_batch ‖x − x̂‖² and T the target L0:
   + λ_p · mean_batch Σ_i ReLU(θ_i − pre_i) · ‖W_dec,i‖ with c = --tanh-scale and λ_p = --pre-act-coefficient
   (the pre-activation loss pulls latents that never fire toward their threshold). λ is the controller's.
 
-The "quadratic" and "tanh" objectives run the dense path (they need every pre-activation).
+"tanh" and the frequency penalty run the dense path (they need every pre-activation); "step" and "quadratic"
+without it take the SAE's sparse path once few latents fire.
 """
 
 from __future__ import annotations
@@ -43,11 +44,18 @@ def _dense_parts(sae: JumpReLUSAE, x: torch.Tensor):
 
 
 def quadratic_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, target_l0: float,
-                   frequency_coefficient: float = 0.0) -> SAEOutput:
-    """Gemma Scope 2: mse + λ_q·mean (2/T)(L0_token − T)² + λ_f·(d_sae/T)·Σ_i p_i² (module docstring)."""
-    _, pre, theta, f, x_hat_n, mse = _dense_parts(sae, x)
-    h = step(pre, theta, sae.cfg.bandwidth)
-    l0_tokens = h.sum(-1)
+                   frequency_coefficient: float = 0.0, sparse: bool | None = None) -> SAEOutput:
+    """Gemma Scope 2: mse + λ_q·mean (2/T)(L0_token − T)² + λ_f·(d_sae/T)·Σ_i p_i² (module docstring).
+
+    Without the frequency penalty it runs on the SAE's own path (sparse once few latents fire, as "step" does);
+    the frequency penalty needs every H_i, so it runs dense.
+    """
+    if frequency_coefficient > 0:
+        _, pre, theta, f, x_hat_n, mse = _dense_parts(sae, x)
+        h = step(pre, theta, sae.cfg.bandwidth)
+        l0_tokens = h.sum(-1)
+    else:
+        x_hat_n, f, mse, l0_tokens = sae.loss_parts(x, sparse)
     loss = mse + coefficient * ((2.0 / target_l0) * (l0_tokens - target_l0).pow(2)).mean()
     if frequency_coefficient > 0:
         p = h.reshape(-1, sae.d_sae).mean(0)

@@ -15,8 +15,43 @@ which lets log θ travel ~10 nats in short runs, the run reaches the target with
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
-from app.training.config import Schedule
+from app.training.config import Schedule, TrainConfig
+
+
+class GroupLRs(NamedTuple):
+    """Peak learning rates of the trainer's three Adam groups (multiplied by `lr_factor` each step)."""
+
+    weights: float  # W_enc and W_dec
+    biases: float  # b_enc and b_dec
+    threshold: float  # θ (linear) or log θ
+
+
+def group_lrs(config: TrainConfig, sched: Schedule, d_in: int) -> GroupLRs:
+    """The peak LRs of a run on d_in-wide activations.
+
+    Linear θ (the default): θ, b_enc and b_dec are in activation units, and after the normalisation E‖x‖² = 1 a
+    coordinate has RMS 1/√d_in; Adam moves a parameter by ~lr per step whatever its scale, so these step at
+    lr/√d_in (the same as lr in units where every coordinate has RMS 1, as SAELens trains), θ at
+    max(lr, min(0.1, 10/steps))/√d_in (`Schedule.threshold_lr` scaled the same way). Measured on
+    benchmarks/synthetic.py s2 with a minimal trainer, 1024 steps (docs/training.md): mean max-cosine
+    0.98 with the scaling, 0.86 without.
+    Log θ (Gemma Scope 1): every weight at lr and log θ at `sched.threshold_lr`.
+    """
+    if config.threshold_param == "log":
+        return GroupLRs(sched.lr, sched.lr, sched.threshold_lr)
+    root = math.sqrt(d_in)
+    # θ must travel from its init to the scale of the pre-activations within the run: at most ~lr·steps, so
+    # short runs (where the LR is capped at 1e-2) give θ max(lr, 10/steps), as the log-θ rule does.
+    theta = config.threshold_lr if config.threshold_lr is not None else sched.threshold_lr / root
+    return GroupLRs(sched.lr, sched.lr / root, theta)
+
+
+def quadratic_coefficient(config: TrainConfig, d_in: int) -> float:
+    """λ_q of the quadratic objective: --quadratic-coefficient, else 1/d_in (λ_q = 1 against the squared error
+    summed in units where every coordinate has RMS 1, Gemma Scope 2's and SAELens's scale)."""
+    return config.quadratic_coefficient if config.quadratic_coefficient is not None else 1.0 / d_in
 
 
 def lr_factor(step: int, sched: Schedule) -> float:

@@ -1,7 +1,11 @@
 """One training step in the fixed order of SPEC §2; the trainer and benchmarks/train_throughput.py both run it.
 
     forward (the loss lives in the SAE's forward) → backward → [all-reduce gradients across ranks]
-    → remove each decoder row's radial gradient → clip the gradient norm → Adam → renormalise decoder rows
+    → [unit decoder: remove each decoder row's radial gradient] → clip the gradient norm → Adam
+    → [unit decoder: renormalise decoder rows] → [linear θ: project θ to ≥ 0]
+
+With a free decoder (the trainer's default, docs/training.md) the rows keep whatever norm they learn; the SAE is
+saved with `fold_decoder_norm()`, so a saved SAE still has unit rows.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ def training_step(
     autocast: contextlib.AbstractContextManager | None = None,
     sparse: bool | None = None,
     loss_fn: Callable[[JumpReLUSAE, torch.Tensor, float], SAEOutput] | None = None,
+    unit_decoder: bool = True,
 ) -> SAEOutput:
     """One optimiser step on batch `x` with sparsity coefficient λ = `l0_coefficient`; returns the forward output.
 
     `loss_fn(sae, x, λ)` replaces the SAE's own loss (mse + λ·L0) by another objective (app/training/objectives.py).
-    θ trains as log θ: an SAE whose θ is stored exactly (a loaded one) must call `make_threshold_trainable()`.
+    θ trains as log θ or as θ itself (`sae.use_linear_threshold()`): an SAE whose θ is stored exactly (a loaded
+    one) must call `make_threshold_trainable()` first. `unit_decoder=False` trains the decoder rows freely.
     """
     if not sae.threshold_trainable:
         raise ValueError("this SAE's thresholds are stored, not trainable: call sae.make_threshold_trainable() first")
@@ -52,9 +58,12 @@ def training_step(
     out.loss.backward()
     if average_gradients is not None:
         average_gradients()
-    project_decoder_grad_(sae)
+    if unit_decoder:
+        project_decoder_grad_(sae)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_([p for p in sae.parameters() if p.grad is not None], grad_clip)
     opt.step()
-    renormalise_decoder_(sae)
+    if unit_decoder:
+        renormalise_decoder_(sae)
+    sae.clamp_threshold_()
     return out

@@ -156,3 +156,28 @@ def test_autocast_runs_encoder_in_bf16_and_keeps_fp32_gradients() -> None:
     for name, g in grads.items():
         assert g.dtype == torch.float32 and torch.isfinite(g).all(), name
     torch.testing.assert_close(grads["W_dec"], ref_grads["W_dec"], rtol=0.2, atol=0.05)
+
+
+@pytest.mark.parametrize("linear", [False, True])
+@pytest.mark.parametrize("density", [0.02, 0.1])
+def test_quadratic_objective_sparse_matches_dense(density: float, linear: bool) -> None:
+    """Gemma Scope 2's quadratic penalty weighs each token's L0 by (L0_b − T): the per-token L0 of the sparse
+    path must carry those weights into θ's gradient exactly as the dense reference does."""
+    from app.training.objectives import quadratic_loss
+
+    results = []
+    for sparse in (False, True):
+        sae = _sae("float64", density)
+        if linear:
+            sae.use_linear_threshold()
+        x = _batch(sae)
+        out = quadratic_loss(sae, x, 0.7, target_l0=1.5, sparse=sparse)
+        sae.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
+        results.append(({"loss": out.loss.detach(), "l0": out.l0.detach(), "mse": out.mse.detach()}, grads))
+    (dense_v, dense_g), (sparse_v, sparse_g) = results
+    _assert_same(dense_v, sparse_v, "float64")
+    _assert_same(dense_g, sparse_g, "float64")
+    theta_grad = dense_g["linear_threshold" if linear else "log_threshold"]
+    assert theta_grad.abs().sum() > 0  # the window holds pairs: the comparison is not of zeros

@@ -1,0 +1,85 @@
+"""The default training recipe (docs/training.md): quadratic objective, linear θ, free decoder, per-group LRs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from app.sae import load_sae
+from app.training import TrainConfig, train
+from app.training.activations import save_activation_file
+from app.training.schedule import group_lrs, quadratic_coefficient
+from tests.training.planted import planted_activations
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(activations="a.safetensors", out="o", d_sae=64, target_l0=4.0, tokens=4096 * 100)
+    return TrainConfig(**(base | kw))
+
+
+def test_defaults_pick_the_benchmarked_recipe() -> None:
+    c = _cfg()
+    assert (c.objective, c.threshold_param, c.decoder, c.adam_beta1) == ("quadratic", "linear", "free", 0.9)
+    assert _cfg(target_l0=None, l0_coefficient=1e-3).objective == "step"  # a fixed λ keeps the L0 penalty
+    assert _cfg(objective="tanh").objective == "tanh"
+    for bad, match in ((dict(threshold_param="sqrt"), "threshold-param"), (dict(decoder="tied"), "decoder"),
+                       (dict(decoder_init_norm=0.0), "decoder-init-norm")):
+        with pytest.raises(ValueError, match=match):
+            _cfg(**bad)
+
+
+@pytest.mark.parametrize("d_in", [16, 576, 2304])
+def test_group_lrs_scale_activation_unit_parameters(d_in: int) -> None:
+    c = _cfg()
+    sched = c.schedule()
+    lrs = group_lrs(c, sched, d_in)
+    assert lrs.weights == sched.lr
+    assert lrs.biases == pytest.approx(sched.lr / math.sqrt(d_in), rel=1e-12)
+    assert lrs.threshold == pytest.approx(sched.threshold_lr / math.sqrt(d_in), rel=1e-12)
+    assert sched.threshold_lr == max(sched.lr, 10 / sched.total_steps)  # 100 steps: the short-run rule
+    assert group_lrs(_cfg(threshold_lr=0.02), sched, d_in).threshold == 0.02
+    log = _cfg(threshold_param="log")
+    assert tuple(group_lrs(log, log.schedule(), d_in)) == (sched.lr, sched.lr, log.schedule().threshold_lr)
+    assert quadratic_coefficient(c, d_in) == pytest.approx(1.0 / d_in)
+    assert quadratic_coefficient(_cfg(quadratic_coefficient=0.3), d_in) == 0.3
+
+
+def test_default_run_saves_unit_rows_and_logs_the_group_lrs(tmp_path) -> None:
+    """A free-decoder run folds its row norms at save: every saved row has the same norm, 1/input scale (unit in
+    normalised units, as the unit-decoder recipe saves), and the SAE reconstructs."""
+    x, _, planted = planted_activations(20_000, d_in=16, n_true=32, l0=3.0, seed=5)
+    data = save_activation_file(tmp_path / "acts.safetensors", x)
+    out = train(TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=32, target_l0=planted,
+                            tokens=1024 * 40, batch_size=1024, progress=False, device="cpu", checkpoint_every=0,
+                            lr_warmup_steps=0, lr_decay_fraction=0.0))
+    saved = json.loads((out / "train_config.json").read_text())
+    assert (saved["objective"], saved["threshold_param"], saved["decoder"]) == ("quadratic", "linear", "free")
+    sae = load_sae(out)
+    norms = torch.linalg.vector_norm(sae.W_dec.detach(), dim=1)
+    scale = float(x[:20_000].double().pow(2).sum(1).mean().rsqrt())  # E‖s·x‖² = 1 over the normalisation sample
+    assert torch.allclose(norms, torch.full_like(norms, 1.0 / scale), rtol=1e-3)
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    sched = TrainConfig.load(out).schedule()
+    assert last["threshold_lr"] == pytest.approx(sched.threshold_lr / 4.0 * last["lr"] / sched.lr, rel=1e-9)  # √16
+    assert last["lambda"] == pytest.approx(1.0 / 16)
+    with torch.no_grad():
+        fvu = float((x - sae.decode(sae.encode(x))).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    assert fvu < 0.6
+
+
+def test_gemma_scope_1_recipe_keeps_unit_rows_every_step(tmp_path) -> None:
+    """--threshold-param log --decoder unit --objective step: rows stay unit norm throughout (checkpoint)."""
+    from app.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    x, _, planted = planted_activations(8_000, d_in=12, n_true=24, l0=3.0, seed=6)
+    data = save_activation_file(tmp_path / "acts.safetensors", x)
+    out = train(TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=24, target_l0=planted,
+                            tokens=1024 * 8, batch_size=1024, progress=False, device="cpu", checkpoint_every=4,
+                            threshold_param="log", decoder="unit", objective="step", keep_checkpoints=2))
+    tensors, _ = load_checkpoint(latest_checkpoint(out))
+    assert "sae.log_threshold" in tensors and "sae.linear_threshold" not in tensors
+    norms = torch.linalg.vector_norm(tensors["sae.W_dec"], dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
