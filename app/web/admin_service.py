@@ -33,6 +33,28 @@ def corpus_root(settings: Any) -> Path:
     return Path(root)
 
 
+def start_runner(app: FastAPI) -> None:
+    """At server start: the job runner, recovering the previous server's jobs and serving their SAEs again.
+
+    A damaged jobs.db is logged by `get_runner`; the rest of the app serves and the admin says why.
+    """
+    if getattr(app.state, "settings", None) is None:
+        return
+    try:
+        get_runner(app)
+    except (HTTPException, JobStoreError):
+        pass
+
+
+def stop_runner(app: FastAPI) -> None:
+    """At server shutdown: stop watching jobs and close the job store (a later start makes a new runner)."""
+    runner = getattr(app.state, "job_runner", None)
+    if runner is not None:
+        runner.stop()
+        runner.store.close()
+        app.state.job_runner = None
+
+
 def get_runner(app: FastAPI) -> JobRunner:
     """The app's JobRunner, created and started on first use."""
     runner = getattr(app.state, "job_runner", None)

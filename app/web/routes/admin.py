@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from app.jobs import JobSpec, JobStoreError
+from app.jobs import JobSpec
 from app.jobs.explain_job import ExplainJobSpec
 from app.jobs.runner import JobConflict
 from app.web.admin_service import (
@@ -29,10 +29,11 @@ from app.web.admin_service import (
     act,
     delete_job,
     find_job,
-    get_runner,
     job_out,
     launch,
     runner_of,
+    start_runner,
+    stop_runner,
     store_errors_as_503,
 )
 from app.web.auth import AdminAuth, require_admin
@@ -43,17 +44,9 @@ from app.web.routes import admin_pages
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the job runner with the server (recovering jobs of a previous run); stop watching on shutdown."""
-    if getattr(app.state, "settings", None) is not None:
-        try:
-            get_runner(app)  # recovers the previous server's jobs and serves their SAEs again
-        except (HTTPException, JobStoreError):
-            pass  # a damaged jobs.db: logged by get_runner; the rest of the app serves, the admin says why
+    start_runner(app)
     yield
-    runner = getattr(app.state, "job_runner", None)
-    if runner is not None:
-        runner.stop()
-        runner.store.close()
-        app.state.job_runner = None
+    stop_runner(app)
 
 
 Admin = Annotated[AdminAuth, Depends(require_admin)]  # every admin API route needs the token
