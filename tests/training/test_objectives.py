@@ -106,14 +106,9 @@ def test_training_step_uses_the_given_objective() -> None:
 def test_each_objective_trains_to_the_target_l0(tmp_path, objective) -> None:
     x, _, planted = planted_activations(30_000, d_in=16, n_true=32, l0=3.0, seed=2)
     data = save_activation_file(tmp_path / "acts.safetensors", x)
-    # The quadratic runs in the Gemma Scope 1 parameterisation (log θ, unit rows, λ_q 0.1): with the default linear
-    # θ, whose LR is lr/√d_in, θ cannot travel far enough in 120 steps and L0 ends near 4.4 for 3.0 (docs/training.md,
-    # "Known limits"). This test is about the objective; tests/training/test_recipe.py covers the default recipe.
-    extra = dict(quadratic_coefficient=0.1, threshold_param="log", decoder="unit", adam_beta1=0.0) \
-        if objective == "quadratic" else {}
     cfg = TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=32, target_l0=planted,
                       tokens=1024 * 120, batch_size=1024, objective=objective, progress=False, device="cpu",
-                      checkpoint_every=0, **extra)
+                      checkpoint_every=0)
     out = train(cfg)
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert abs(last["l0"] - planted) <= 0.35 * planted, last
