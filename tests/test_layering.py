@@ -77,3 +77,37 @@ def test_only_web_modules_import_web_packages(path):
     if rel.startswith(WEB_MODULES[0]) or rel == WEB_MODULES[1]:
         return
     assert not (_imported_roots(path) & set(WEB)), f"{rel} imports a web package"
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """{package: packages it imports} over app/'s top-level packages and modules, from every import statement
+    (function-local ones included; `if TYPE_CHECKING:` blocks excluded: they never run)."""
+    edges: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        parts = path.relative_to(ROOT / "app").parts
+        pkg = parts[0].removesuffix(".py")
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                if name.startswith("app.") and name.split(".")[1] != pkg:
+                    edges.setdefault(pkg, set()).add(name.split(".")[1])
+    return edges
+
+
+def test_no_import_cycle_between_packages() -> None:
+    """Imports point one way (README): no package of app/ reaches itself through another's imports."""
+    edges = _package_imports()
+    assert edges.get("web") and "sae" in edges.get("training", set())  # the scan sees real imports
+    for start in edges:
+        seen, stack = set(), list(edges[start])
+        while stack:
+            pkg = stack.pop()
+            assert pkg != start, f"import cycle: app.{start} reaches itself through app.{sorted(edges[start])}"
+            if pkg not in seen:
+                seen.add(pkg)
+                stack.extend(edges.get(pkg, ()))

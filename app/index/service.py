@@ -17,13 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.explain import store as explain_store  # the explanation tables' home (hand-written ones: 'human')
 from app.index.config import IndexConfig
 from app.index.state import hist_edges
 from app.index.store import all_meta, connect, from_blob, get_meta, token_texts
 from app.index.theta_window import theta_edges
-
-MAX_EXPLANATION = 4000  # characters
 
 
 class IndexMissing(FileNotFoundError):
@@ -34,7 +31,8 @@ class LatentNotFound(KeyError):
     """The latent number is out of range for this SAE."""
 
 
-def _open(db_path: str | os.PathLike, readonly: bool = True) -> sqlite3.Connection:
+def open_index(db_path: str | os.PathLike, readonly: bool = True) -> sqlite3.Connection:
+    """A connection to the index at `db_path`; IndexMissing when there is none or it is not an index."""
     path = Path(db_path)
     if not path.is_file():
         raise IndexMissing(f"no latent index at {path}: run `jumpscope index` first")
@@ -51,7 +49,8 @@ def _d_sae(conn: sqlite3.Connection, path: Any) -> int:
     return int(d)
 
 
-def _check_latent(conn: sqlite3.Connection, path: Any, latent: Any) -> int:
+def check_latent(conn: sqlite3.Connection, path: Any, latent: Any) -> int:
+    """`latent` as an int; LatentNotFound when it is not a number or out of the SAE's range."""
     d = _d_sae(conn, path)
     try:
         i = int(latent)
@@ -92,8 +91,8 @@ def loss_effect_status(conn: sqlite3.Connection, latent: int) -> str:
 
 def latent_dashboard(db_path: str | os.PathLike, latent: int) -> dict[str, Any]:
     """Everything one latent's dashboard shows, as JSON-able data (shape agreed in the team contract)."""
-    with closing(_open(db_path)) as conn:
-        i = _check_latent(conn, db_path, latent)
+    with closing(open_index(db_path)) as conn:
+        i = check_latent(conn, db_path, latent)
         row = conn.execute("SELECT * FROM latents WHERE latent = ?", (i,)).fetchone()
         if row is None:
             status = get_meta(conn, "status")
@@ -191,7 +190,7 @@ def search_latents(db_path: str | os.PathLike, query: str, limit: int = 20) -> l
     """
     limit = max(1, min(int(limit), 1000))
     q = (query or "").strip()
-    with closing(_open(db_path)) as conn:
+    with closing(open_index(db_path)) as conn:
         d = _d_sae(conn, db_path)
         seen = int(get_meta(conn, "tokens_seen", 0)) or 1
         hits: list[int] = []
@@ -225,29 +224,15 @@ def search_latents(db_path: str | os.PathLike, query: str, limit: int = 20) -> l
     return out
 
 
-def set_explanation(db_path: str | os.PathLike, latent: int, text: str | None) -> None:
-    """Store (or, for empty text, remove) a latent's hand-written explanation; it is shown before any auto
-    explanation (app.explain) and searchable at once through FTS5."""
-    if text is not None and len(text) > MAX_EXPLANATION:
-        raise ValueError(f"explanation is too long ({len(text)} characters; at most {MAX_EXPLANATION})")
-    with closing(_open(db_path, readonly=False)) as conn:
-        i = _check_latent(conn, db_path, latent)
-        explain_store.ensure_schema(conn)
-        if text is None or not text.strip():
-            explain_store.delete_explanation(conn, i, explain_store.HUMAN)
-        else:
-            explain_store.put_explanation(conn, i, text, explain_store.HUMAN, source=explain_store.HUMAN)
-
-
 def index_corpus(db_path: str | os.PathLike) -> str | None:
     """The corpus the index was built on (recorded from schema v2 on), or None."""
-    with closing(_open(db_path)) as conn:
+    with closing(open_index(db_path)) as conn:
         return get_meta(conn, "corpus")
 
 
 def index_summary(db_path: str | os.PathLike) -> dict[str, Any]:
     """Tokens, d_sae, status, SAE metadata, model, index settings and eval metrics of an index."""
-    with closing(_open(db_path)) as conn:
+    with closing(open_index(db_path)) as conn:
         meta = all_meta(conn)
         d = _d_sae(conn, db_path)
         seen = int(meta.get("tokens_seen", 0))

@@ -9,6 +9,7 @@ import sqlite3
 from typing import Any
 
 from app.encoding import latent_weights_summary
+from app.explain import human as human_explanations
 from app.index import service as index_service
 from app.index.lazy_loss import ensure_loss_effects
 from app.lm.hooks import hook_of
@@ -90,7 +91,7 @@ def save_explanation(entry: SAEEntry, latent: int, text: str) -> None:
     if not entry.indexed:
         raise missing
     try:
-        index_service.set_explanation(entry.index_db, latent, text.strip())
+        human_explanations.set_explanation(entry.index_db, latent, text.strip())
     except index_service.IndexMissing:
         raise missing from None
     except sqlite3.DatabaseError as e:

@@ -7,7 +7,7 @@ from contextlib import closing
 
 import pytest
 
-from app.explain import store
+from app.explain import human, store
 from app.explain.examples import ExampleSource
 from app.explain.runner import Cancelled, parse_latents, run_explain
 from app.index import service
@@ -46,7 +46,7 @@ def test_put_get_list_and_shown_order(sae_dir):
 def test_auto_run_never_overwrites_hand_written(sae_dir):
     db = sae_dir / "index.db"
     latent = _alive(db)[0]
-    service.set_explanation(db, latent, "my own words")
+    human.set_explanation(db, latent, "my own words")
     counts = run_explain(db, "builtin")
     assert counts.explained == len(_alive(db)) and counts.failed == 0
     with closing(store.open_db(db, readonly=True)) as conn:
@@ -55,7 +55,7 @@ def test_auto_run_never_overwrites_hand_written(sae_dir):
     assert mine.text == "my own words" and mine.source == "human"
     assert auto is not None and auto.source == "auto" and auto.text != "my own words"
     assert service.latent_dashboard(db, latent)["explanation"] == "my own words"
-    service.set_explanation(db, latent, "")  # clearing the hand-written text shows the auto one
+    human.set_explanation(db, latent, "")  # clearing the hand-written text shows the auto one
     assert service.latent_dashboard(db, latent)["explanation"] == auto.text
 
 
@@ -136,7 +136,7 @@ def test_views_for_pages(sae_dir):
     assert views.explanation_fields(db, alive[0]) == {"explanation_source": None, "explanation_explainer": None,
                                                       "explanation_scores": {}}
     run_explain(db, "builtin")
-    service.set_explanation(db, alive[0], "hand")
+    human.set_explanation(db, alive[0], "hand")
     f = views.explanation_fields(db, alive[0])
     assert f["explanation_source"] == "human" and f["explanation_scores"] == {}  # nobody scored the human text
     f = views.explanation_fields(db, alive[1])

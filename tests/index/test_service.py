@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from app.explain.human import set_explanation
 from app.index.activations import corpus_rows
 from app.index.service import (
     IndexMissing,
@@ -15,7 +16,6 @@ from app.index.service import (
     index_summary,
     latent_dashboard,
     search_latents,
-    set_explanation,
 )
 from app.lm.hooks import capture, intervene
 from tests.index._index_brute import HOOK

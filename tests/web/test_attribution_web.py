@@ -157,7 +157,7 @@ def test_measure_button_partial(lclient):
 
 
 def test_inspect_layer_view(lclient, layer_services):
-    from app.index import service as index_service
+    from app.explain import human
 
     page = lclient.get("/", params={"text": TEXT})
     assert page.status_code == 200 and 'id="layer-view"' in page.text and "/inspect/layers?text=" in page.text
@@ -166,11 +166,11 @@ def test_inspect_layer_view(lclient, layer_services):
     enc = lclient.post("/api/encode", json={"text": TEXT, "sae": "tiny-sae"}).json()
     latent = enc["latents_per_token"][2][0]["latent"]
     db = layer_services.get("tiny-sae").index_db
-    index_service.set_explanation(db, latent, "a latent's <explanation>")
+    human.set_explanation(db, latent, "a latent's <explanation>")
     try:
         one = lclient.get("/inspect/layers", params={"text": TEXT, "token": 2}, headers=HX)
     finally:
-        index_service.set_explanation(db, latent, "")
+        human.set_explanation(db, latent, "")
     assert one.status_code == 200 and 'id="layer-token"' in one.text
     assert "a latent&#39;s &lt;explanation&gt;" in one.text  # from the index, escaped
     assert "blocks.0.hook_resid_post" in one.text and "blocks.2.hook_mlp_out" in one.text

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.encoding import encode_text
+from app.explain.human import MAX_EXPLANATION
 from app.lm.chat import has_chat_template
 from app.sae import UnknownLatent
 from app.steering import MODES, Intervention, ablation_effect, steer
@@ -27,7 +28,6 @@ from app.web.services import UnknownSAE
 router = APIRouter(include_in_schema=False)
 
 EXPECTED = (ValueError, UnknownLatent, UnknownSAE)
-MAX_EXPLANATION = 2000  # characters
 
 
 def status_of(exc: Exception) -> int:
