@@ -110,6 +110,10 @@ class TrainConfig:
                                                      "default 1/d_in)")
     frequency_coefficient: float = _doc(0.0, "quadratic: weight λ_f of the firing-frequency penalty")
     tanh_scale: float = _doc(4.0, "tanh: c of tanh(c·f·‖W_dec‖)")
+    aux_coefficient: float = _doc(1 / 32, "weight α of the AuxK loss that trains dead latents on the residual "
+                                  "(any objective; off during the LR decay; 0 = off)")
+    aux_k: int | None = _doc(None, "AuxK: dead latents per token that reconstruct the residual (default d_in / 2)")
+    aux_dead_window: int = _doc(65_536, "AuxK: tokens without firing before a latent counts as dead for it")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
@@ -207,6 +211,10 @@ class TrainConfig:
              f"--frequency-coefficient must be >= 0, got {self.frequency_coefficient}"),
             (math.isfinite(self.tanh_scale) and self.tanh_scale > 0,
              f"--tanh-scale must be > 0, got {self.tanh_scale}"),
+            (math.isfinite(self.aux_coefficient) and self.aux_coefficient >= 0,
+             f"--aux-coefficient must be >= 0, got {self.aux_coefficient}"),
+            (self.aux_k is None or self.aux_k >= 1, f"--aux-k must be >= 1, got {self.aux_k}"),
+            (self.aux_dead_window >= 1, f"--aux-dead-window must be >= 1, got {self.aux_dead_window}"),
             (math.isfinite(self.pre_act_coefficient) and self.pre_act_coefficient >= 0,
              f"--pre-act-coefficient must be >= 0, got {self.pre_act_coefficient}"),
             (self.buffer_tokens > 0, f"--buffer-tokens must be positive, got {self.buffer_tokens}"),

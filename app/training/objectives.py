@@ -14,6 +14,11 @@ mse = mean_batch ‖x − x̂‖² and T the target L0:
   + λ_p · mean_batch Σ_i ReLU(θ_i − pre_i) · ‖W_dec,i‖ with c = --tanh-scale and λ_p = --pre-act-coefficient
   (the pre-activation loss pulls latents that never fire toward their threshold). λ is the controller's.
 
+Any objective can add AuxK for dead latents (`with_dead_aux`, --aux-coefficient α, on by default): latents not
+active over the last --aux-dead-window tokens reconstruct the residual e = x − x̂ with each token's top-k of their
+ReLU pre-activations, loss += α·‖e − ê‖²/‖e‖² (OpenAI's "Scaling and evaluating sparse autoencoders", there for
+TopK SAEs). The trainer applies it until the LR decay begins.
+
 "tanh" and the frequency penalty run the dense path (they need every pre-activation); "step" and "quadratic"
 without it take the SAE's sparse path once few latents fire.
 """
@@ -92,3 +97,29 @@ def loss_fn(objective: str, target_l0: float | None = None, frequency_coefficien
     if objective == "tanh":
         return lambda sae, x, lam: tanh_loss(sae, x, lam, tanh_scale, pre_act_coefficient)
     raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead: torch.Tensor, k: int) -> torch.Tensor:
+    """AuxK for the latents `dead` (indices): ‖e − ê‖² / ‖e‖² with e = x_n − x̂_n (no gradient) and ê the decoding
+    of each token's top-k ReLU pre-activations among the dead latents.
+
+    Dead latents get no gradient from the reconstruction; this one aligns their encoder and decoder rows with what
+    the live latents miss, so that once their pre-activations cross θ they fire on something useful.
+    """
+    x_n = x.to(sae.dtype).reshape(-1, sae.cfg.d_in) * sae.input_scale
+    if sae.cfg.apply_b_dec_to_input:
+        x_n = x_n - sae.b_dec
+    e = (x_n - x_hat_n.reshape(-1, sae.cfg.d_in)).detach()
+    pre = torch.addmm(sae.b_enc[dead], x_n, sae.W_enc[:, dead]).relu()
+    top = pre.topk(min(k, dead.numel()), dim=-1)
+    e_hat = torch.zeros_like(pre).scatter(-1, top.indices, top.values) @ sae.W_dec[dead]
+    return (e - e_hat).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+
+
+def with_dead_aux(objective: LossFn | None, dead: torch.Tensor, coefficient: float, k: int) -> LossFn:
+    """`objective` (None: the SAE's own loss) plus α·AuxK over the latents `dead` (`dead_aux_loss`)."""
+    def fn(sae: JumpReLUSAE, x: torch.Tensor, lam: float) -> SAEOutput:
+        out = sae(x, lam) if objective is None else objective(sae, x, lam)
+        aux = dead_aux_loss(sae, x, out.x_hat * sae.input_scale, dead, k)
+        return out._replace(loss=out.loss + coefficient * aux)
+    return fn

@@ -35,7 +35,7 @@ from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
-from app.training.objectives import loss_fn
+from app.training.objectives import loss_fn, with_dead_aux
 from app.training.schedule import GroupLRs, L0Controller, group_lrs, lr_factor, quadratic_coefficient, warmed_lambda
 from app.training.step import training_step
 from app.training.summary import run_summary
@@ -47,10 +47,11 @@ METRICS_FILE = "metrics.jsonl"
 _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
                 "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
-                "decoder_init_norm", "quadratic_coefficient")
+                "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window")
 # A key missing from an older run's config: what it meant then.
 _RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
-                  "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1}
+                  "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
+                  "aux_dead_window": 65_536}
 
 
 def train(config: TrainConfig) -> Path:
@@ -175,6 +176,7 @@ class Trainer:
         objective = loss_fn(c.objective, c.target_l0, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient)
         fixed_lambda = quadratic_coefficient(c, plan.d_in) if quadratic else c.l0_coefficient
         stats = LatentStats(c.d_sae, dead_window=sched.dead_window)
+        aux_k = c.aux_k or max(1, plan.d_in // 2)
         final_stats = LatentStats(c.d_sae, dead_window=sched.dead_window)  # densities for sparsity.safetensors
         start = 0
         if ckpt is not None:
@@ -202,8 +204,13 @@ class Trainer:
             for group, peak in zip(opt.param_groups, lrs):
                 group["lr"] = peak * factor
             lam = controller.lam if controller else warmed_lambda(step, fixed_lambda, sched.l0_warmup)
+            step_loss = objective
+            if c.aux_coefficient > 0 and step < sched.lr_decay_start:  # AuxK until the LR decay begins
+                dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1)
+                if dead.numel():
+                    step_loss = with_dead_aux(objective, dead.to(self.device), c.aux_coefficient, aux_k)
             out = training_step(sae, opt, x, lam, grad_clip=c.grad_clip, autocast=self._autocast(),
-                                average_gradients=lambda: dist.average_gradients(weights), loss_fn=objective,
+                                average_gradients=lambda: dist.average_gradients(weights), loss_fn=step_loss,
                                 unit_decoder=c.decoder == "unit")
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size

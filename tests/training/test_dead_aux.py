@@ -1,0 +1,100 @@
+"""AuxK for dead latents (app/training/objectives.py: dead_aux_loss, with_dead_aux) against a per-token brute force."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import pytest
+import torch
+
+from app.sae import JumpReLUSAE
+from app.training import TrainConfig, train
+from app.training import trainer as trainer_module
+from app.training.activations import save_activation_file
+from app.training.objectives import dead_aux_loss, quadratic_loss, with_dead_aux
+from tests.training.planted import planted_activations
+
+
+def _sae(d_in: int = 5, d_sae: int = 12, seed: int = 0) -> tuple[JumpReLUSAE, torch.Tensor]:
+    sae = JumpReLUSAE.create(d_in, d_sae, threshold=0.2, seed=seed, bandwidth=0.5, dtype="float64")
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        sae.b_enc.copy_(0.2 * torch.randn(d_sae, generator=g, dtype=torch.float64))
+        sae.W_dec.mul_(torch.linspace(0.3, 1.5, d_sae, dtype=torch.float64).unsqueeze(1))
+        sae.input_scale.fill_(1.3)
+    return sae, torch.randn(40, d_in, generator=g, dtype=torch.float64)
+
+
+def _brute(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead: list[int], k: int) -> torch.Tensor:
+    """‖e − ê‖²/‖e‖² summed token by token: each token's k largest ReLU pre-activations among `dead`."""
+    xn = x * sae.input_scale
+    e = (xn - x_hat_n).detach()
+    num = torch.zeros((), dtype=x.dtype)
+    for t in range(x.shape[0]):
+        pre = {i: torch.relu(xn[t] @ sae.W_enc[:, i] + sae.b_enc[i]) for i in dead}
+        chosen = sorted(dead, key=lambda i: float(pre[i].detach()), reverse=True)[:k]
+        e_hat = sum((pre[i] * sae.W_dec[i] for i in chosen), torch.zeros_like(e[t]))
+        num = num + (e[t] - e_hat).pow(2).sum()
+    return num / e.pow(2).sum()
+
+
+@pytest.mark.parametrize("k", [1, 3, 20])
+def test_dead_aux_loss_value_and_gradients_match_a_per_token_brute_force(k: int) -> None:
+    sae, x = _sae()
+    dead = [1, 4, 5, 9, 11]
+    x_hat_n = sae(x, 0.0).x_hat.detach() * sae.input_scale
+    got = dead_aux_loss(sae, x, x_hat_n, torch.tensor(dead), k)
+    grads = torch.autograd.grad(got, [sae.W_enc, sae.b_enc, sae.W_dec])
+    want = _brute(sae, x, x_hat_n, dead, k)
+    want_grads = torch.autograd.grad(want, [sae.W_enc, sae.b_enc, sae.W_dec])
+    assert float(got) == pytest.approx(float(want), rel=1e-12)
+    for g, w in zip(grads, want_grads):
+        torch.testing.assert_close(g, w)
+    live = [i for i in range(sae.d_sae) if i not in dead]  # only the dead latents learn from it
+    assert float(grads[0][:, live].abs().sum() + grads[1][live].abs().sum() + grads[2][live].abs().sum()) == 0
+    assert float(grads[2][dead].abs().sum()) > 0
+
+
+def test_with_dead_aux_adds_alpha_times_auxk_to_the_objective() -> None:
+    sae, x = _sae(seed=2)
+    dead = torch.tensor([0, 3, 7])
+    base = lambda s, xb, lam: quadratic_loss(s, xb, lam, 2.0)  # noqa: E731
+    out = with_dead_aux(base, dead, 0.25, 2)(sae, x, 0.5)
+    plain = base(sae, x, 0.5)
+    aux = dead_aux_loss(sae, x, plain.x_hat * sae.input_scale, dead, 2)
+    assert float(out.loss) == pytest.approx(float(plain.loss + 0.25 * aux), rel=1e-12)
+    own = with_dead_aux(None, dead, 0.25, 2)(sae, x, 0.5)  # None: the SAE's own loss (mse + λ·L0)
+    assert float(own.loss) == pytest.approx(float(sae(x, 0.5).loss + 0.25 * aux), rel=1e-12)
+
+
+def test_the_trainer_applies_auxk_to_dead_latents_only_until_the_lr_decay(tmp_path, monkeypatch) -> None:
+    x, _, planted = planted_activations(20_000, d_in=8, n_true=12, l0=2.0, seed=4)
+    data = save_activation_file(tmp_path / "acts.safetensors", x)
+    calls: list[tuple[int, torch.Tensor]] = []
+    real = trainer_module.with_dead_aux
+
+    def spy(objective, dead, coefficient, k):
+        calls.append((sys._getframe(1).f_locals["step"], dead.clone()))  # the trainer loop's step
+        return real(objective, dead, coefficient, k)
+
+    monkeypatch.setattr(trainer_module, "with_dead_aux", spy)
+    cfg = TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=64, target_l0=planted,
+                      tokens=512 * 60, batch_size=512, progress=False, device="cpu", checkpoint_every=0,
+                      aux_dead_window=1024)
+    train(cfg)
+    decay_start = cfg.schedule().lr_decay_start
+    assert calls  # 64 latents for 12 planted directions: some go quiet
+    assert all(step < decay_start for step, _ in calls)
+    assert all(dead.numel() and int(dead.max()) < 64 for _, dead in calls)
+    calls.clear()
+    train(dataclasses.replace(cfg, out=str(tmp_path / "off"), aux_coefficient=0.0))
+    assert not calls
+
+
+def test_auxk_options_are_validated() -> None:
+    base = dict(activations="a", out="o", d_sae=8, tokens=4096, target_l0=2.0)
+    for key, value, flag in (("aux_coefficient", -1.0, "--aux-coefficient"), ("aux_k", 0, "--aux-k"),
+                             ("aux_dead_window", 0, "--aux-dead-window")):
+        with pytest.raises(ValueError, match=flag):
+            TrainConfig(**base, **{key: value})
