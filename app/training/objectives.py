@@ -107,10 +107,9 @@ def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead
     the live latents miss, so that once their pre-activations cross θ they fire on something useful.
     """
     x_n = x.to(sae.dtype).reshape(-1, sae.cfg.d_in) * sae.input_scale
-    if sae.cfg.apply_b_dec_to_input:
-        x_n = x_n - sae.b_dec
     e = (x_n - x_hat_n.reshape(-1, sae.cfg.d_in)).detach()
-    pre = torch.addmm(sae.b_enc[dead], x_n, sae.W_enc[:, dead]).relu()
+    x_in = x_n - sae.b_dec if sae.cfg.apply_b_dec_to_input else x_n  # the encoder's input, as in pre_acts
+    pre = torch.addmm(sae.b_enc[dead], x_in, sae.W_enc[:, dead]).relu()
     top = pre.topk(min(k, dead.numel()), dim=-1)
     e_hat = torch.zeros_like(pre).scatter(-1, top.indices, top.values) @ sae.W_dec[dead]
     return (e - e_hat).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)

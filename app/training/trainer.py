@@ -176,8 +176,8 @@ class Trainer:
         objective = loss_fn(c.objective, c.target_l0, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient)
         fixed_lambda = quadratic_coefficient(c, plan.d_in) if quadratic else c.l0_coefficient
         stats = LatentStats(c.d_sae, dead_window=sched.dead_window)
-        aux_k = c.aux_k or max(1, plan.d_in // 2)
         final_stats = LatentStats(c.d_sae, dead_window=sched.dead_window)  # densities for sparsity.safetensors
+        aux_k = c.aux_k or max(1, plan.d_in // 2)  # AuxK's k, d_in / 2 by default
         start = 0
         if ckpt is not None:
             start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats)
