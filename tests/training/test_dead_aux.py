@@ -48,7 +48,7 @@ def test_dead_aux_loss_value_and_gradients_match_a_per_token_brute_force(k: int)
     grads = torch.autograd.grad(got, [sae.W_enc, sae.b_enc, sae.W_dec])
     want = _brute(sae, x, x_hat_n, dead, k)
     want_grads = torch.autograd.grad(want, [sae.W_enc, sae.b_enc, sae.W_dec])
-    assert float(got) == pytest.approx(float(want), rel=1e-12)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
     for g, w in zip(grads, want_grads):
         torch.testing.assert_close(g, w)
     live = [i for i in range(sae.d_sae) if i not in dead]  # only the dead latents learn from it
