@@ -63,9 +63,9 @@ def test_with_dead_aux_adds_alpha_times_auxk_to_the_objective() -> None:
     out = with_dead_aux(base, dead, 0.25, 2)(sae, x, 0.5)
     plain = base(sae, x, 0.5)
     aux = dead_aux_loss(sae, x, plain.x_hat * sae.input_scale, dead, 2)
-    assert float(out.loss) == pytest.approx(float(plain.loss + 0.25 * aux), rel=1e-12)
+    assert out.loss.item() == pytest.approx((plain.loss + 0.25 * aux).item(), rel=1e-12)
     own = with_dead_aux(None, dead, 0.25, 2)(sae, x, 0.5)  # None: the SAE's own loss (mse + λ·L0)
-    assert float(own.loss) == pytest.approx(float(sae(x, 0.5).loss + 0.25 * aux), rel=1e-12)
+    assert own.loss.item() == pytest.approx((sae(x, 0.5).loss + 0.25 * aux).item(), rel=1e-12)
 
 
 def test_the_trainer_applies_auxk_to_dead_latents_only_until_the_lr_decay(tmp_path, monkeypatch) -> None:
