@@ -66,16 +66,17 @@ def harvest(model: Path, corpus: Path, tokens: int, out: Path, layer: int = 15, 
 
 @torch.no_grad()
 def measure(sae_dir: Path, activations: Path) -> dict[str, float]:
-    """Dead fraction (never active over every held-out row), mean L0 and FVU of one SAE on an activation file."""
+    """Dead fraction (never active over every held-out row), dense fraction (active on > 10 % of them), mean L0
+    and FVU of one SAE on an activation file."""
     from safetensors import safe_open
 
     from app.sae import load_sae
     from app.training.activations import ACTIVATIONS_KEY
-    from app.training.metrics import FVUAccumulator
+    from app.training.metrics import DENSE_DENSITY, FVUAccumulator
 
     sae = load_sae(sae_dir).eval()
-    fired = torch.zeros(sae.d_sae, dtype=torch.bool)
-    active, n = 0.0, 0
+    counts = torch.zeros(sae.d_sae, dtype=torch.float64)
+    n = 0
     acc = FVUAccumulator()
     with safe_open(str(activations), framework="pt") as fh:
         sl = fh.get_slice(ACTIVATIONS_KEY)
@@ -83,12 +84,12 @@ def measure(sae_dir: Path, activations: Path) -> dict[str, float]:
         for lo in range(0, total, CHUNK_ROWS):
             x = sl[lo: lo + CHUNK_ROWS].float()
             f = sae.encode(x)
-            on = f > 0
-            fired |= on.any(0)
-            active += float(on.sum())
+            counts += (f > 0).sum(0, dtype=torch.float64)
             n += x.shape[0]
             acc.update(x, sae.decode(f).float())
-    return {"dead": 1.0 - float(fired.float().mean()), "tokens": n, "l0": active / n, "fvu": acc.fvu()}
+    density = counts / max(n, 1)
+    return {"dead": float((counts == 0).double().mean()), "dense": float((density > DENSE_DENSITY).double().mean()),
+            "tokens": n, "l0": float(counts.sum()) / max(n, 1), "fvu": acc.fvu()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {str(s): measure(s, args.activations) for s in args.sae}
     for s, r in results.items():
-        log.info("%s: dead %.4f over %d tokens, L0 %.2f, FVU %.4f", s, r["dead"], r["tokens"], r["l0"], r["fvu"])
+        log.info("%s: dead %.4f, dense %.4f over %d tokens, L0 %.2f, FVU %.4f", s, r["dead"], r["dense"], r["tokens"],
+                 r["l0"], r["fvu"])
     print(json.dumps(results))
     return 0
 

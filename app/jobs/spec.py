@@ -16,13 +16,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.lm.hooks import HOOK_KINDS, HookKind  # noqa: F401  (HOOK_KINDS re-exported for callers of the spec)
-from app.training.config import TrainConfig, default_target_l0, field_help
+from app.training.config import LONG_RUN_BATCH, TrainConfig, default_target_l0, field_help
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A Hugging Face hub id: "gpt2" or "org/name"; never a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-# Tokens of one optimiser step: `train` refuses --tokens below it (jobs use the trainer's default batch size).
-MIN_TOKENS = TrainConfig.__dataclass_fields__["batch_size"].default
+# The smallest token budget of a job: one long-run batch (`train` itself accepts down to one auto batch).
+MIN_TOKENS = LONG_RUN_BATCH
 # Defaults and help texts shared with TrainConfig (its documented fields); the ranges are the job form's own.
 _TRAIN = TrainConfig.__dataclass_fields__
 

@@ -63,6 +63,22 @@ def train(config: TrainConfig) -> Path:
         dist.close()
 
 
+def adopt_resumed_batch(config: TrainConfig) -> None:
+    """On --resume, an auto --batch-size takes the batch of the run being resumed (runs started before the auto
+    rule used 4096), so the schedule and the data stream stay that run's. Call before anything reads the batch."""
+    if not (config.resume and getattr(config, "_auto_batch", False)):
+        return
+    ckpt = latest_checkpoint(Path(config.out))
+    if ckpt is None:
+        return  # check_output says so
+    try:
+        was = json.loads((ckpt / CONFIG_FILE).read_text()).get("batch_size")
+    except (OSError, ValueError):
+        return
+    if isinstance(was, int) and was > 0:
+        config.batch_size = was
+
+
 def check_output(config: TrainConfig) -> Path | None:
     """Validate --out/--resume before any work; returns the checkpoint to resume from (or None)."""
     out = Path(config.out)
@@ -89,6 +105,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, dist: DistContext, plan: DataPlan | None = None) -> None:
         self.config, self.dist = config, dist
         self._plan = plan  # a sweep passes each run its plan (one LM shared); None: built from the config
+        adopt_resumed_batch(config)
         self.sched = config.schedule()
         self.out = Path(config.out)
         self.device = dist.device

@@ -49,8 +49,8 @@ def test_real_job_killed_then_resumed(make_runner, acts):
     from app.jobs.commands import pipeline
 
     r = make_runner(pipeline_fn=pipeline, device="cpu")
-    # Long enough (≈500 steps) that the job is still running after its first checkpoint on a fast machine.
-    rec = r.submit(JobSpec(d_sae=32, tokens=2_000_000, activations=str(acts), name="resumable"))
+    # Long enough (2,000 steps of the auto batch, 256) that the job is still running after its first checkpoint.
+    rec = r.submit(JobSpec(d_sae=32, tokens=512_000, activations=str(acts), name="resumable"))
     ckpts = Path(rec.out_dir) / "checkpoints"
     tick_until(r, rec.id, lambda j: not j.active or (ckpts.is_dir() and any(ckpts.iterdir())), timeout=240,
                interval=0.2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.training.config import TrainConfig
+from app.training.config import TrainConfig, default_batch_size
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
 
 
@@ -56,16 +56,16 @@ def test_long_runs_use_the_paper_recipe() -> None:
 
 
 def test_short_runs_scale_warmups_and_learning_rates() -> None:
-    s = _cfg(tokens=4096 * 300).schedule()
+    s = _cfg(tokens=4096 * 300, batch_size=4096).schedule()
     assert s.total_steps == 300
     assert s.lr_warmup == 15 and s.l0_warmup == 60  # 5 % and 20 % of the run
     assert s.lr == pytest.approx(0.01) and s.threshold_lr == pytest.approx(10 / 300)
     assert s.bandwidth == pytest.approx(0.02)
-    assert _cfg(tokens=4096 * 300, lr=1e-3).schedule().lr == 1e-3
+    assert _cfg(tokens=4096 * 300, batch_size=4096, lr=1e-3).schedule().lr == 1e-3
 
 
 def test_lr_factor_warms_up_then_decays_to_zero() -> None:
-    s = _cfg(tokens=4096 * 100).schedule()
+    s = _cfg(tokens=4096 * 100, batch_size=4096).schedule()
     factors = [lr_factor(i, s) for i in range(100)]
     assert factors[0] == pytest.approx(1 / s.lr_warmup) and max(factors) == 1.0
     assert factors[-1] == pytest.approx(1 / 20) and all(a >= b for a, b in zip(factors[80:], factors[81:]))
@@ -90,3 +90,23 @@ def test_json_round_trip(tmp_path) -> None:
     cfg.save(tmp_path)
     back = TrainConfig.load(tmp_path)
     assert back == cfg
+
+
+@pytest.mark.parametrize("tokens", [4096, 300_000, 524_288, 1_048_576, 1_228_800, 3_000_000, 8_388_607, 8_388_608,
+                                    10**9])
+def test_auto_batch_size_is_the_largest_power_of_two_that_keeps_2048_steps(tokens: int) -> None:
+    # Brute force over the allowed sizes: the largest with ≥ 2048 steps, else the smallest.
+    allowed = [256, 512, 1024, 2048, 4096]
+    want = max([b for b in allowed if tokens // b >= 2048], default=256)
+    assert default_batch_size(tokens) == want
+    cfg = _cfg(tokens=tokens)
+    assert cfg.batch_size == want and cfg.schedule().total_steps == tokens // want
+    assert _cfg(tokens=tokens, batch_size=4096).batch_size == 4096  # an explicit size is kept
+
+
+def test_auto_batch_size_spans_spec_batch_to_short_runs() -> None:
+    assert default_batch_size(10**9) == 4096  # SPEC §2's batch for long runs
+    assert _cfg(tokens=1_048_576).schedule().total_steps == 2048  # 1M tokens: 512 per step
+    with pytest.raises(ValueError, match="at least one batch"):
+        _cfg(tokens=100)
+

@@ -77,3 +77,21 @@ def test_resume_of_a_run_from_before_the_document_split(tmp_path) -> None:
     with pytest.raises(ValueError, match="holdout_every is 20 but the run .* used 0"):
         check_output(_cfg(data, out, **corpus_run))
     assert check_output(_cfg(data, out, **corpus_run, holdout_every=0)) == ckpt
+
+
+def test_resume_with_an_auto_batch_size_follows_the_resumed_run(tmp_path) -> None:
+    # A run paused at batch 64 (as runs before the auto rule paused at 4096); the auto rule would pick 256 for
+    # this budget, but --resume without --batch-size continues at 64 and equals the straight run.
+    data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8) + 0.3)
+    straight = train(_cfg(data, tmp_path / "a"))
+    train(_cfg(data, tmp_path / "b", stop_at_step=10))
+    auto = _cfg(data, tmp_path / "b", resume=True, batch_size=None)
+    assert auto.batch_size == 256
+    resumed = train(auto)
+    assert auto.batch_size == 64 and json.loads((resumed / "train_config.json").read_text())["batch_size"] == 64
+    a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    train(_cfg(data, tmp_path / "c", stop_at_step=10))
+    with pytest.raises(ValueError, match="batch_size is 128 but the run in .* used 64"):
+        train(_cfg(data, tmp_path / "c", resume=True, batch_size=128))  # an explicit size must match
