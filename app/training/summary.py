@@ -33,6 +33,7 @@ def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) 
         "target_l0": c.target_l0,
         "l0_coefficient": c.l0_coefficient,
         "steps": sched.total_steps,
+        "batch_size": c.batch_size,
         "tokens": sched.total_steps * c.batch_size,
         "resumed_at_step": start_step or None,
         "l0": rec.get("l0"),
@@ -73,7 +74,8 @@ def format_run_summary(s: dict[str, Any]) -> str:
     sparsity = f"target L0 {s['target_l0']:g}" if s.get("target_l0") else f"λ {_num(s.get('l0_coefficient'), 'g')}"
     lines = [
         f"{s['out']}: {s.get('hook_name') or 'activation file'}, d_sae {s['d_sae']}, {sparsity}",
-        f"  trained {s['steps']} steps, {s['tokens']} tokens"
+        f"  trained {s['steps']} steps"
+        + (f" of {s['batch_size']} tokens" if s.get("batch_size") else "") + f", {s['tokens']} tokens"
         + (f" (resumed at step {s['resumed_at_step']})" if s.get("resumed_at_step") else ""),
         f"  L0 {_num(s.get('l0'), '.2f')}   FVU {_num(s.get('fvu'), '.4f')}   dead "
         f"{_num(s.get('dead_fraction'), '.2%')} (never active over the last {s.get('dead_window')} tokens)   "

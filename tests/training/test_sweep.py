@@ -105,6 +105,7 @@ def test_harvest_logs_progress_and_run_ends_with_a_summary(tiny_model_dir, corpu
     assert summary["l0"] == pytest.approx(last["l0"]) and summary["fvu"] == pytest.approx(last["fvu"])
     assert summary["dead_fraction"] == last["dead_fraction"] and summary["dead_window"] == last["dead_window"]
     assert summary["tokens"] == 768 and summary["steps"] == 12 and summary["tokens_per_s"] > 0
+    assert summary["batch_size"] == 64 and "trained 12 steps of 64 tokens, 768 tokens" in messages[end]
     assert summary["lm_seconds"] > 0 and summary["wall_seconds"] >= summary["train_seconds"] > 0
     assert "L0" in messages[end] and "tokens/s" in messages[end]
     # The held-out check equals `jumpscope eval` on the same held-out contexts (splicing code, eval.json).
