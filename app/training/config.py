@@ -38,7 +38,8 @@ MIN_AUTO_BATCH = 256
 # reconstruct better (SmolLM2 layer 15, 1M tokens, held out: 31 % dead at batch 4096 = 256 steps, 2.2 % at
 # 512 = 2048 steps), but with the auto LR (3 / steps) much longer runs settle too slowly to hit a small target L0
 # (planted test, L0 3: 3.20 at 2,400 steps, 4.13 at 4,800), and a larger LR for small batches, which fixes that,
-# leaves 68–91 % of SmolLM2's latents dead; docs/training.md "Short runs: smaller batches".
+# leaves 68–91 % of SmolLM2's latents dead (11–12 % when only θ's is raised); docs/training.md "Short runs:
+# smaller batches".
 AUTO_BATCH_STEPS = 2048
 
 
