@@ -65,9 +65,11 @@ def train(config: TrainConfig) -> Path:
 
 def adopt_resumed_batch(config: TrainConfig) -> None:
     """On --resume, an auto --batch-size takes the batch of the run being resumed (runs started before the auto
-    rule used 4096), so the schedule and the data stream stay that run's. Call before anything reads the batch."""
+    rule used 4096), so the schedule and the data stream stay that run's. Call before anything reads the batch;
+    the first call decides (a sweep's runs are adopted before their Trainers are built)."""
     if not (config.resume and getattr(config, "_auto_batch", False)):
         return
+    config._auto_batch = False
     ckpt = latest_checkpoint(Path(config.out))
     if ckpt is None:
         return  # check_output says so
