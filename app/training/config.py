@@ -9,7 +9,9 @@ rules that depend on the run length (see `schedule()` and docs/training_recipe.m
 - `bandwidth=None` means auto: max(0.001, min(0.02, 6 / steps)) — the paper's ε for runs of ≥ 6k steps, a
   wider window (more pre-activations give θ a gradient, fewer latents die) for short runs;
 - `batch_size=None` means auto (`default_batch_size`): SPEC's 4096 from 8.4M tokens on, smaller batches (down to
-  256) below, so that a short run still takes 2048 optimiser steps.
+  256) below, so that a short run still takes 2048 optimiser steps;
+- `adam_beta2=None` means auto (`auto_adam_beta2`): SPEC's 0.999 from 20k steps on, down to 0.99 for runs of
+  ≤ 2k steps.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ MIN_AUTO_BATCH = 256
 # smaller batches".
 AUTO_BATCH_STEPS = 2048
 
+# Adam β2 of the auto rule (`auto_adam_beta2`): SPEC §2's for long runs; short runs average the squared gradient
+# over fewer steps. With 0.999 a 2048-step run still divides its step by the large gradients of the first
+# steps (dense start, L0 falling) for hundreds of steps; latents that stop firing then barely move and die
+# (SmolLM2 layer 15, 0.5M tokens, held out: 20 % dead at 0.999, 6 % at 0.99; docs/training.md "fifth pass").
+LONG_RUN_BETA2 = 0.999
+SHORT_RUN_BETA2 = 0.99
+SHORT_RUN_BETA2_SPAN = 20.0
+
 
 def default_batch_size(tokens: int) -> int:
     """The auto --batch-size: the largest power of two in [MIN_AUTO_BATCH, LONG_RUN_BATCH] that still gives
@@ -50,6 +60,12 @@ def default_batch_size(tokens: int) -> int:
     while batch > MIN_AUTO_BATCH and tokens // batch < AUTO_BATCH_STEPS:
         batch //= 2
     return batch
+
+
+def auto_adam_beta2(steps: int) -> float:
+    """The auto Adam β2: 1 − SHORT_RUN_BETA2_SPAN / steps within [SHORT_RUN_BETA2, LONG_RUN_BETA2], so that the
+    second-moment average spans at most a twentieth of the run (SPEC's 0.999 from 20k steps on)."""
+    return max(SHORT_RUN_BETA2, min(LONG_RUN_BETA2, 1.0 - SHORT_RUN_BETA2_SPAN / steps))
 
 
 def default_target_l0(d_sae: int) -> float:
@@ -65,6 +81,7 @@ class Schedule:
     lr: float  # peak learning rate of the weights
     bandwidth: float  # ε of the θ straight-through gradient
     threshold_lr: float  # peak learning rate of log θ
+    adam_beta2: float  # Adam's second-moment decay
     lr_warmup: int  # steps of linear LR warm-up
     lr_decay_start: int  # step where the linear decay to 0 begins
     l0_warmup: int  # steps of the λ warm-up (λ mode) or the target-L0 ramp (target mode)
@@ -137,6 +154,8 @@ class TrainConfig:
                                   "(any objective; off during the LR decay; 0 = off)")
     aux_k: int | None = _doc(None, "AuxK: dead latents per token that reconstruct the residual (default d_in / 2)")
     aux_dead_window: int = _doc(65_536, "AuxK: tokens without firing before a latent counts as dead for it")
+    aux_threshold_reset: bool = _doc(True, "AuxK: after each step, lower each dead latent's θ to its largest "
+                                           "pre-activation in the batch when that is > 0 (while AuxK runs)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
@@ -149,7 +168,8 @@ class TrainConfig:
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
     adam_beta1: float = _doc(0.9, "Adam β1")
-    adam_beta2: float = _doc(0.999, "Adam β2")
+    adam_beta2: float | None = _doc(None, "Adam β2 (default auto: 0.999 from 20k steps, down to 0.99 for runs of "
+                                          "≤ 2k steps)")
     adam_eps: float = _doc(1e-8, "Adam ε")
     grad_clip: float = _doc(1.0, "max global gradient norm, 0 = off")
     # --- runtime -----------------------------------------------------------------------------------------
@@ -215,7 +235,8 @@ class TrainConfig:
              f"--threshold-lr must be in (0, 1], got {self.threshold_lr}"),
             (0 < self.threshold_init < 1e6, f"--threshold-init must be > 0, got {self.threshold_init}"),
             (self.bandwidth is None or 0 < self.bandwidth < 1e6, f"--bandwidth must be > 0, got {self.bandwidth}"),
-            (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "Adam betas must be in [0, 1)"),
+            (0 <= self.adam_beta1 < 1 and (self.adam_beta2 is None or 0 <= self.adam_beta2 < 1),
+             "Adam betas must be in [0, 1)"),
             (0 < self.adam_eps < 1, f"--adam-eps must be in (0, 1), got {self.adam_eps}"),
             (self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}"),
             (self.lr_warmup_steps >= 0 and self.l0_warmup_steps >= 0, "warm-up steps must be >= 0"),
@@ -275,13 +296,15 @@ class TrainConfig:
         lr = self.lr if self.lr is not None else max(7e-5, min(1e-2, 3.0 / steps))
         threshold_lr = self.threshold_lr if self.threshold_lr is not None else max(lr, min(0.1, 10.0 / steps))
         bandwidth = self.bandwidth if self.bandwidth is not None else max(0.001, min(0.02, 6.0 / steps))
+        beta2 = self.adam_beta2 if self.adam_beta2 is not None else auto_adam_beta2(steps)
         lr_warmup = min(self.lr_warmup_steps, math.ceil(self.lr_warmup_fraction * steps))
         l0_warmup = min(self.l0_warmup_steps, math.ceil(self.l0_warmup_fraction * steps))
         decay_start = steps - int(self.lr_decay_fraction * steps)
         dead = self.dead_window if self.dead_window is not None else max(1, min(10_000_000, self.tokens // 4))
         log_every = self.log_every if self.log_every is not None else max(1, min(100, steps // 20))
         ckpt = self.checkpoint_every if self.checkpoint_every is not None else max(1, min(1000, steps // 4))
-        return Schedule(steps, lr, bandwidth, threshold_lr, lr_warmup, decay_start, l0_warmup, dead, log_every, ckpt)
+        return Schedule(steps, lr, bandwidth, threshold_lr, beta2, lr_warmup, decay_start, l0_warmup, dead, log_every,
+                        ckpt)
 
     # --- persistence -----------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -38,6 +38,12 @@ class DistContext:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def all_reduce_max(self, t: torch.Tensor) -> torch.Tensor:
+        """In-place maximum over ranks (returns t)."""
+        if self.enabled:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t
+
     def all_reduce_floats(self, *values: float) -> list[float]:
         """Sum a few Python floats over ranks (float64)."""
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)

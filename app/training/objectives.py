@@ -99,6 +99,17 @@ def loss_fn(objective: str, target_l0: float | None = None, frequency_coefficien
     raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
 
 
+def _normalised(sae: JumpReLUSAE, x: torch.Tensor) -> torch.Tensor:
+    """Raw activations → the SAE's normalised units, flattened to [tokens, d_in]."""
+    return x.to(sae.dtype).reshape(-1, sae.cfg.d_in) * sae.input_scale
+
+
+def _pre_acts_of(sae: JumpReLUSAE, x_n: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """Pre-activations [tokens, len(latents)] of the `latents` (indices) on normalised inputs, as `pre_acts`."""
+    x_in = x_n - sae.b_dec if sae.cfg.apply_b_dec_to_input else x_n
+    return torch.addmm(sae.b_enc[latents], x_in, sae.W_enc[:, latents])
+
+
 def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead: torch.Tensor, k: int) -> torch.Tensor:
     """AuxK for the latents `dead` (indices): ‖e − ê‖² / ‖e‖² with e = x_n − x̂_n (no gradient) and ê the decoding
     of each token's top-k ReLU pre-activations among the dead latents.
@@ -106,13 +117,36 @@ def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead
     Dead latents get no gradient from the reconstruction; this one aligns their encoder and decoder rows with what
     the live latents miss, so that once their pre-activations cross θ they fire on something useful.
     """
-    x_n = x.to(sae.dtype).reshape(-1, sae.cfg.d_in) * sae.input_scale
+    x_n = _normalised(sae, x)
     e = (x_n - x_hat_n.reshape(-1, sae.cfg.d_in)).detach()
-    x_in = x_n - sae.b_dec if sae.cfg.apply_b_dec_to_input else x_n  # the encoder's input, as in pre_acts
-    pre = torch.addmm(sae.b_enc[dead], x_in, sae.W_enc[:, dead]).relu()
+    pre = _pre_acts_of(sae, x_n, dead).relu()
     top = pre.topk(min(k, dead.numel()), dim=-1)
     e_hat = torch.zeros_like(pre).scatter(-1, top.indices, top.values) @ sae.W_dec[dead]
     return (e - e_hat).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+
+
+@torch.no_grad()
+def dead_max_pre(sae: JumpReLUSAE, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """The largest pre-activation of each latent in `dead` (indices) over the batch `x` (raw activations)."""
+    return _pre_acts_of(sae, _normalised(sae, x), dead).max(0).values
+
+
+@torch.no_grad()
+def lower_thresholds_(sae: JumpReLUSAE, latents: torch.Tensor, top: torch.Tensor) -> None:
+    """θ_i ← min(θ_i, top_i) for the `latents` whose `top_i` > 0 (the others keep θ).
+
+    With `top` the batch maximum of a dead latent's pre-activation (`dead_max_pre`), θ then sits at the top of
+    the latent's pre-activations: inside the straight-through window, so the reconstruction and the sparsity
+    penalty decide again whether it fires. A latent whose pre-activation is ≤ 0 on every token is left to AuxK.
+    """
+    reach = top > 0
+    idx, top = latents[reach], top[reach].to(sae.dtype)
+    if sae.linear_threshold is not None:
+        sae.linear_threshold[idx] = torch.minimum(sae.linear_threshold[idx], top)
+    elif sae.log_threshold is not None:
+        sae.log_threshold[idx] = torch.minimum(sae.log_threshold[idx], top.log())
+    else:
+        raise ValueError("the SAE's θ is stored, not trainable")
 
 
 def with_dead_aux(objective: LossFn | None, dead: torch.Tensor, coefficient: float, k: int) -> LossFn:

@@ -35,7 +35,7 @@ from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
-from app.training.objectives import loss_fn, with_dead_aux
+from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
 from app.training.schedule import GroupLRs, L0Controller, group_lrs, lr_factor, quadratic_coefficient, warmed_lambda
 from app.training.step import training_step
 from app.training.summary import run_summary
@@ -161,7 +161,7 @@ class Trainer:
             [{"params": [sae.W_enc, sae.W_dec], "lr": lrs.weights},
              {"params": [sae.b_enc, sae.b_dec], "lr": lrs.biases},
              {"params": [sae.threshold_parameter], "lr": lrs.threshold}],
-            betas=(float(c.adam_beta1), float(c.adam_beta2)), eps=c.adam_eps, fused=True,
+            betas=(float(c.adam_beta1), float(self.sched.adam_beta2)), eps=c.adam_eps, fused=True,
         )
 
     # --- the loop --------------------------------------------------------------------------------------------
@@ -223,14 +223,16 @@ class Trainer:
             for group, peak in zip(opt.param_groups, lrs):
                 group["lr"] = peak * factor
             lam = controller.lam if controller else warmed_lambda(step, fixed_lambda, sched.l0_warmup)
-            step_loss = objective
+            step_loss, dead = objective, None
             if c.aux_coefficient > 0 and step < sched.lr_decay_start:  # AuxK until the LR decay begins
-                dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1)
+                dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1).to(self.device)
                 if dead.numel():
-                    step_loss = with_dead_aux(objective, dead.to(self.device), c.aux_coefficient, aux_k)
+                    step_loss = with_dead_aux(objective, dead, c.aux_coefficient, aux_k)
             out = training_step(sae, opt, x, lam, grad_clip=c.grad_clip, autocast=self._autocast(),
                                 average_gradients=lambda: dist.average_gradients(weights), loss_fn=step_loss,
                                 unit_decoder=c.decoder == "unit")
+            if c.aux_threshold_reset and dead is not None and dead.numel():  # every rank lowers θ alike
+                lower_thresholds_(sae, dead, dist.all_reduce_max(dead_max_pre(sae, x, dead)))
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size
             l0_batch = float(counts.sum()) / n_global

@@ -53,6 +53,7 @@ def test_long_runs_use_the_paper_recipe() -> None:
     assert s.lr == 7e-5 and s.threshold_lr == 7e-5 and s.bandwidth == 0.001
     assert s.lr_warmup == 1000 and s.l0_warmup == 10_000
     assert s.lr_decay_start == 160_000
+    assert s.adam_beta2 == 0.999
 
 
 def test_short_runs_scale_warmups_and_learning_rates() -> None:
@@ -62,6 +63,17 @@ def test_short_runs_scale_warmups_and_learning_rates() -> None:
     assert s.lr == pytest.approx(0.01) and s.threshold_lr == pytest.approx(10 / 300)
     assert s.bandwidth == pytest.approx(0.02)
     assert _cfg(tokens=4096 * 300, batch_size=4096, lr=1e-3).schedule().lr == 1e-3
+
+
+@pytest.mark.parametrize("steps", [1, 300, 2000, 2048, 5000, 20_000, 200_000])
+def test_auto_adam_beta2_averages_over_a_twentieth_of_the_run(steps: int) -> None:
+    # Brute force: Adam's second moment averages over ~1 / (1 − β2) steps; the rule makes that window a
+    # twentieth of the run, kept between 100 steps (β2 0.99) and SPEC's 1,000 (β2 0.999).
+    window = min(1000.0, max(100.0, steps / 20))
+    s = _cfg(tokens=256 * steps, batch_size=256).schedule()
+    assert s.total_steps == steps
+    assert 1 / (1 - s.adam_beta2) == pytest.approx(window)
+    assert _cfg(tokens=256 * steps, batch_size=256, adam_beta2=0.95).schedule().adam_beta2 == 0.95  # explicit kept
 
 
 def test_lr_factor_warms_up_then_decays_to_zero() -> None:

@@ -12,7 +12,7 @@ from app.sae import JumpReLUSAE
 from app.training import TrainConfig, train
 from app.training import trainer as trainer_module
 from app.training.activations import save_activation_file
-from app.training.objectives import dead_aux_loss, quadratic_loss, with_dead_aux
+from app.training.objectives import dead_aux_loss, dead_max_pre, lower_thresholds_, quadratic_loss, with_dead_aux
 from tests.training.planted import planted_activations
 
 
@@ -89,6 +89,62 @@ def test_the_trainer_applies_auxk_to_dead_latents_only_until_the_lr_decay(tmp_pa
     assert all(dead.numel() and int(dead.max()) < 64 for _, dead in calls)
     calls.clear()
     train(dataclasses.replace(cfg, out=str(tmp_path / "off"), aux_coefficient=0.0))
+    assert not calls
+
+
+@pytest.mark.parametrize("threshold_param", ["linear", "log"])
+def test_dead_thresholds_drop_to_the_batch_max_pre_activation(threshold_param: str) -> None:
+    sae, x = _sae(seed=3)
+    if threshold_param == "linear":
+        sae.use_linear_threshold()
+    with torch.no_grad():  # θ well above every pre-activation for some latents, below it for others
+        sae.threshold_parameter.copy_(torch.linspace(0.05, 6.0, sae.d_sae, dtype=torch.float64).log()
+                                      if threshold_param == "log" else torch.linspace(0.05, 6.0, sae.d_sae))
+        sae.b_enc[2] = -50.0  # latent 2: pre-activation < 0 on every token
+    before = sae.threshold.detach().clone()
+    dead = torch.tensor([0, 2, 5, 8, 11])
+    top = dead_max_pre(sae, x, dead)
+    with torch.no_grad():  # brute force: each token's pre-activation, one by one
+        xn = x * sae.input_scale
+        want_top = [max(float(xn[t] @ sae.W_enc[:, i] + sae.b_enc[i]) for t in range(x.shape[0]))
+                    for i in dead.tolist()]
+    torch.testing.assert_close(top, torch.tensor(want_top, dtype=torch.float64))
+    lower_thresholds_(sae, dead, top)
+    after = sae.threshold.detach()
+    for j, i in enumerate(dead.tolist()):
+        want = min(float(before[i]), want_top[j]) if want_top[j] > 0 else float(before[i])
+        assert float(after[i]) == pytest.approx(want, rel=1e-12)
+    live = [i for i in range(sae.d_sae) if i not in dead.tolist()]
+    assert torch.equal(after[live], before[live])
+    assert float(after[11]) < float(before[11])  # the high θ came down ...
+    assert float(after[2]) == float(before[2])  # ... a latent that never reaches 0 keeps its θ
+    lowered = dead[after[dead] < before[dead]]
+    assert lowered.numel() >= 2
+    with torch.no_grad():  # a lowered θ sits exactly at the top: on the edge of firing, not above it
+        assert not (sae.pre_acts(x)[:, lowered] > after[lowered]).any()
+
+
+def test_the_trainer_lowers_only_dead_thresholds_and_only_while_auxk_runs(tmp_path, monkeypatch) -> None:
+    x, _, planted = planted_activations(20_000, d_in=8, n_true=12, l0=2.0, seed=4)
+    data = save_activation_file(tmp_path / "acts.safetensors", x)
+    calls: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    real = trainer_module.lower_thresholds_
+
+    def spy(sae, latents, top):
+        frame = sys._getframe(1).f_locals  # the trainer loop's step and stats
+        calls.append((frame["step"], latents.clone(), frame["stats"].since_fired.clone()))
+        return real(sae, latents, top)
+
+    monkeypatch.setattr(trainer_module, "lower_thresholds_", spy)
+    cfg = TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=64, target_l0=planted,
+                      tokens=512 * 60, batch_size=512, progress=False, device="cpu", checkpoint_every=0,
+                      aux_dead_window=1024)
+    train(cfg)
+    assert calls and all(step < cfg.schedule().lr_decay_start for step, _, _ in calls)
+    for _, latents, since_fired in calls:  # exactly the latents silent for the AuxK window
+        assert torch.equal(latents, (since_fired >= 1024).nonzero().squeeze(1))
+    calls.clear()
+    train(dataclasses.replace(cfg, out=str(tmp_path / "off"), aux_threshold_reset=False))
     assert not calls
 
 

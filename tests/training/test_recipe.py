@@ -79,7 +79,10 @@ def test_gemma_scope_1_recipe_keeps_unit_rows_every_step(tmp_path) -> None:
     out = train(TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=24, target_l0=planted,
                             tokens=1024 * 8, batch_size=1024, progress=False, device="cpu", checkpoint_every=4,
                             threshold_param="log", decoder="unit", objective="step", keep_checkpoints=2))
-    tensors, _ = load_checkpoint(latest_checkpoint(out))
+    tensors, state = load_checkpoint(latest_checkpoint(out))
+    # 8 steps: the auto β2 of a short run (0.99), as the schedule says, reaches Adam
+    betas = {tuple(g["betas"]) for g in state["optimizer"]["param_groups"]}
+    assert betas == {(0.9, TrainConfig.load(out).schedule().adam_beta2)} == {(0.9, 0.99)}
     assert "sae.log_threshold" in tensors and "sae.linear_threshold" not in tensors
     norms = torch.linalg.vector_norm(tensors["sae.W_dec"], dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
