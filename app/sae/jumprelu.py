@@ -223,14 +223,16 @@ class JumpReLUSAE(nn.Module):
         return self.W_enc.dtype
 
     # --- the math of SPEC §1 ------------------------------------------------------------------------
-    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """pre = x @ W_enc + b_enc (after the input scale and, for SAELens folders, x − b_dec)."""
+    def pre_acts(self, x: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """pre = x @ W_enc + b_enc (after the input scale and, for SAELens folders, x − b_dec); with `latents`
+        (indices), only those columns: shape [..., len(latents)]."""
         x = x.to(self.dtype) * self.input_scale  # cheap: [tokens, d_in], and no host sync on GPU
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
+        b_enc, w_enc = (self.b_enc, self.W_enc) if latents is None else (self.b_enc[latents], self.W_enc[:, latents])
         # addmm fuses the bias into the matmul (one pass over the [tokens, d_sae] output, not two).
-        pre = torch.addmm(self.b_enc, x.reshape(-1, self.cfg.d_in), self.W_enc)
-        return pre.reshape(*x.shape[:-1], self.cfg.d_sae)
+        pre = torch.addmm(b_enc, x.reshape(-1, self.cfg.d_in), w_enc)
+        return pre.reshape(*x.shape[:-1], b_enc.shape[0])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents f = pre·H(pre − θ); a latent is active iff pre > θ (pre == θ is inactive)."""

@@ -99,17 +99,6 @@ def loss_fn(objective: str, target_l0: float | None = None, frequency_coefficien
     raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
 
 
-def _normalised(sae: JumpReLUSAE, x: torch.Tensor) -> torch.Tensor:
-    """Raw activations → the SAE's normalised units, flattened to [tokens, d_in]."""
-    return x.to(sae.dtype).reshape(-1, sae.cfg.d_in) * sae.input_scale
-
-
-def _pre_acts_of(sae: JumpReLUSAE, x_n: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """Pre-activations [tokens, len(latents)] of the `latents` (indices) on normalised inputs, as `pre_acts`."""
-    x_in = x_n - sae.b_dec if sae.cfg.apply_b_dec_to_input else x_n
-    return torch.addmm(sae.b_enc[latents], x_in, sae.W_enc[:, latents])
-
-
 def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead: torch.Tensor, k: int) -> torch.Tensor:
     """AuxK for the latents `dead` (indices): ‖e − ê‖² / ‖e‖² with e = x_n − x̂_n (no gradient) and ê the decoding
     of each token's top-k ReLU pre-activations among the dead latents.
@@ -117,9 +106,9 @@ def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead
     Dead latents get no gradient from the reconstruction; this one aligns their encoder and decoder rows with what
     the live latents miss, so that once their pre-activations cross θ they fire on something useful.
     """
-    x_n = _normalised(sae, x)
+    x_n = x.to(sae.dtype).reshape(-1, sae.cfg.d_in) * sae.input_scale
     e = (x_n - x_hat_n.reshape(-1, sae.cfg.d_in)).detach()
-    pre = _pre_acts_of(sae, x_n, dead).relu()
+    pre = sae.pre_acts(x, dead).reshape(-1, dead.numel()).relu()
     top = pre.topk(min(k, dead.numel()), dim=-1)
     e_hat = torch.zeros_like(pre).scatter(-1, top.indices, top.values) @ sae.W_dec[dead]
     return (e - e_hat).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
@@ -128,7 +117,7 @@ def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead
 @torch.no_grad()
 def dead_max_pre(sae: JumpReLUSAE, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     """The largest pre-activation of each latent in `dead` (indices) over the batch `x` (raw activations)."""
-    return _pre_acts_of(sae, _normalised(sae, x), dead).max(0).values
+    return sae.pre_acts(x, dead).reshape(-1, dead.numel()).max(0).values
 
 
 @torch.no_grad()
