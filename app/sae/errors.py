@@ -7,6 +7,12 @@ class SAEFormatError(ValueError):
     """An SAE file or folder that cannot be read; the message says what is wrong and where."""
 
 
+def brief(error: BaseException, limit: int = 200) -> str:
+    """A library error's text, cut to `limit` characters: some (zipfile's header mismatch) quote raw bytes."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class UnknownLatent(KeyError):
     """A latent index outside 0..d_sae-1 (the web layer answers 404)."""
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from app.fsio import atomic_write_json, fsync_dir, fsync_file
 from app.sae import hub
-from app.sae.errors import SAEFormatError
+from app.sae.errors import SAEFormatError, brief
 from app.sae.hub_layouts import GS2_WEIGHTS, load_gemma_scope_2
 from app.sae.jumprelu import JumpReLUSAE, SAEConfig
 from app.sae.saelens import check_reshape, drop_unit_scaling_factor, input_scale, saelens_metadata
@@ -199,7 +199,7 @@ def load_native(folder: Path) -> JumpReLUSAE:
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise SAEFormatError(f"{weights_path}: unreadable or truncated safetensors file ({e})") from None
+        raise SAEFormatError(f"{weights_path}: unreadable or truncated safetensors file ({brief(e)})") from None
     if "threshold" not in tensors and "log_threshold" in tensors:
         tensors["threshold"] = tensors.pop("log_threshold").exp()  # θ fixed once, then stored as is
     check_reshape(raw, folder)
@@ -235,7 +235,7 @@ def load_gemma_scope(path: Path) -> JumpReLUSAE:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise SAEFormatError(f"{path}: unreadable or truncated .npz file ({e})") from None
+        raise SAEFormatError(f"{path}: unreadable or truncated .npz file ({brief(e)})") from None
     missing = [k for k in WEIGHT_KEYS if k not in arrays]
     if missing:
         raise SAEFormatError(f"{path}: missing {', '.join(missing)} (have {', '.join(sorted(arrays))})")
@@ -284,4 +284,4 @@ def load_sparsity(folder: str | os.PathLike) -> torch.Tensor | None:
     try:
         return load_file(str(path))["sparsity"]
     except (SafetensorError, OSError, KeyError) as e:
-        raise SAEFormatError(f"{path}: unreadable sparsity file ({e})") from None
+        raise SAEFormatError(f"{path}: unreadable sparsity file ({brief(e)})") from None

@@ -25,7 +25,7 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from app.sae.errors import SAEFormatError
+from app.sae.errors import SAEFormatError, brief
 from app.sae.jumprelu import JumpReLUSAE, SAEConfig
 
 SAELENS, GEMMA_SCOPE_1, GEMMA_SCOPE_2 = "saelens", "gemma-scope-1", "gemma-scope-2"
@@ -111,7 +111,7 @@ def load_gemma_scope_2(folder: Path) -> JumpReLUSAE:
     try:
         stored = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise SAEFormatError(f"{path}: unreadable or truncated safetensors file ({e})") from None
+        raise SAEFormatError(f"{path}: unreadable or truncated safetensors file ({brief(e)})") from None
     extra = sorted(set(stored) - set(GS2_KEYS))
     if extra:
         raise SAEFormatError(f"{path}: unexpected tensors {', '.join(extra)} (a transcoder?); JumpScope reads "
