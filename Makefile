@@ -10,7 +10,7 @@ PIP := -m pip --disable-pip-version-check -q
 # The fast part of the suite: what the newest and lowest environments run.
 FAST := -m "not slow and not browser and not real" -p no:cacheprovider
 
-.PHONY: install serve test test-locked test-real test-newest test-lowest lint lock bench clean
+.PHONY: install serve test test-locked test-real test-newest test-lowest fuzz lint lock bench clean
 
 # A locked venv: $(1) = venv folder, $(2) = lock file. No resolution happens: every pin and hash is in the lock.
 define locked_venv
@@ -49,6 +49,12 @@ test-newest: install
 test-lowest: install
 	$(call locked_venv,.venv-lowest,requirements/lowest.lock)
 	JUMPSCOPE_NO_INTEROP=1 .venv-lowest/bin/python -m pytest -q $(FAST)
+
+# Property tests under 20 fresh Hypothesis seeds (CI runs them derandomised; this is where new examples come from).
+fuzz: install
+	for s in $$(seq 1 20); do $(PY) -m pytest -q -p no:cacheprovider --hypothesis-seed=$$s \
+	  tests/web/test_fuzz.py tests/reliability/test_fuzz_corpus.py tests/reliability/test_fuzz_pages.py \
+	  tests/reliability/test_fuzz_loaders.py tests/reliability/test_fuzz_api.py || exit 1; done
 
 lint: install
 	$(VENV)/bin/ruff check app tests benchmarks

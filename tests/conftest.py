@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw fresh examples on every local run (exploration); CI (.ci/run sets HYPOTHESIS_PROFILE=ci)
+# draws the same examples every time, so a CI verdict is reproducible. `make fuzz` explores many seeds.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
