@@ -1,6 +1,7 @@
 """Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
 
     python -m benchmarks.synthetic [--tokens 4194304] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
+                                   [--ceiling]
 
 For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
 tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
@@ -10,6 +11,11 @@ both (benchmarks/synthetic_metrics.py). Logs a table per run; the last stdout li
 
     {"settings": [...], "runs": [...], "jumpscope": {metric: mean}, "saelens": {metric: mean},
      "ratio": {metric: jumpscope / saelens}, "wins": {metric: fraction of runs JumpScope ≥ SAELens}}
+
+--ceiling also trains JumpScope *started at the answer*: W_dec rows = the planted directions (at the recipe's
+init norm), W_enc = W_decᵀ, everything else as the default run. What that run keeps of the planted dictionary is
+what the objective itself allows at this target L0 and budget (a random start cannot be expected to beat it); the
+JSON then carries "ceiling": {metric: mean} and the runs a "ceiling" entry each.
 
 SAELens is driven with its own documented recipe for a target L0 (sparsity mode "quadratic", Gemma Scope 2),
 its own init (decoder_init_norm 0.1, threshold 0.01, bandwidth 0.05) and its norm scaling
@@ -44,8 +50,9 @@ HELD_OUT = 65_536
 
 
 def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,
-                    overrides: dict[str, str]):
-    """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE."""
+                    overrides: dict[str, str], start: torch.Tensor | None = None):
+    """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE.
+    `start` [d_sae, d_in]: unit directions the decoder starts at (the --ceiling run) instead of the random init."""
     from app.sae import load_sae
     from app.training import TrainConfig, train
     from app.training.activations import save_activation_file
@@ -58,8 +65,32 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
         fields = TrainConfig.__dataclass_fields__
         for key, value in overrides.items():
             kw[key] = _parse(value, fields[key].type)
-        train(TrainConfig(**kw))
+        config = TrainConfig(**kw)
+        train(config) if start is None else _train_from(config, start)
         return load_sae(Path(tmp) / "sae").eval()
+
+
+def _train_from(config, start: torch.Tensor) -> None:
+    """The default run with its decoder started at `start` (unit rows, scaled to the recipe's init norm)."""
+    from app.training.distributed import init_distributed
+    from app.training.trainer import Trainer
+
+    class FromDirections(Trainer):
+        def _build_sae(self, plan):
+            sae = super()._build_sae(plan)
+            if tuple(start.shape) != tuple(sae.W_dec.shape):
+                raise ValueError(f"start directions {tuple(start.shape)} ≠ W_dec {tuple(sae.W_dec.shape)}")
+            with torch.no_grad():
+                norm = sae.W_dec.norm(dim=1, keepdim=True)
+                sae.W_dec.copy_(start.to(sae.W_dec) * norm)
+                sae.W_enc.copy_(sae.W_dec.T)
+            return sae
+
+    dist = init_distributed(config.device)
+    try:
+        FromDirections(config, dist).run()
+    finally:
+        dist.close()
 
 
 def train_saelens(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int, lr: float):
@@ -108,8 +139,10 @@ def evaluate(sae, kind: str, truth: PlantedDictionary, x: torch.Tensor, fire: to
     return score(truth.dirs, fire, x, sae.W_dec.detach().float(), latents.float(), x_hat.float())
 
 
-def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, overrides: dict[str, str]) -> dict:
-    """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens}."""
+def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, overrides: dict[str, str],
+            ceiling: bool = False) -> dict:
+    """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens} (and
+    `ceiling`: JumpScope started at the planted dictionary, when asked)."""
     truth = PlantedDictionary(cfg, seed=seed)
     n_train = min(tokens, 1_048_576)  # the training sample; longer budgets reuse it for more passes
     x, fire_train = truth.sample(n_train, seed=10_000 + seed)
@@ -123,6 +156,9 @@ def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, ove
     result = {"setting": name, "seed": seed, "planted_l0": planted, "d_sae": d_sae, "tokens": tokens,
               "jumpscope": evaluate(js, "jumpscope", truth, held_x, held_fire),
               "saelens": evaluate(sl, "saelens", truth, held_x, held_fire)}
+    if ceiling:
+        top = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs)
+        result["ceiling"] = evaluate(top, "ceiling", truth, held_x, held_fire)
     _log_table(result)
     return result
 
@@ -136,19 +172,21 @@ def _lr_of(tokens: int, batch: int, overrides: dict[str, str]) -> float:
 
 
 def _log_table(r: dict) -> None:
-    js, sl = r["jumpscope"], r["saelens"]
+    js, sl, top = r["jumpscope"], r["saelens"], r.get("ceiling")
     lines = [f"{r['setting']} seed {r['seed']} (planted L0 {r['planted_l0']:.2f}, d_sae {r['d_sae']}):",
-             f"  {'metric':<10}{'jumpscope':>11}{'saelens':>11}{'ratio':>8}"]
+             f"  {'metric':<10}{'jumpscope':>11}{'saelens':>11}{'ratio':>8}" + (f"{'ceiling':>11}" if top else "")]
     for key in js:
         ratio = js[key] / sl[key] if sl[key] else float("nan")
-        lines.append(f"  {key:<10}{js[key]:>11.4f}{sl[key]:>11.4f}{ratio:>8.3f}")
+        lines.append(f"  {key:<10}{js[key]:>11.4f}{sl[key]:>11.4f}{ratio:>8.3f}"
+                     + (f"{top[key]:>11.4f}" if top else ""))
     log.info("\n".join(lines))
 
 
 def summarise(runs: list[dict]) -> dict:
     """Means over runs per trainer, their ratio, and per metric the fraction of runs JumpScope is ≥ SAELens."""
     keys = list(runs[0]["jumpscope"])
-    mean = {side: {k: statistics.fmean(r[side][k] for r in runs) for k in keys} for side in ("jumpscope", "saelens")}
+    sides = ("jumpscope", "saelens") + (("ceiling",) if all("ceiling" in r for r in runs) else ())
+    mean = {side: {k: statistics.fmean(r[side][k] for r in runs) for k in keys} for side in sides}
     ratio = {k: (mean["jumpscope"][k] / mean["saelens"][k] if mean["saelens"][k] else None) for k in keys}
     wins_each = [at_least_as_good(r["jumpscope"], r["saelens"]) for r in runs]
     wins = {k: statistics.fmean(float(w[k]) for w in wins_each) for k in wins_each[0]}
@@ -163,13 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--js", nargs="*", default=[], metavar="KEY=VALUE", help="JumpScope TrainConfig overrides")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also train JumpScope started at the planted dictionary (what the objective allows)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's progress bars
     logging.getLogger("app").setLevel(logging.WARNING)  # the trainers' own progress lines
     torch.set_num_threads(args.threads)
     overrides = dict(kv.split("=", 1) for kv in args.js)
-    runs = [run_one(name, SETTINGS[name], seed, args.tokens, args.batch_size, overrides)
+    runs = [run_one(name, SETTINGS[name], seed, args.tokens, args.batch_size, overrides, args.ceiling)
             for name in args.settings for seed in args.seeds]
     print(json.dumps(summarise(runs)))
     return 0

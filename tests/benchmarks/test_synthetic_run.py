@@ -1,0 +1,61 @@
+"""benchmarks/synthetic.py's driver: the --ceiling run starts at the given directions, and the summary's means."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy (installed with the interop extra)")
+
+from benchmarks.synthetic import summarise, train_jumpscope
+from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
+from benchmarks.synthetic_metrics import DIRECTION
+
+
+def _best_cos(dirs: torch.Tensor, w_dec: torch.Tensor) -> torch.Tensor:
+    w = w_dec / w_dec.norm(dim=1, keepdim=True)
+    return (dirs @ w.T).abs().max(dim=1).values
+
+
+@pytest.fixture(scope="module")
+def planted():
+    truth = PlantedDictionary(SynthConfig(d=16, ratio=2.0, l0=3.0), seed=0)
+    x, _ = truth.sample(2048, seed=1)
+    return truth, x
+
+
+def test_the_ceiling_run_starts_at_the_planted_directions(planted) -> None:
+    truth, x = planted
+    # two steps at a negligible LR: the decoder is where it started
+    kw = {"lr": "1e-7", "threshold_lr": "1e-7"}
+    started = train_jumpscope(x, truth.dirs.shape[0], 3.0, 1024, 512, seed=0, overrides=kw, start=truth.dirs)
+    random = train_jumpscope(x, truth.dirs.shape[0], 3.0, 1024, 512, seed=0, overrides=kw)
+    assert _best_cos(truth.dirs, started.W_dec.detach()).min() > 0.999
+    assert _best_cos(truth.dirs, random.W_dec.detach()).mean() < 0.8  # a random start is far from the answer
+    # W_enc = W_decᵀ at the start, as in the default init
+    assert torch.allclose(started.W_enc.detach().T / started.W_enc.detach().T.norm(dim=1, keepdim=True),
+                          truth.dirs, atol=1e-3)
+
+
+def test_the_ceiling_run_refuses_directions_of_the_wrong_shape(planted) -> None:
+    truth, x = planted
+    with pytest.raises(ValueError, match="start directions"):
+        train_jumpscope(x, truth.dirs.shape[0] + 1, 3.0, 1024, 512, seed=0, overrides={}, start=truth.dirs)
+
+
+def test_summary_means_ratios_and_the_ceiling_only_when_every_run_has_one() -> None:
+    def side(v: float) -> dict:  # every metric v, except fvu (lower is better) 1 − v
+        return {k: (1 - v if k == "fvu" else v) for k in DIRECTION}
+
+    def run(js: float, sl: float, top: float | None) -> dict:
+        r = {"setting": "s", "jumpscope": side(js), "saelens": side(sl)}
+        if top is not None:
+            r["ceiling"] = side(top)
+        return r
+
+    both = summarise([run(0.8, 0.6, 0.9), run(0.6, 0.8, 1.0)])
+    assert both["jumpscope"]["max_cos"] == pytest.approx(0.7) and both["saelens"]["max_cos"] == pytest.approx(0.7)
+    assert both["ceiling"]["max_cos"] == pytest.approx(0.95)
+    assert both["ratio"]["max_cos"] == pytest.approx(1.0)
+    assert both["wins"]["max_cos"] == pytest.approx(0.5) and both["wins"]["fvu"] == pytest.approx(0.5)
+    assert "ceiling" not in summarise([run(0.8, 0.6, 0.9), run(0.6, 0.8, None)])
