@@ -148,6 +148,9 @@ class TrainConfig:
                                        "see docs/training.md")
     quadratic_coefficient: float | None = _doc(None, "quadratic: λ_q of the (2/T)(L0 − T)² penalty (no controller; "
                                                      "default 1/d_in)")
+    l0_correction: float = _doc(0.002, "quadratic: rate of the integral correction that moves the penalty's target "
+                                       "so the batch L0 settles on --target-l0 (after the L0 warm-up; 0 = off, "
+                                       "Gemma Scope 2 as published)")
     frequency_coefficient: float = _doc(0.0, "quadratic: weight λ_f of the firing-frequency penalty")
     tanh_scale: float = _doc(4.0, "tanh: c of tanh(c·f·‖W_dec‖)")
     aux_coefficient: float = _doc(1 / 32, "weight α of the AuxK loss that trains dead latents on the residual "
@@ -256,6 +259,8 @@ class TrainConfig:
             (self.quadratic_coefficient is None
              or (math.isfinite(self.quadratic_coefficient) and self.quadratic_coefficient > 0),
              f"--quadratic-coefficient must be > 0, got {self.quadratic_coefficient}"),
+            (math.isfinite(self.l0_correction) and 0 <= self.l0_correction <= 1,
+             f"--l0-correction must be in [0, 1], got {self.l0_correction}"),
             (math.isfinite(self.frequency_coefficient) and self.frequency_coefficient >= 0,
              f"--frequency-coefficient must be >= 0, got {self.frequency_coefficient}"),
             (math.isfinite(self.tanh_scale) and self.tanh_scale > 0,

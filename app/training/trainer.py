@@ -36,7 +36,15 @@ from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
 from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
-from app.training.schedule import GroupLRs, L0Controller, group_lrs, lr_factor, quadratic_coefficient, warmed_lambda
+from app.training.schedule import (
+    GroupLRs,
+    L0Controller,
+    TargetCorrection,
+    group_lrs,
+    lr_factor,
+    quadratic_coefficient,
+    warmed_lambda,
+)
 from app.training.step import training_step
 from app.training.summary import run_summary
 
@@ -192,6 +200,8 @@ class Trainer:
         quadratic = c.objective == "quadratic"  # steers L0 through its own penalty: no controller
         controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 and not quadratic \
             else None
+        correction = TargetCorrection(c.target_l0, sched.l0_warmup, c.l0_correction) \
+            if quadratic and c.l0_correction > 0 else None
         objective = loss_fn(c.objective, c.target_l0, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient)
         fixed_lambda = quadratic_coefficient(c, plan.d_in) if quadratic else c.l0_coefficient
         stats = LatentStats(c.d_sae, dead_window=sched.dead_window)
@@ -199,7 +209,7 @@ class Trainer:
         aux_k = c.aux_k or max(1, plan.d_in // 2)  # AuxK's k, d_in / 2 by default
         start = 0
         if ckpt is not None:
-            start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats)
+            start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats, correction)
         else:
             sae.input_scale.fill_(self._input_scale(plan))
         # `data_split` records which corpus documents training read; `jumpscope eval` scores the others.
@@ -223,6 +233,8 @@ class Trainer:
             for group, peak in zip(opt.param_groups, lrs):
                 group["lr"] = peak * factor
             lam = controller.lam if controller else warmed_lambda(step, fixed_lambda, sched.l0_warmup)
+            if correction:  # the quadratic penalty pulls toward T_pen, moved so that L0 settles on the target
+                objective = loss_fn(c.objective, correction.penalty_target, c.frequency_coefficient)
             step_loss, dead = objective, None
             if c.aux_coefficient > 0 and step < sched.lr_decay_start:  # AuxK until the LR decay begins
                 dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1).to(self.device)
@@ -241,6 +253,8 @@ class Trainer:
                 final_stats.update_counts(counts, n_global)
             if controller:
                 controller.update(step, l0_batch)
+            if correction:
+                correction.update(step, l0_batch)
             interval.add(out, x, l0_batch)
             done = step + 1
             bar.update(1)
@@ -251,6 +265,7 @@ class Trainer:
                     "dense_fraction": finite_or_none(stats.dense_fraction()), "lambda": lam,
                     "lr": lrs.weights * factor, "threshold_lr": lrs.threshold * factor,
                     "l0_target": controller.target_at(step) if controller else None,
+                    "penalty_target": correction.penalty_target if correction else None,
                     "elapsed_s": round(time.time() - t0, 3),
                 }
                 bar.set_postfix(l0=f"{record['l0']:.1f}", fvu=f"{record['fvu'] or float('nan'):.3f}")
@@ -259,7 +274,7 @@ class Trainer:
                     self._log_metrics(record)
             pause = c.stop_at_step is not None and done == c.stop_at_step and done < sched.total_steps
             if (sched.checkpoint_every and done % sched.checkpoint_every == 0 and done < sched.total_steps) or pause:
-                self._checkpoint(done, sae, opt, plan, controller, stats, final_stats, config_json)
+                self._checkpoint(done, sae, opt, plan, controller, stats, final_stats, config_json, correction)
             if pause:
                 bar.close()
                 log.info("paused at step %d; continue with --resume", done)
@@ -305,7 +320,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("saved SAE to %s", self.out)
 
-    def _checkpoint(self, step, sae, opt, plan, controller, stats, final_stats, config_json) -> None:
+    def _checkpoint(self, step, sae, opt, plan, controller, stats, final_stats, config_json, correction) -> None:
         if not self.dist.is_main:
             return
         opt_t, opt_meta = optimizer_tensors(opt)
@@ -313,10 +328,11 @@ class Trainer:
         tensors |= {f"stats.{k}": v for k, v in stats.state_dict().items()}
         tensors |= {f"final_stats.{k}": v for k, v in final_stats.state_dict().items()}
         state = {"step": step, "tokens": step * self.config.batch_size, "buffer": plan.buffer.state_dict(),
-                 "controller": controller.state_dict() if controller else None, "optimizer": opt_meta}
+                 "controller": controller.state_dict() if controller else None, "optimizer": opt_meta,
+                 "target_correction": correction.state_dict() if correction else None}
         save_checkpoint(self.out, step, tensors, state, config_json, keep=self.config.keep_checkpoints)
 
-    def _restore(self, ckpt, sae, opt, plan, controller, stats, final_stats) -> int:
+    def _restore(self, ckpt, sae, opt, plan, controller, stats, final_stats, correction) -> int:
         tensors, state = load_checkpoint(ckpt)
         sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
         load_optimizer_tensors(opt, tensors, state["optimizer"])
@@ -324,6 +340,8 @@ class Trainer:
         final_stats.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("final_stats.")})
         if controller and state.get("controller"):
             controller.load_state_dict(state["controller"])
+        if correction and state.get("target_correction"):  # a checkpoint from before the correction: T_pen = T
+            correction.load_state_dict(state["target_correction"])
         plan.buffer.load_state_dict(state["buffer"])
         restore_rng(tensors)
         log.info("resumed from %s (step %d)", ckpt, state["step"])
