@@ -10,6 +10,8 @@ mse = mean_batch ‖x − x̂‖² and T the target L0:
   The quadratic pulls every token's L0 to T (no controller: λ_q = --quadratic-coefficient after the L0
   warm-up); the frequency penalty (λ_f = --frequency-coefficient) is minimal when the L0 is spread evenly
   over the latents, so it taxes dense latents. The (d_sae/T) factor makes it equal to T for uniform firing.
+  T here is the target the trainer passes each step: the target L0, moved by --l0-correction after the warm-up
+  (`TargetCorrection` in schedule.py) so the batch L0 settles on the one asked for.
 - "tanh" (Anthropic, Jan 2025 update): loss = mse + λ · mean_batch Σ_i tanh(c · f_i · ‖W_dec,i‖)
   + λ_p · mean_batch Σ_i ReLU(θ_i − pre_i) · ‖W_dec,i‖ with c = --tanh-scale and λ_p = --pre-act-coefficient
   (the pre-activation loss pulls latents that never fire toward their threshold). λ is the controller's.
