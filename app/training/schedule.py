@@ -15,11 +15,13 @@ Quadratic objective (why a correction): its penalty (2/T)(L0 − T)² balances t
 active latents at an L0 above T (SmolLM2 +6–9 %, planted dictionaries up to +14 %, SAELens's trainer alike). An
 integral term moves the target T_pen the penalty pulls toward, after the L0 warm-up:
 
-    log T_pen ← log T_pen − rate · log(L0_batch / T)   when |log(L0_batch / T)| ≤ 0.25,   T_pen in [T/2, 2T]
+    log T_pen ← log T_pen − rate · log(L0_batch / T)   when |log(L0_batch / T)| ≤ 0.25,   T_pen in [T/2, T]
 
 so the batch L0 settles on the T asked for (docs/training.md, sixth pass). Farther from T the penalty alone is
 still closing the gap (L0 can sit at 2T for a while after the warm-up): integrating then would wind T_pen down
-and leave L0 below T for the rest of the run (planted s16n: 9.5 for 10).
+and leave L0 below T for the rest of the run (planted s16n: 9.5 for 10). T_pen never rises above T: the
+penalty's bias is upward, and raising T_pen while L0 dips below T before the LR decay (planted s2) made L0 land
+above T after it.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class TargetCorrection:
     """The quadratic objective's integral term: the target T_pen its penalty pulls toward, moved after the L0
     warm-up until the batch L0 sits on the requested target T (module docstring)."""
 
-    BOUNDS = (0.5, 2.0)  # T_pen / T
+    BOUNDS = (0.5, 1.0)  # T_pen / T: the correction only removes the penalty's upward bias
     WINDOW = 0.25  # integrate only while |log(L0_batch / T)| ≤ this (anti-windup)
 
     def __init__(self, target: float, start: int, rate: float) -> None:
