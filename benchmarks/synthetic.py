@@ -14,8 +14,9 @@ both (benchmarks/synthetic_metrics.py). Logs a table per run; the last stdout li
 
 --ceiling also trains JumpScope *started at the answer*: W_dec rows = the planted directions (at the recipe's
 init norm), W_enc = W_decᵀ, everything else as the default run. What that run keeps of the planted dictionary is
-what the objective itself allows at this target L0 and budget (a random start cannot be expected to beat it); the
-JSON then carries "ceiling": {metric: mean} and the runs a "ceiling" entry each.
+what the objective keeps of the answer at this target L0 and budget — a reference a random start is not expected
+to beat, though not a strict bound (docs/training.md, sixth pass); the JSON then carries "ceiling": {metric: mean}
+and the runs a "ceiling" entry each.
 
 SAELens is driven with its own documented recipe for a target L0 (sparsity mode "quadratic", Gemma Scope 2),
 its own init (decoder_init_norm 0.1, threshold 0.01, bandwidth 0.05) and its norm scaling
@@ -66,7 +67,10 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
         for key, value in overrides.items():
             kw[key] = _parse(value, fields[key].type)
         config = TrainConfig(**kw)
-        train(config) if start is None else _train_from(config, start)
+        if start is None:
+            train(config)
+        else:
+            _train_from(config, start)
         return load_sae(Path(tmp) / "sae").eval()
 
 
