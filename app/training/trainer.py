@@ -202,7 +202,10 @@ class Trainer:
             else None
         correction = TargetCorrection(c.target_l0, sched.l0_warmup, c.l0_correction) \
             if quadratic and c.l0_correction > 0 else None
-        objective = loss_fn(c.objective, c.target_l0, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient)
+        def objective_for(target: float | None):
+            return loss_fn(c.objective, target, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient)
+
+        objective = objective_for(c.target_l0)
         fixed_lambda = quadratic_coefficient(c, plan.d_in) if quadratic else c.l0_coefficient
         stats = LatentStats(c.d_sae, dead_window=sched.dead_window)
         final_stats = LatentStats(c.d_sae, dead_window=sched.dead_window)  # densities for sparsity.safetensors
@@ -234,7 +237,7 @@ class Trainer:
                 group["lr"] = peak * factor
             lam = controller.lam if controller else warmed_lambda(step, fixed_lambda, sched.l0_warmup)
             if correction:  # the quadratic penalty pulls toward T_pen, moved so that L0 settles on the target
-                objective = loss_fn(c.objective, correction.penalty_target, c.frequency_coefficient)
+                objective = objective_for(correction.penalty_target)
             step_loss, dead = objective, None
             if c.aux_coefficient > 0 and step < sched.lr_decay_start:  # AuxK until the LR decay begins
                 dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1).to(self.device)

@@ -9,12 +9,11 @@ pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy
 
 from benchmarks.synthetic import summarise, train_jumpscope
 from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
-from benchmarks.synthetic_metrics import DIRECTION
+from benchmarks.synthetic_metrics import DIRECTION, cosine_matrix
 
 
 def _best_cos(dirs: torch.Tensor, w_dec: torch.Tensor) -> torch.Tensor:
-    w = w_dec / w_dec.norm(dim=1, keepdim=True)
-    return (dirs @ w.T).abs().max(dim=1).values
+    return cosine_matrix(dirs, w_dec).max(dim=1).values
 
 
 @pytest.fixture(scope="module")
