@@ -1,7 +1,7 @@
 """Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
 
     python -m benchmarks.synthetic [--tokens 4194304] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
-                                   [--ceiling]
+                                   [--ceiling] [--truth-decoder]
 
 For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
 tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
@@ -17,6 +17,13 @@ init norm), W_enc = W_decᵀ, everything else as the default run. What that run 
 what the objective keeps of the answer at this target L0 and budget — a reference a random start is not expected
 to beat, though not a strict bound (docs/training.md, sixth pass); the JSON then carries "ceiling": {metric: mean}
 and the runs a "ceiling" entry each.
+
+--truth-decoder asks whether the objective prefers the planted dictionary at all: JumpScope's recipe with the
+decoder *held at* the planted directions (only the encoder, θ and biases train), then the default recipe from a
+random start with its target L0 set to the L0 the held run reached, so both are scored at about the same L0.
+When the learned dictionary reconstructs better there ("matched" FVU < "truth_decoder" FVU), the loss of a
+one-layer JumpReLU encoder ranks another dictionary above the answer, and no optimiser of it reaches max-|cos| 1.
+The JSON then carries "truth_decoder" and "matched" like "ceiling".
 
 SAELens is driven with its own documented recipe for a target L0 (sparsity mode "quadratic", Gemma Scope 2),
 its own init (decoder_init_norm 0.1, threshold 0.01, bandwidth 0.05) and its norm scaling
@@ -51,9 +58,10 @@ HELD_OUT = 65_536
 
 
 def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,
-                    overrides: dict[str, str], start: torch.Tensor | None = None):
+                    overrides: dict[str, str], start: torch.Tensor | None = None, hold: bool = False):
     """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE.
-    `start` [d_sae, d_in]: unit directions the decoder starts at (the --ceiling run) instead of the random init."""
+    `start` [d_sae, d_in]: unit directions the decoder starts at (the --ceiling run) instead of the random init;
+    `hold`: the decoder's directions stay there (the --truth-decoder run)."""
     from app.sae import load_sae
     from app.training import TrainConfig, train
     from app.training.activations import save_activation_file
@@ -70,12 +78,13 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
         if start is None:
             train(config)
         else:
-            _train_from(config, start)
+            _train_from(config, start, hold)
         return load_sae(Path(tmp) / "sae").eval()
 
 
-def _train_from(config, start: torch.Tensor) -> None:
-    """The default run with its decoder started at `start` (unit rows, scaled to the recipe's init norm)."""
+def _train_from(config, start: torch.Tensor, hold: bool = False) -> None:
+    """The default run with its decoder started at `start` (unit rows, scaled to the recipe's init norm); with
+    `hold` at unit norm and its gradient zeroed, so Adam never moves it (the trainer only rescales rows)."""
     from app.training.distributed import init_distributed
     from app.training.trainer import Trainer
 
@@ -85,9 +94,13 @@ def _train_from(config, start: torch.Tensor) -> None:
             if tuple(start.shape) != tuple(sae.W_dec.shape):
                 raise ValueError(f"start directions {tuple(start.shape)} ≠ W_dec {tuple(sae.W_dec.shape)}")
             with torch.no_grad():
-                norm = sae.W_dec.norm(dim=1, keepdim=True)
+                # a held decoder cannot learn its rows' norm: unit rows (normalised units), so codes and θ
+                # live at the data's scale, where θ's LR reaches them
+                norm = 1.0 if hold else sae.W_dec.norm(dim=1, keepdim=True)
                 sae.W_dec.copy_(start.to(sae.W_dec) * norm)
                 sae.W_enc.copy_(sae.W_dec.T)
+            if hold:
+                sae.W_dec.register_hook(torch.zeros_like)
             return sae
 
     dist = init_distributed(config.device)
@@ -144,9 +157,10 @@ def evaluate(sae, kind: str, truth: PlantedDictionary, x: torch.Tensor, fire: to
 
 
 def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, overrides: dict[str, str],
-            ceiling: bool = False) -> dict:
-    """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens} (and
-    `ceiling`: JumpScope started at the planted dictionary, when asked)."""
+            ceiling: bool = False, truth_decoder: bool = False) -> dict:
+    """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens} (and, when
+    asked, `ceiling`: JumpScope started at the planted dictionary; `truth_decoder` and `matched`: held at it, and
+    a random start trained to the L0 the held run reached)."""
     truth = PlantedDictionary(cfg, seed=seed)
     n_train = min(tokens, 1_048_576)  # the training sample; longer budgets reuse it for more passes
     x, fire_train = truth.sample(n_train, seed=10_000 + seed)
@@ -163,6 +177,12 @@ def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, ove
     if ceiling:
         top = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs)
         result["ceiling"] = evaluate(top, "ceiling", truth, held_x, held_fire)
+    if truth_decoder:
+        held = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs, hold=True)
+        result["truth_decoder"] = evaluate(held, "truth_decoder", truth, held_x, held_fire)
+        matched = {**overrides, "target_l0": str(result["truth_decoder"]["l0"])}
+        result["matched"] = evaluate(train_jumpscope(x, d_sae, planted, tokens, batch, seed, matched), "matched",
+                                     truth, held_x, held_fire)
     _log_table(result)
     return result
 
@@ -175,21 +195,25 @@ def _lr_of(tokens: int, batch: int, overrides: dict[str, str]) -> float:
                        lr=lr).schedule().lr
 
 
+EXTRA_SIDES = ("ceiling", "truth_decoder", "matched")  # optional runs, in column order
+
+
 def _log_table(r: dict) -> None:
-    js, sl, top = r["jumpscope"], r["saelens"], r.get("ceiling")
+    js, sl = r["jumpscope"], r["saelens"]
+    extra = [side for side in EXTRA_SIDES if side in r]
     lines = [f"{r['setting']} seed {r['seed']} (planted L0 {r['planted_l0']:.2f}, d_sae {r['d_sae']}):",
-             f"  {'metric':<10}{'jumpscope':>11}{'saelens':>11}{'ratio':>8}" + (f"{'ceiling':>11}" if top else "")]
+             f"  {'metric':<10}{'jumpscope':>11}{'saelens':>11}{'ratio':>8}" + "".join(f"{s:>15}" for s in extra)]
     for key in js:
         ratio = js[key] / sl[key] if sl[key] else float("nan")
         lines.append(f"  {key:<10}{js[key]:>11.4f}{sl[key]:>11.4f}{ratio:>8.3f}"
-                     + (f"{top[key]:>11.4f}" if top else ""))
+                     + "".join(f"{r[s][key]:>15.4f}" for s in extra))
     log.info("\n".join(lines))
 
 
 def summarise(runs: list[dict]) -> dict:
     """Means over runs per trainer, their ratio, and per metric the fraction of runs JumpScope is ≥ SAELens."""
     keys = list(runs[0]["jumpscope"])
-    sides = ("jumpscope", "saelens") + (("ceiling",) if all("ceiling" in r for r in runs) else ())
+    sides = ("jumpscope", "saelens") + tuple(s for s in EXTRA_SIDES if all(s in r for r in runs))
     mean = {side: {k: statistics.fmean(r[side][k] for r in runs) for k in keys} for side in sides}
     ratio = {k: (mean["jumpscope"][k] / mean["saelens"][k] if mean["saelens"][k] else None) for k in keys}
     wins_each = [at_least_as_good(r["jumpscope"], r["saelens"]) for r in runs]
@@ -207,13 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ceiling", action="store_true",
                     help="also train JumpScope started at the planted dictionary (what the objective allows)")
+    ap.add_argument("--truth-decoder", action="store_true",
+                    help="also train with the decoder held at the planted dictionary, and a random start at its L0")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's progress bars
     logging.getLogger("app").setLevel(logging.WARNING)  # the trainers' own progress lines
     torch.set_num_threads(args.threads)
     overrides = dict(kv.split("=", 1) for kv in args.js)
-    runs = [run_one(name, SETTINGS[name], seed, args.tokens, args.batch_size, overrides, args.ceiling)
+    runs = [run_one(name, SETTINGS[name], seed, args.tokens, args.batch_size, overrides, args.ceiling,
+                    args.truth_decoder)
             for name in args.settings for seed in args.seeds]
     print(json.dumps(summarise(runs)))
     return 0

@@ -148,6 +148,8 @@ class TrainConfig:
                                        "see docs/training.md")
     quadratic_coefficient: float | None = _doc(None, "quadratic: λ_q of the (2/T)(L0 − T)² penalty (no controller; "
                                                      "default 1/d_in)")
+    quadratic_side: str = _doc("over", "quadratic: over (penalise only tokens whose L0 is above the target) | "
+                                       "both (every token's distance to it, Gemma Scope 2 as published)")
     l0_correction: float = _doc(0.002, "quadratic: rate of the integral correction that moves the penalty's target "
                                        "so the batch L0 settles on --target-l0 (after the L0 warm-up; 0 = off, "
                                        "Gemma Scope 2 as published)")
@@ -249,6 +251,8 @@ class TrainConfig:
             (self.controller_rate > 0, f"--controller-rate must be > 0, got {self.controller_rate}"),
             (self.objective in ("step", "quadratic", "tanh"),
              f"--objective must be step, quadratic or tanh, got {self.objective!r}"),
+            (self.quadratic_side in ("over", "both"),
+             f"--quadratic-side must be over or both, got {self.quadratic_side!r}"),
             (self.objective != "quadratic" or self.target_l0 is not None,
              "--objective quadratic needs --target-l0 (it penalises (L0 − target)²)"),
             (self.threshold_param in ("linear", "log"),

@@ -10,6 +10,9 @@ mse = mean_batch ‖x − x̂‖² and T the target L0:
   The quadratic pulls every token's L0 to T (no controller: λ_q = --quadratic-coefficient after the L0
   warm-up); the frequency penalty (λ_f = --frequency-coefficient) is minimal when the L0 is spread evenly
   over the latents, so it taxes dense latents. The (d_sae/T) factor makes it equal to T for uniform firing.
+  --quadratic-side "over" (the default) keeps only the tokens above T: (2/T)·max(0, Σ_i H_i − T)². The
+  two-sided form ("both", as published) also *rewards* firing on every token whose L0 is below T, which pays
+  a latent to fire weakly almost everywhere (docs/training.md, seventh pass).
   T here is the target the trainer passes each step: the target L0, moved by --l0-correction after the warm-up
   (`TargetCorrection` in schedule.py) so the batch L0 settles on the one asked for.
 - "tanh" (Anthropic, Jan 2025 update): loss = mse + λ · mean_batch Σ_i tanh(c · f_i · ‖W_dec,i‖)
@@ -35,6 +38,7 @@ from app.sae import JumpReLUSAE, SAEOutput
 from app.sae.ste import jumprelu, step
 
 OBJECTIVES = ("step", "quadratic", "tanh")
+QUADRATIC_SIDES = ("over", "both")  # the tokens the quadratic penalty acts on: above T only, or all
 
 LossFn = Callable[[JumpReLUSAE, torch.Tensor, float], SAEOutput]
 
@@ -50,9 +54,20 @@ def _dense_parts(sae: JumpReLUSAE, x: torch.Tensor):
     return x_n, pre, theta, f, x_hat_n, mse
 
 
+def quadratic_penalty(l0_tokens: torch.Tensor, target_l0: float, side: str = "both") -> torch.Tensor:
+    """Per token (2/T)(L0 − T)², or (2/T)·max(0, L0 − T)² when `side` is "over" (module docstring)."""
+    gap = l0_tokens - target_l0
+    if side == "over":
+        gap = gap.clamp_min(0)
+    elif side != "both":
+        raise ValueError(f"unknown quadratic side {side!r}; choose one of {', '.join(QUADRATIC_SIDES)}")
+    return (2.0 / target_l0) * gap.pow(2)
+
+
 def quadratic_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, target_l0: float,
-                   frequency_coefficient: float = 0.0, sparse: bool | None = None) -> SAEOutput:
-    """Gemma Scope 2: mse + λ_q·mean (2/T)(L0_token − T)² + λ_f·(d_sae/T)·Σ_i p_i² (module docstring).
+                   frequency_coefficient: float = 0.0, sparse: bool | None = None, side: str = "both") -> SAEOutput:
+    """Gemma Scope 2: mse + λ_q·mean (2/T)(L0_token − T)² + λ_f·(d_sae/T)·Σ_i p_i² (module docstring); `side`
+    "over" penalises only the tokens whose L0 is above T.
 
     Without the frequency penalty it runs on the SAE's own path (sparse once few latents fire, as "step" does);
     the frequency penalty needs every H_i, so it runs dense.
@@ -63,7 +78,7 @@ def quadratic_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, target
         l0_tokens = h.sum(-1)
     else:
         x_hat_n, f, mse, l0_tokens = sae.loss_parts(x, sparse)
-    loss = mse + coefficient * ((2.0 / target_l0) * (l0_tokens - target_l0).pow(2)).mean()
+    loss = mse + coefficient * quadratic_penalty(l0_tokens, target_l0, side).mean()
     if frequency_coefficient > 0:
         p = h.reshape(-1, sae.d_sae).mean(0)
         loss = loss + frequency_coefficient * (sae.d_sae / target_l0) * p.pow(2).sum()
@@ -88,14 +103,15 @@ def tanh_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, tanh_scale:
 
 
 def loss_fn(objective: str, target_l0: float | None = None, frequency_coefficient: float = 0.0,
-            tanh_scale: float = 4.0, pre_act_coefficient: float = 0.0) -> LossFn | None:
+            tanh_scale: float = 4.0, pre_act_coefficient: float = 0.0, quadratic_side: str = "both") -> LossFn | None:
     """The loss of `objective` as fn(sae, x, λ) → SAEOutput; None for "step" (the SAE's own forward)."""
     if objective == "step":
         return None
     if objective == "quadratic":
         if target_l0 is None:
             raise ValueError("the quadratic objective needs --target-l0")
-        return lambda sae, x, lam: quadratic_loss(sae, x, lam, target_l0, frequency_coefficient)
+        return lambda sae, x, lam: quadratic_loss(sae, x, lam, target_l0, frequency_coefficient,
+                                                  side=quadratic_side)
     if objective == "tanh":
         return lambda sae, x, lam: tanh_loss(sae, x, lam, tanh_scale, pre_act_coefficient)
     raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")

@@ -125,13 +125,16 @@ class TargetCorrection:
     """The quadratic objective's integral term: the target T_pen its penalty pulls toward, moved after the L0
     warm-up until the batch L0 sits on the requested target T (module docstring)."""
 
-    BOUNDS = (0.5, 1.0)  # T_pen / T: the correction only removes the penalty's upward bias
+    # T_pen / T per --quadratic-side: the two-sided penalty's bias is upward only, so T_pen never rises above T
+    # there; the one-sided penalty ("over") leaves the tokens below T free and may settle on either side
+    BOUNDS = {"both": (0.5, 1.0), "over": (0.5, 2.0)}
     WINDOW = 0.25  # integrate only while |log(L0_batch / T)| ≤ this (anti-windup)
 
-    def __init__(self, target: float, start: int, rate: float) -> None:
+    def __init__(self, target: float, start: int, rate: float, side: str = "both") -> None:
         self.target = target
         self.start = start  # the first step that moves T_pen (the end of the L0 warm-up)
         self.rate = rate
+        self.bounds = self.BOUNDS[side]
         self.log_ratio = 0.0  # log(T_pen / T)
 
     @property
@@ -143,7 +146,7 @@ class TargetCorrection:
         err = math.log(max(l0, 1e-3) / self.target)
         if step < self.start or abs(err) > self.WINDOW:
             return
-        lo, hi = (math.log(b) for b in self.BOUNDS)
+        lo, hi = (math.log(b) for b in self.bounds)
         self.log_ratio = max(lo, min(hi, self.log_ratio - self.rate * err))
 
     def state_dict(self) -> dict[str, float]:

@@ -200,10 +200,11 @@ class Trainer:
         quadratic = c.objective == "quadratic"  # steers L0 through its own penalty: no controller
         controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 and not quadratic \
             else None
-        correction = TargetCorrection(c.target_l0, sched.l0_warmup, c.l0_correction) \
+        correction = TargetCorrection(c.target_l0, sched.l0_warmup, c.l0_correction, c.quadratic_side) \
             if quadratic and c.l0_correction > 0 else None
         def objective_for(target: float | None):
-            return loss_fn(c.objective, target, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient)
+            return loss_fn(c.objective, target, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient,
+                           c.quadratic_side)
 
         objective = objective_for(c.target_l0)
         fixed_lambda = quadratic_coefficient(c, plan.d_in) if quadratic else c.l0_coefficient

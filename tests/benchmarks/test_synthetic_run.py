@@ -1,4 +1,5 @@
-"""benchmarks/synthetic.py's driver: the --ceiling run starts at the given directions, and the summary's means."""
+"""benchmarks/synthetic.py's driver: the --ceiling run starts at the given directions, the --truth-decoder run keeps
+them, and the summary's means."""
 
 from __future__ import annotations
 
@@ -36,6 +37,19 @@ def test_the_ceiling_run_starts_at_the_planted_directions(planted) -> None:
                           truth.dirs, atol=1e-3)
 
 
+def test_the_truth_decoder_run_keeps_the_planted_directions_while_the_encoder_trains(planted) -> None:
+    truth, x = planted
+    # the default LR over 8 steps: a started-but-free decoder moves, a held one does not
+    held = train_jumpscope(x, truth.dirs.shape[0], 3.0, 4096, 512, seed=0, overrides={}, start=truth.dirs, hold=True)
+    free = train_jumpscope(x, truth.dirs.shape[0], 3.0, 4096, 512, seed=0, overrides={}, start=truth.dirs)
+    w_held = held.W_dec.detach()
+    unit = w_held / w_held.norm(dim=1, keepdim=True)
+    assert torch.allclose(unit, truth.dirs, atol=1e-5)
+    assert _best_cos(truth.dirs, free.W_dec.detach()).min() < 1 - 1e-4
+    w_enc = held.W_enc.detach().T
+    assert _best_cos(truth.dirs, w_enc).min() < 1 - 1e-4  # the encoder did train
+
+
 def test_the_ceiling_run_refuses_directions_of_the_wrong_shape(planted) -> None:
     truth, x = planted
     with pytest.raises(ValueError, match="start directions"):
@@ -58,3 +72,8 @@ def test_summary_means_ratios_and_the_ceiling_only_when_every_run_has_one() -> N
     assert both["ratio"]["max_cos"] == pytest.approx(1.0)
     assert both["wins"]["max_cos"] == pytest.approx(0.5) and both["wins"]["fvu"] == pytest.approx(0.5)
     assert "ceiling" not in summarise([run(0.8, 0.6, 0.9), run(0.6, 0.8, None)])
+    held = [{**run(0.8, 0.6, None), "truth_decoder": side(0.5), "matched": side(0.7)},
+            {**run(0.6, 0.8, None), "truth_decoder": side(0.7), "matched": side(0.9)}]
+    summary = summarise(held)
+    assert summary["truth_decoder"]["fvu"] == pytest.approx(0.4) and summary["matched"]["fvu"] == pytest.approx(0.2)
+    assert "ceiling" not in summary

@@ -59,6 +59,33 @@ def test_quadratic_loss_value_and_threshold_gradient_match_the_formula() -> None
     torch.testing.assert_close(sae.log_threshold.grad, d_theta * theta)  # chain rule through θ = exp(log θ)
 
 
+def test_one_sided_quadratic_penalises_only_the_tokens_above_the_target() -> None:
+    sae, x = _sae(seed=5)
+    pre, theta, _, mse = _direct(sae, x)
+    l0 = (pre > theta).double().sum(1)
+    target = float(l0.median())  # tokens on both sides of T
+    assert bool((l0 < target).any()) and bool((l0 > target).any())
+    lam = 0.7
+    out = quadratic_loss(sae, x, lam, target, side="over")
+    over = [max(0.0, float(n) - target) for n in l0]  # written out token by token
+    want = mse + lam * sum((2 / target) * g * g for g in over) / len(over)
+    assert float(out.loss.detach()) == pytest.approx(want, rel=1e-12)
+    both = quadratic_loss(sae, x, lam, target, side="both")
+    assert float(both.loss.detach()) > float(out.loss.detach())  # the two-sided form also counts tokens below T
+    # θ's gradient comes from the tokens above T only: ∂/∂θ_i = λ·mean_t (4/T)·max(0, L0_t − T)·∂H_ti/∂θ_i
+    sae.zero_grad()
+    (out.loss - out.mse).backward()
+    dh = -(((pre - theta) / 0.5).abs() < 0.5).double() / 0.5
+    gap = (l0 - target).clamp_min(0)
+    d_theta = lam * ((4 / target) * gap).unsqueeze(1).mul(dh).mean(0)
+    torch.testing.assert_close(sae.log_threshold.grad, d_theta * theta)
+    with pytest.raises(ValueError, match="unknown quadratic side"):
+        quadratic_loss(sae, x, lam, target, side="under")
+    with pytest.raises(ValueError, match="--quadratic-side must be"):
+        TrainConfig(activations="a", out="o", d_sae=8, tokens=4096, target_l0=2.0, quadratic_side="under")
+    assert TrainConfig(activations="a", out="o", d_sae=8, tokens=4096, target_l0=2.0).quadratic_side == "over"
+
+
 def test_tanh_loss_value_matches_the_formula_and_the_pre_act_term_reaches_the_encoder() -> None:
     sae, x = _sae(seed=3)
     with torch.no_grad():

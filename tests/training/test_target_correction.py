@@ -55,6 +55,18 @@ def test_direction_warmup_and_state_round_trip() -> None:
     assert c.penalty_target == 10.0  # ... but never above it (the penalty's bias is upward only)
 
 
+def test_with_the_one_sided_penalty_the_target_may_rise_up_to_twice_t() -> None:
+    c = TargetCorrection(target=10.0, start=0, rate=0.1, side="over")
+    for step in range(2000):
+        c.update(step, 8.5)  # below the target, inside the window
+    assert c.penalty_target == pytest.approx(20.0)  # raised, and held at its bound 2T
+    for step in range(2000, 4000):
+        c.update(step, 11.5)
+    assert c.penalty_target == pytest.approx(5.0)  # lowered to T/2 as before
+    with pytest.raises(KeyError):
+        TargetCorrection(target=10.0, start=0, rate=0.1, side="under")
+
+
 def test_the_correction_brings_the_quadratic_runs_l0_to_its_target(tmp_path) -> None:
     x, _, planted = planted_activations(16_384, d_in=32, n_true=64, l0=6.0, seed=3)
     data = save_activation_file(tmp_path / "acts.safetensors", x)
