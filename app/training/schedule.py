@@ -19,9 +19,17 @@ integral term moves the target T_pen the penalty pulls toward, after the L0 warm
 
 so the batch L0 settles on the T asked for (docs/training.md, sixth pass). Farther from T the penalty alone is
 still closing the gap (L0 can sit at 2T for a while after the warm-up): integrating then would wind T_pen down
-and leave L0 below T for the rest of the run (planted s16n: 9.5 for 10). T_pen never rises above T: the
-penalty's bias is upward, and raising T_pen while L0 dips below T before the LR decay (planted s2) made L0 land
-above T after it.
+and leave L0 below T for the rest of the run (planted s16n: 9.5 for 10). With the two-sided penalty ("both")
+T_pen never rises above T: that penalty's bias is upward, and raising T_pen while L0 dips below T before the LR
+decay (planted s2) made L0 land above T after it.
+
+The one-sided penalty ("over", the default, docs/training.md seventh pass) leaves tokens below T free, so L0
+settles *below* T_pen and T_pen must rise (T_pen in [T/2, 2T]); after the warm-up L0 first dips ~20 % under T
+(SmolLM2), and the integral alone then overshoots (+6 %). A proportional term answers at once:
+
+    log T_pen = I − k_p · ē,   I ← I − rate · e,   ē ← 0.9 · ē + 0.1 · e,   e = log(L0_batch / T) (in the window)
+
+with k_p = 2 for "over" (0 for "both", the sixth pass's rule) and both terms kept in the bounds.
 """
 
 from __future__ import annotations
@@ -128,29 +136,36 @@ class TargetCorrection:
     # T_pen / T per --quadratic-side: the two-sided penalty's bias is upward only, so T_pen never rises above T
     # there; the one-sided penalty ("over") leaves the tokens below T free and may settle on either side
     BOUNDS = {"both": (0.5, 1.0), "over": (0.5, 2.0)}
+    PROPORTIONAL = {"both": 0.0, "over": 2.0}  # k_p per side (module docstring)
+    ERROR_DECAY = 0.9  # ē ← 0.9·ē + 0.1·e: the proportional term follows a smoothed batch error
     WINDOW = 0.25  # integrate only while |log(L0_batch / T)| ≤ this (anti-windup)
 
     def __init__(self, target: float, start: int, rate: float, side: str = "both") -> None:
         self.target = target
         self.start = start  # the first step that moves T_pen (the end of the L0 warm-up)
         self.rate = rate
-        self.bounds = self.BOUNDS[side]
-        self.log_ratio = 0.0  # log(T_pen / T)
+        self.bounds = tuple(math.log(b) for b in self.BOUNDS[side])
+        self.gain = self.PROPORTIONAL[side]
+        self.log_ratio = 0.0  # I: the integral part of log(T_pen / T)
+        self.error = 0.0  # ē
 
     @property
     def penalty_target(self) -> float:
-        return self.target * math.exp(self.log_ratio)
+        lo, hi = self.bounds
+        return self.target * math.exp(max(lo, min(hi, self.log_ratio - self.gain * self.error)))
 
     def update(self, step: int, l0: float) -> None:
         """Move log T_pen after a step in which the (global) batch L0 was `l0`."""
         err = math.log(max(l0, 1e-3) / self.target)
         if step < self.start or abs(err) > self.WINDOW:
             return
-        lo, hi = (math.log(b) for b in self.bounds)
+        lo, hi = self.bounds
         self.log_ratio = max(lo, min(hi, self.log_ratio - self.rate * err))
+        self.error = self.ERROR_DECAY * self.error + (1 - self.ERROR_DECAY) * err
 
     def state_dict(self) -> dict[str, float]:
-        return {"log_ratio": self.log_ratio}
+        return {"log_ratio": self.log_ratio, "error": self.error}
 
     def load_state_dict(self, state: dict) -> None:
         self.log_ratio = float(state["log_ratio"])
+        self.error = float(state.get("error", 0.0))  # checkpoints written before the proportional term

@@ -55,6 +55,41 @@ def test_direction_warmup_and_state_round_trip() -> None:
     assert c.penalty_target == 10.0  # ... but never above it (the penalty's bias is upward only)
 
 
+def _reference_over(target: float, start: int, rate: float, l0s: list[float]) -> float:
+    """T_pen for the one-sided penalty, from docs/training.md's rule: I and ē move while L0 is within e^±0.25 of T,
+    I ← clamp(I − rate·e), ē ← 0.9·ē + 0.1·e, T_pen = T·exp(clamp(I − 2·ē)) in [T/2, 2T]."""
+    integral, smoothed = 0.0, 0.0
+    for step, l0 in enumerate(l0s):
+        e = math.log(l0 / target)
+        if step >= start and abs(e) <= 0.25:
+            integral = min(math.log(2), max(math.log(0.5), integral - rate * e))
+            smoothed = 0.9 * smoothed + 0.1 * e
+    return target * math.exp(min(math.log(2), max(math.log(0.5), integral - 2 * smoothed)))
+
+
+@pytest.mark.parametrize("l0s", [[40.0] * 30, [26.0] * 30, [32.0, 90.0, 10.0, 33.0, 31.0, 40.0] * 8,
+                                 [26.0] * 300 + [36.0] * 40, [40.0] * 3000, [26.0] * 3000])
+def test_one_sided_update_follows_the_rule_with_its_proportional_term(l0s: list[float]) -> None:
+    c = TargetCorrection(target=32.0, start=3, rate=0.01, side="over")
+    for step, l0 in enumerate(l0s):
+        c.update(step, l0)
+    assert c.penalty_target == pytest.approx(_reference_over(32.0, 3, 0.01, l0s), rel=1e-9)
+    back = TargetCorrection(target=32.0, start=3, rate=0.01, side="over")
+    back.load_state_dict(json.loads(json.dumps(c.state_dict())))
+    assert back.penalty_target == c.penalty_target  # the smoothed error is part of the state
+
+
+def test_the_proportional_term_answers_before_the_integral_does() -> None:
+    over = TargetCorrection(target=10.0, start=0, rate=0.002, side="over")
+    both = TargetCorrection(target=10.0, start=0, rate=0.002, side="both")
+    for step in range(10):
+        over.update(step, 12.0)
+        both.update(step, 12.0)
+    # after ten steps 20 % over T: the integral alone has moved T_pen by ~0.4 %, the proportional term by ~12 %
+    assert 9.9 < both.penalty_target < 10.0
+    assert over.penalty_target < 9.0
+
+
 def test_with_the_one_sided_penalty_the_target_may_rise_up_to_twice_t() -> None:
     c = TargetCorrection(target=10.0, start=0, rate=0.1, side="over")
     for step in range(2000):
