@@ -25,6 +25,8 @@ from typing import Any, NamedTuple, get_type_hints
 
 from app.lm.hooks import HOOK_KINDS
 
+QUADRATIC_SIDES = ("over", "both")  # the tokens the quadratic penalty acts on: above the target only, or all
+
 CONFIG_FILE = "train_config.json"
 
 
@@ -251,7 +253,7 @@ class TrainConfig:
             (self.controller_rate > 0, f"--controller-rate must be > 0, got {self.controller_rate}"),
             (self.objective in ("step", "quadratic", "tanh"),
              f"--objective must be step, quadratic or tanh, got {self.objective!r}"),
-            (self.quadratic_side in ("over", "both"),
+            (self.quadratic_side in QUADRATIC_SIDES,
              f"--quadratic-side must be over or both, got {self.quadratic_side!r}"),
             (self.objective != "quadratic" or self.target_l0 is not None,
              "--objective quadratic needs --target-l0 (it penalises (L0 − target)²)"),

@@ -36,9 +36,9 @@ import torch
 
 from app.sae import JumpReLUSAE, SAEOutput
 from app.sae.ste import jumprelu, step
+from app.training.config import QUADRATIC_SIDES
 
 OBJECTIVES = ("step", "quadratic", "tanh")
-QUADRATIC_SIDES = ("over", "both")  # the tokens the quadratic penalty acts on: above T only, or all
 
 LossFn = Callable[[JumpReLUSAE, torch.Tensor, float], SAEOutput]
 

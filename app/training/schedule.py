@@ -130,8 +130,9 @@ class L0Controller:
 
 
 class TargetCorrection:
-    """The quadratic objective's integral term: the target T_pen its penalty pulls toward, moved after the L0
-    warm-up until the batch L0 sits on the requested target T (module docstring)."""
+    """The quadratic objective's target correction: the target T_pen its penalty pulls toward, moved after the L0
+    warm-up by an integral term (and, for the one-sided penalty, a proportional one) until the batch L0 sits on
+    the requested target T (module docstring)."""
 
     # T_pen / T per --quadratic-side: the two-sided penalty's bias is upward only, so T_pen never rises above T
     # there; the one-sided penalty ("over") leaves the tokens below T free and may settle on either side
