@@ -55,12 +55,18 @@ class FakeLLM:
                     fake.headers.append(dict(self.headers))
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                answering = False
                 try:
                     s = fake.script
                     reply = s(data) if callable(s) else s[min(n, len(s) - 1)]
                     if reply.delay:
                         time.sleep(reply.delay)
                     body = reply.body if reply.body is not None else completion(reply.content)
+                    # no longer in flight once the answer starts: the client may send its next request as soon
+                    # as it has read this one, before this thread would reach `finally` on a loaded machine
+                    with fake._lock:
+                        fake.in_flight -= 1
+                    answering = True
                     self.send_response(reply.status)
                     for k, v in reply.headers.items():
                         self.send_header(k, v)
@@ -71,8 +77,9 @@ class FakeLLM:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout)
                 finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
+                    if not answering:
+                        with fake._lock:
+                            fake.in_flight -= 1
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
