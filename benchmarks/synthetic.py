@@ -36,9 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -55,6 +57,12 @@ SETTINGS: dict[str, SynthConfig] = {
     "s16n": SynthConfig(d=64, ratio=16.0, l0=10.0, zipf=1.0, noise=0.02, mag_noise=0.4),
 }
 HELD_OUT = 65_536
+
+
+def at_width(cfg: SynthConfig, d: int) -> SynthConfig:
+    """The same setting at activation width d: superposition, L0, Zipf exponent, the *fraction* of hierarchical
+    directions (n_parents scales with d) and the noise's norm (its per-dimension std scales with √(cfg.d / d))."""
+    return replace(cfg, d=d, n_parents=round(cfg.n_parents * d / cfg.d), noise=cfg.noise * math.sqrt(cfg.d / d))
 
 
 def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,
@@ -229,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--js", nargs="*", default=[], metavar="KEY=VALUE", help="JumpScope TrainConfig overrides")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--d", type=int, default=None,
+                    help="activation width for every setting (superposition, L0 and structure kept; default 64)")
     ap.add_argument("--ceiling", action="store_true",
                     help="also train JumpScope started at the planted dictionary (what the objective allows)")
     ap.add_argument("--truth-decoder", action="store_true",
@@ -239,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("app").setLevel(logging.WARNING)  # the trainers' own progress lines
     torch.set_num_threads(args.threads)
     overrides = dict(kv.split("=", 1) for kv in args.js)
-    runs = [run_one(name, SETTINGS[name], seed, args.tokens, args.batch_size, overrides, args.ceiling,
+    settings = {name: at_width(SETTINGS[name], args.d) if args.d else SETTINGS[name] for name in args.settings}
+    runs = [run_one(name, settings[name], seed, args.tokens, args.batch_size, overrides, args.ceiling,
                     args.truth_decoder)
             for name in args.settings for seed in args.seeds]
     print(json.dumps(summarise(runs)))

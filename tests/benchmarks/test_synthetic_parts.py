@@ -111,3 +111,21 @@ def test_bad_settings_are_refused() -> None:
         SynthConfig(d=4, ratio=1.0, l0=5.0)
     with pytest.raises(ValueError, match="n_parents"):
         SynthConfig(d=4, ratio=2.0, l0=1.0, n_parents=3, children=3)
+
+
+def test_a_setting_at_another_width_keeps_its_superposition_hierarchy_share_and_noise_norm() -> None:
+    from benchmarks.synthetic import SETTINGS, at_width
+
+    for name, cfg in SETTINGS.items():
+        wide = at_width(cfg, 4 * cfg.d)
+        assert wide.d == 4 * cfg.d and wide.n_dirs == 4 * cfg.n_dirs, name
+        assert (wide.ratio, wide.l0, wide.zipf, wide.dir_correlation) == (cfg.ratio, cfg.l0, cfg.zipf,
+                                                                          cfg.dir_correlation)
+        assert wide.n_parents * (1 + wide.children) / wide.n_dirs == cfg.n_parents * (1 + cfg.children) / cfg.n_dirs
+    # the noise vector's expected norm σ√d is kept: measured on activations with nothing firing but noise
+    base = SynthConfig(d=16, ratio=2.0, l0=1e-6, noise=0.1)
+    norms = [PlantedDictionary(c, seed=0).sample(20_000, seed=1)[0].norm(dim=1).pow(2).mean().sqrt()
+             for c in (base, at_width(base, 64))]
+    assert float(norms[0]) == pytest.approx(0.1 * 4, rel=0.02)
+    assert float(norms[1]) == pytest.approx(float(norms[0]), rel=0.02)
+    assert at_width(SETTINGS["s8h"], 256).n_parents == 128
