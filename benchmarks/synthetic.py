@@ -1,7 +1,7 @@
 """Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
 
     python -m benchmarks.synthetic [--tokens 4194304] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
-                                   [--ceiling] [--truth-decoder]
+                                   [--ceiling] [--truth-decoder] [--d 256]
 
 For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
 tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
@@ -24,6 +24,10 @@ random start with its target L0 set to the L0 the held run reached, so both are 
 When the learned dictionary reconstructs better there ("matched" FVU < "truth_decoder" FVU), the loss of a
 one-layer JumpReLU encoder ranks another dictionary above the answer, and no optimiser of it reaches max-|cos| 1.
 The JSON then carries "truth_decoder" and "matched" like "ceiling".
+
+--d runs every setting at another activation width (default 64; `at_width` keeps superposition, L0, the share
+of hierarchical directions and the noise's norm): random directions interfere less in wider spaces
+(|cos| ~ 1/√d), and the issue's own case was d_sae 512 at 2× (d = 256).
 
 SAELens is driven with its own documented recipe for a target L0 (sparsity mode "quadratic", Gemma Scope 2),
 its own init (decoder_init_norm 0.1, threshold 0.01, bandwidth 0.05) and its norm scaling
