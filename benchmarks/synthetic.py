@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth-decoder", action="store_true",
                     help="also train with the decoder held at the planted dictionary, and a random start at its L0")
     args = ap.parse_args(argv)
+    if args.d is not None and args.d < 1:
+        ap.error(f"--d must be a positive activation width, got {args.d}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's progress bars
     logging.getLogger("app").setLevel(logging.WARNING)  # the trainers' own progress lines

@@ -129,3 +129,12 @@ def test_a_setting_at_another_width_keeps_its_superposition_hierarchy_share_and_
     assert float(norms[0]) == pytest.approx(0.1 * 4, rel=0.02)
     assert float(norms[1]) == pytest.approx(float(norms[0]), rel=0.02)
     assert at_width(SETTINGS["s8h"], 256).n_parents == 128
+
+
+def test_a_width_below_one_is_refused_with_one_line(capsys) -> None:
+    from benchmarks.synthetic import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--d", "0"])
+    assert stop.value.code == 2
+    assert "--d must be a positive activation width, got 0" in capsys.readouterr().err
