@@ -40,16 +40,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import statistics
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
+from benchmarks.synthetic_data import PlantedDictionary, SynthConfig, at_width
 from benchmarks.synthetic_metrics import at_least_as_good, score
 
 log = logging.getLogger(__name__)
@@ -61,12 +59,6 @@ SETTINGS: dict[str, SynthConfig] = {
     "s16n": SynthConfig(d=64, ratio=16.0, l0=10.0, zipf=1.0, noise=0.02, mag_noise=0.4),
 }
 HELD_OUT = 65_536
-
-
-def at_width(cfg: SynthConfig, d: int) -> SynthConfig:
-    """The same setting at activation width d: superposition, L0, Zipf exponent, the *fraction* of hierarchical
-    directions (n_parents scales with d) and the noise's norm (its per-dimension std scales with √(cfg.d / d))."""
-    return replace(cfg, d=d, n_parents=round(cfg.n_parents * d / cfg.d), noise=cfg.noise * math.sqrt(cfg.d / d))
 
 
 def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,

@@ -17,7 +17,7 @@ Everything is a pure function of `(SynthConfig, seed)`; nothing is tuned to a se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -47,6 +47,12 @@ class SynthConfig:
             raise ValueError(f"need d > 0, ratio > 0 and 0 < l0 < n_dirs, got {self}")
         if self.n_parents * (1 + self.children) > self.n_dirs:
             raise ValueError("n_parents · (1 + children) exceeds the number of directions")
+
+
+def at_width(cfg: SynthConfig, d: int) -> SynthConfig:
+    """The same setting at activation width d: superposition, L0, Zipf exponent, the *fraction* of hierarchical
+    directions (n_parents scales with d) and the noise's norm (its per-dimension std scales with √(cfg.d / d))."""
+    return replace(cfg, d=d, n_parents=round(cfg.n_parents * d / cfg.d), noise=cfg.noise * math.sqrt(cfg.d / d))
 
 
 class PlantedDictionary:

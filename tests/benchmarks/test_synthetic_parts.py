@@ -11,7 +11,7 @@ import torch
 # environment has no sae-lens, so these tests skip there.
 pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy (installed with the interop extra)")
 
-from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
+from benchmarks.synthetic_data import PlantedDictionary, SynthConfig, at_width
 from benchmarks.synthetic_metrics import at_least_as_good, firing_scores, hungarian, score
 
 
@@ -114,7 +114,7 @@ def test_bad_settings_are_refused() -> None:
 
 
 def test_a_setting_at_another_width_keeps_its_superposition_hierarchy_share_and_noise_norm() -> None:
-    from benchmarks.synthetic import SETTINGS, at_width
+    from benchmarks.synthetic import SETTINGS
 
     for name, cfg in SETTINGS.items():
         wide = at_width(cfg, 4 * cfg.d)
