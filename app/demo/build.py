@@ -177,8 +177,8 @@ def _train_sae(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) 
                      buffer_tokens=min(262_144, cfg.sae_tokens), norm_tokens=min(65_536, cfg.sae_tokens),
                      out=str(sae_dir), device="cpu", seed=cfg.seed, checkpoint_every=0, progress=False,
                      # the recipe the demo world was tuned and measured with (docs/demo.md), not the newer default
-                     objective="step", threshold_param="log", decoder="unit", adam_beta1=0.0, adam_beta2=0.999,
-                     aux_coefficient=0.0)
+                     objective="step", threshold_param="log", threshold_step="per_latent", decoder="unit",
+                     adam_beta1=0.0, adam_beta2=0.999, aux_coefficient=0.0)
     stages.report("sae", f"training a {cfg.d_sae}-latent JumpReLU SAE on blocks.{cfg.layer}.hook_resid_post",
                   0.0)
     train(tc)

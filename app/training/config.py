@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, get_type_hints
 from app.lm.hooks import HOOK_KINDS
 
 QUADRATIC_SIDES = ("over", "both")  # the tokens the quadratic penalty acts on: above the target only, or all
+THRESHOLD_STEPS = ("shared", "per_latent")  # --threshold-step: θ's Adam second moment over all latents, or per latent
 
 CONFIG_FILE = "train_config.json"
 
@@ -127,6 +128,10 @@ class TrainConfig:
     threshold_init: float = _doc(0.001, "θ at init, normalised units")
     threshold_param: str = _doc("linear", "how θ trains: linear (θ itself, projected to ≥ 0) | log (exp(log θ), "
                                           "Gemma Scope 1); see docs/training.md")
+    threshold_step: str = _doc("shared", "how θ steps: shared (Adam with one second moment over all latents, so a "
+                                         "latent's step follows the size of its gradient; θ's auto LR grows with "
+                                         "d_in) | per_latent (torch Adam, the recipe before 2026-12-04); see "
+                                         "app/training/optim.py")
     decoder: str = _doc("free", "free (rows learn their norm from --decoder-init-norm; folded to unit rows at save) "
                                 "| unit (rows renormalised every step, Gemma Scope 1)")
     decoder_init_norm: float = _doc(0.1, "free decoder: norm of every W_dec row at init (W_enc = W_decᵀ)")
@@ -170,7 +175,8 @@ class TrainConfig:
                                         "8.4M tokens on, halved down to 256 so a run takes 2048 steps)")
     lr: float | None = _doc(None, "peak learning rate (default auto: 7e-5 for long runs, up to 1e-2 for short ones)")
     threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/steps), divided by "
-                                            "√d_in for a linear θ)")
+                                            "√d_in for a linear θ and multiplied by max(1, (d_in/64)·√(batch/4096)) "
+                                            "with --threshold-step shared)")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
@@ -257,6 +263,8 @@ class TrainConfig:
              f"--quadratic-side must be over or both, got {self.quadratic_side!r}"),
             (self.objective != "quadratic" or self.target_l0 is not None,
              "--objective quadratic needs --target-l0 (it penalises (L0 − target)²)"),
+            (self.threshold_step in THRESHOLD_STEPS,
+             f"--threshold-step must be {' or '.join(THRESHOLD_STEPS)}, got {self.threshold_step!r}"),
             (self.threshold_param in ("linear", "log"),
              f"--threshold-param must be linear or log, got {self.threshold_param!r}"),
             (self.decoder in ("free", "unit"), f"--decoder must be free or unit, got {self.decoder!r}"),

@@ -39,6 +39,12 @@ from typing import NamedTuple
 
 from app.training.config import Schedule, TrainConfig
 
+# θ's auto LR with the shared second moment grows as (d_in / WIDTH)·√(batch / BATCH), within [1, MAX_FACTOR]
+# (`threshold_lr_factor`); MAX_FACTOR is the largest factor measured (planted d = 256, SmolLM2 at 2M tokens)
+THRESHOLD_LR_WIDTH = 64
+THRESHOLD_LR_BATCH = 4096
+THRESHOLD_LR_MAX_FACTOR = 4.0
+
 
 class GroupLRs(NamedTuple):
     """Peak learning rates of the trainer's three Adam groups (multiplied by `lr_factor` each step)."""
@@ -52,20 +58,42 @@ def group_lrs(config: TrainConfig, sched: Schedule, d_in: int) -> GroupLRs:
     """The peak LRs of a run on d_in-wide activations.
 
     Linear θ (the default): θ, b_enc and b_dec are in activation units, and after the normalisation E‖x‖² = 1 a
-    coordinate has RMS 1/√d_in; Adam moves a parameter by ~lr per step whatever its scale, so these step at
-    lr/√d_in (the same as lr in units where every coordinate has RMS 1, as SAELens trains), θ at
-    max(lr, min(0.1, 10/steps))/√d_in (`Schedule.threshold_lr` scaled the same way). Measured on
-    benchmarks/synthetic.py s2 with a minimal trainer, 1024 steps (docs/training.md): mean max-cosine
-    0.98 with the scaling, 0.86 without.
+    coordinate has RMS 1/√d_in; Adam moves a parameter by ~lr per step whatever its scale, so the biases step
+    at lr/√d_in (the same as lr in units where every coordinate has RMS 1, as SAELens trains). θ's peak LR is
+    `threshold_lr_factor` × max(lr, min(0.1, 10/steps))/√d_in (`Schedule.threshold_lr` scaled the same way).
+    Measured on benchmarks/synthetic.py s2 with a minimal trainer, 1024 steps (docs/training.md): mean
+    max-cosine 0.98 with the ÷√d_in scaling, 0.86 without.
     Log θ (Gemma Scope 1): every weight at lr and log θ at `sched.threshold_lr`.
+    An explicit --threshold-lr is used as given.
     """
     if config.threshold_param == "log":
         return GroupLRs(sched.lr, sched.lr, sched.threshold_lr)
     root = math.sqrt(d_in)
     # θ must travel from its init to the scale of the pre-activations within the run: at most ~lr·steps, so
     # short runs (where the LR is capped at 1e-2) give θ max(lr, 10/steps), as the log-θ rule does.
-    theta = config.threshold_lr if config.threshold_lr is not None else sched.threshold_lr / root
+    auto = sched.threshold_lr / root * threshold_lr_factor(config.threshold_step, d_in, config.batch_size)
+    theta = config.threshold_lr if config.threshold_lr is not None else auto
     return GroupLRs(sched.lr, sched.lr / root, theta)
+
+
+def threshold_lr_factor(threshold_step: str, d_in: int, batch_size: int) -> float:
+    """The factor on a linear θ's auto LR: (d_in / 64)·√(batch / 4096) within [1, 4] with the shared second moment
+    (--threshold-step shared), 1 with torch Adam's per-latent one (the recipe before it).
+
+    Why it grows with d_in: Adam moves each W_enc entry by ~lr, which moves a pre-activation by ~lr·‖x‖₁ ∝ lr·√d_in
+    at E‖x‖² = 1, while θ at lr/√d_in moves ∝ 1/√d_in; the ratio of the two speeds goes as d_in, and when θ lags
+    the sparsity pressure bends the encoder instead (planted s2 at d = 256: max-|cos| 0.94 at ×1, 0.977 at ×4).
+    Why it shrinks with the batch: θ's gradient comes from the few pre-activations inside the STE window, so its
+    noise grows as the batch shrinks (Adam's square-root rule); a larger factor then kills latents (SmolLM2-135M
+    d_in 576 at batch 256: dead 3.7 % at ×2.25, 7.0 % at ×4). Calibrated where ×1 is best: d_in 64 at batch 4096
+    (planted s4c: ×2 already loses max-|cos| and doubles dead latents). Capped at the largest factor measured
+    (×4): wider models (Gemma 2 2B, d_in 2304) would get up to ×36, which nothing here has tried. docs/training.md,
+    ninth pass.
+    """
+    if threshold_step != "shared":
+        return 1.0
+    factor = (d_in / THRESHOLD_LR_WIDTH) * math.sqrt(batch_size / THRESHOLD_LR_BATCH)
+    return min(THRESHOLD_LR_MAX_FACTOR, max(1.0, factor))
 
 
 def quadratic_coefficient(config: TrainConfig, d_in: int) -> float:

@@ -36,6 +36,7 @@ from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
 from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
+from app.training.optim import SHARED_MOMENT, ThresholdAdam
 from app.training.schedule import (
     GroupLRs,
     L0Controller,
@@ -55,11 +56,12 @@ METRICS_FILE = "metrics.jsonl"
 _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
                 "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
-                "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window")
+                "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
+                "threshold_step")
 # A key missing from an older run's config: what it meant then.
 _RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
                   "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
-                  "aux_dead_window": 65_536}
+                  "aux_dead_window": 65_536, "threshold_step": "per_latent"}
 
 
 def train(config: TrainConfig) -> Path:
@@ -162,13 +164,15 @@ class Trainer:
         return 1.0 / math.sqrt(mean_sq)
 
     def _optimizer(self, sae: JumpReLUSAE, lrs: GroupLRs) -> torch.optim.Adam:
-        """Adam with three groups: W_enc and W_dec, the biases b_enc and b_dec, and θ (peak LRs from `lrs`)."""
+        """Adam with three groups: W_enc and W_dec, the biases b_enc and b_dec, and θ (peak LRs from `lrs`); θ's
+        with one second moment over all latents when --threshold-step is shared (app/training/optim.py)."""
         c = self.config
         # fused: one kernel over all parameters; ~8x faster than the per-tensor loop at 768x16384 on CPU.
-        return torch.optim.Adam(
+        return ThresholdAdam(
             [{"params": [sae.W_enc, sae.W_dec], "lr": lrs.weights},
              {"params": [sae.b_enc, sae.b_dec], "lr": lrs.biases},
-             {"params": [sae.threshold_parameter], "lr": lrs.threshold}],
+             {"params": [sae.threshold_parameter], "lr": lrs.threshold,
+              SHARED_MOMENT: c.threshold_step == "shared"}],
             betas=(float(c.adam_beta1), float(self.sched.adam_beta2)), eps=c.adam_eps, fused=True,
         )
 

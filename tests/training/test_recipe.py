@@ -33,7 +33,7 @@ def test_defaults_pick_the_benchmarked_recipe() -> None:
 
 @pytest.mark.parametrize("d_in", [16, 576, 2304])
 def test_group_lrs_scale_activation_unit_parameters(d_in: int) -> None:
-    c = _cfg()
+    c = _cfg(threshold_step="per_latent")  # torch Adam's θ: the ÷√d_in rule alone
     sched = c.schedule()
     lrs = group_lrs(c, sched, d_in)
     assert lrs.weights == sched.lr
@@ -45,6 +45,28 @@ def test_group_lrs_scale_activation_unit_parameters(d_in: int) -> None:
     assert tuple(group_lrs(log, log.schedule(), d_in)) == (sched.lr, sched.lr, log.schedule().threshold_lr)
     assert quadratic_coefficient(c, d_in) == pytest.approx(1.0 / d_in)
     assert quadratic_coefficient(_cfg(quadratic_coefficient=0.3), d_in) == 0.3
+
+
+# (d_in, batch, factor) worked by hand from (d_in / 64)·√(batch / 4096) within [1, 4]
+@pytest.mark.parametrize(("d_in", "batch", "factor"), [
+    (16, 4096, 1.0),  # 0.25 → the floor: small widths keep the ÷√d_in rule
+    (64, 4096, 1.0),  # the calibration point
+    (256, 4096, 4.0),  # planted s2 at d = 256
+    (576, 256, 2.25),  # SmolLM2 at 0.5M tokens: 9 · 1/4
+    (576, 512, 9.0 / math.sqrt(8.0)),  # SmolLM2 at 1M tokens: 3.18
+    (2304, 4096, 4.0),  # 36 → the cap
+    (256, 256, 1.0),  # 4 · 1/4
+])
+def test_shared_threshold_step_scales_theta_lr_with_width_and_batch(d_in: int, batch: int, factor: float) -> None:
+    c = _cfg(batch_size=batch, tokens=batch * 100)
+    assert c.threshold_step == "shared"  # the default
+    sched = c.schedule()
+    lrs = group_lrs(c, sched, d_in)
+    assert lrs.threshold == pytest.approx(sched.threshold_lr / math.sqrt(d_in) * factor, rel=1e-12)
+    assert lrs.biases == pytest.approx(sched.lr / math.sqrt(d_in), rel=1e-12)  # only θ's LR moves
+    assert group_lrs(_cfg(batch_size=batch, tokens=batch * 100, threshold_lr=0.02), sched, d_in).threshold == 0.02
+    with pytest.raises(ValueError, match="threshold-step"):
+        _cfg(threshold_step="global")
 
 
 def test_default_run_saves_unit_rows_and_logs_the_group_lrs(tmp_path) -> None:

@@ -95,3 +95,23 @@ def test_resume_with_an_auto_batch_size_follows_the_resumed_run(tmp_path) -> Non
     train(_cfg(data, tmp_path / "c", stop_at_step=10))
     with pytest.raises(ValueError, match="batch_size is 128 but the run in .* used 64"):
         train(_cfg(data, tmp_path / "c", resume=True, batch_size=128))  # an explicit size must match
+
+
+def test_resume_of_a_run_from_before_the_shared_threshold_step(tmp_path) -> None:
+    """A checkpoint whose config has no threshold_step trained θ with torch Adam: it resumes as per_latent only
+    (its optimiser state holds one second moment per latent)."""
+    from app.training.trainer import check_output
+
+    data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8))
+    out = train(_cfg(data, tmp_path / "o", stop_at_step=3, threshold_step="per_latent"))
+    ckpt = list_checkpoints(out)[-1]
+    saved = json.loads((ckpt / "train_config.json").read_text())
+    assert saved["threshold_step"] == "per_latent"
+    del saved["threshold_step"]
+    (ckpt / "train_config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="threshold_step is 'shared' but the run .* used 'per_latent'"):
+        check_output(_cfg(data, out, resume=True))
+    resumed = train(_cfg(data, out, resume=True, threshold_step="per_latent"))
+    straight = train(_cfg(data, tmp_path / "s", threshold_step="per_latent"))
+    a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
