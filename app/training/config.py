@@ -5,7 +5,7 @@ rules that depend on the run length (see `schedule()` and docs/training_recipe.m
 - warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp);
 - `lr=None` means auto: max(7e-5, min(1e-2, 3 / steps)) — the paper's 7e-5 for runs of ≥ 43k steps;
 - `threshold_lr=None` means auto: max(lr, 10 / steps), so log θ can travel ~10 nats (θ init 0.001 → the
-  scale of the pre-activations) even in a few hundred Adam steps;
+  scale of the pre-activations) even in a few hundred Adam steps (a linear θ: see `group_lrs` in schedule.py);
 - `bandwidth=None` means auto: max(0.001, min(0.02, 6 / steps)) — the paper's ε for runs of ≥ 6k steps, a
   wider window (more pre-activations give θ a gradient, fewer latents die) for short runs;
 - `batch_size=None` means auto (`default_batch_size`): SPEC's 4096 from 8.4M tokens on, smaller batches (down to
