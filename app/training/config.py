@@ -175,8 +175,8 @@ class TrainConfig:
                                         "8.4M tokens on, halved down to 256 so a run takes 2048 steps)")
     lr: float | None = _doc(None, "peak learning rate (default auto: 7e-5 for long runs, up to 1e-2 for short ones)")
     threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/steps), divided by "
-                                            "√d_in for a linear θ and multiplied by max(1, (d_in/64)·√(batch/4096)) "
-                                            "with --threshold-step shared)")
+                                            "√d_in for a linear θ and multiplied by (d_in/64)·√(batch/4096) within "
+                                            "[1, 4] with --threshold-step shared)")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
