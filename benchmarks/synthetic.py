@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.synthetic_data import PlantedDictionary, SynthConfig, at_width
-from benchmarks.synthetic_metrics import at_least_as_good, score
+from benchmarks.synthetic_metrics import at_least_as_good, mean_l0, score
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, ove
     n_train = min(tokens, 1_048_576)  # the training sample; longer budgets reuse it for more passes
     x, fire_train = truth.sample(n_train, seed=10_000 + seed)
     held_x, held_fire = truth.sample(HELD_OUT, seed=20_000 + seed)
-    planted = float(fire_train.sum(1).double().mean())
+    planted = mean_l0(fire_train)
     del fire_train
     d_sae = cfg.n_dirs
     js = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides)

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy (installed with the interop extra)")
 
 from benchmarks.synthetic_data import PlantedDictionary, SynthConfig, at_width
-from benchmarks.synthetic_metrics import at_least_as_good, firing_scores, hungarian, score
+from benchmarks.synthetic_metrics import at_least_as_good, firing_scores, hungarian, mean_l0, score
 
 
 def test_marginals_l0_and_zipf_follow_the_config() -> None:
@@ -55,6 +55,13 @@ def test_hungarian_matches_brute_force() -> None:
     best = max(itertools.permutations(range(5)), key=lambda perm: sum(float(cos[i, perm[i]]) for i in range(5)))
     rows, cols = hungarian(cos)
     assert [int(c) for c in cols[rows.argsort()]] == list(best)
+
+
+def test_mean_l0_counts_by_hand() -> None:
+    mask = torch.tensor([[True, False, True], [False, False, False], [True, True, True], [False, True, False]])
+    assert mean_l0(mask) == (2 + 0 + 3 + 1) / 4
+    big = torch.rand(1000, 37, generator=torch.Generator().manual_seed(0)) < 0.2
+    assert mean_l0(big) == sum(int(v) for row in big.tolist() for v in row) / 1000
 
 
 def test_firing_scores_by_hand() -> None:
