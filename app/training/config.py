@@ -165,7 +165,8 @@ class TrainConfig:
     aux_coefficient: float = _doc(1 / 32, "weight α of the AuxK loss that trains dead latents on the residual "
                                   "(any objective; off during the LR decay; 0 = off)")
     aux_k: int | None = _doc(None, "AuxK: dead latents per token that reconstruct the residual (default d_in / 2)")
-    aux_dead_window: int = _doc(65_536, "AuxK: tokens without firing before a latent counts as dead for it")
+    aux_dead_window: int = _doc(16_384, "AuxK: tokens without firing before a latent counts as dead for it "
+                                        "(65,536 before 2026-12-04; docs/training.md, ninth pass)")
     aux_threshold_reset: bool = _doc(True, "AuxK: after each step, lower each dead latent's θ to its largest "
                                            "pre-activation in the batch when that is > 0 (while AuxK runs)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
