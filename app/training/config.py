@@ -3,7 +3,8 @@
 Defaults follow SPEC §2 (Gemma Scope / "Jumping Ahead") for long runs. Short runs differ only through
 rules that depend on the run length (see `schedule()` and docs/training_recipe.md):
 - warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp);
-- `lr=None` means auto: max(7e-5, min(1e-2, 3 / steps)) — the paper's 7e-5 for runs of ≥ 43k steps;
+- `lr=None` means auto (`auto_lr`): 3 / steps up to 2048 steps, 3 / √(2048·steps) beyond, within [7e-5, 1e-2] —
+  the paper's 7e-5 at the paper's scale (≥ 0.9M steps);
 - `threshold_lr=None` means auto: max(lr, 10 / steps), so log θ can travel ~10 nats (θ init 0.001 → the
   scale of the pre-activations) even in a few hundred Adam steps (a linear θ: see `group_lrs` in schedule.py);
 - `bandwidth=None` means auto: max(0.001, min(0.02, 6 / steps)) — the paper's ε for runs of ≥ 6k steps, a
@@ -41,11 +42,18 @@ LONG_RUN_BATCH = 4096
 MIN_AUTO_BATCH = 256
 # Steps the auto batch size aims for. At a fixed token budget more, smaller steps leave fewer latents dead and
 # reconstruct better (SmolLM2 layer 15, 1M tokens, held out: 31 % dead at batch 4096 = 256 steps, 2.2 % at
-# 512 = 2048 steps), but with the auto LR (3 / steps) much longer runs settle too slowly to hit a small target L0
+# 512 = 2048 steps), but with the auto LR of then (3 / steps) much longer runs settled too slowly to hit a small L0
 # (planted test, L0 3: 3.20 at 2,400 steps, 4.13 at 4,800), and a larger LR for small batches, which fixes that,
 # leaves 68–91 % of SmolLM2's latents dead (11–12 % when only θ's is raised); docs/training.md "Short runs:
 # smaller batches".
 AUTO_BATCH_STEPS = 2048
+
+# The auto LR (`auto_lr`): SPEC §2's 7e-5 for long runs, 3 / steps for short ones (capped at 1e-2), bending to
+# 3 / √(2048·steps) past AUTO_LR_BEND_STEPS (before 2026-12-04: 3 / steps at any length).
+LONG_RUN_LR = 7e-5
+SHORT_RUN_MAX_LR = 1e-2
+AUTO_LR_SCALE = 3.0
+AUTO_LR_BEND_STEPS = 2048
 
 # Adam β2 of the auto rule (`auto_adam_beta2`): SPEC §2's for long runs; short runs average the squared gradient
 # over fewer steps. With 0.999 a 2048-step run still divides its step by the large gradients of the first
@@ -63,6 +71,19 @@ def default_batch_size(tokens: int) -> int:
     while batch > MIN_AUTO_BATCH and tokens // batch < AUTO_BATCH_STEPS:
         batch //= 2
     return batch
+
+
+def auto_lr(steps: int) -> float:
+    """The auto peak LR: AUTO_LR_SCALE / steps up to AUTO_LR_BEND_STEPS, AUTO_LR_SCALE / √(AUTO_LR_BEND_STEPS·steps)
+    beyond (continuous at the bend), within [LONG_RUN_LR, SHORT_RUN_MAX_LR].
+
+    3 / steps keeps lr·steps (how far Adam can move a weight) fixed for short runs; past 2048 steps that starved
+    longer runs (planted s2 at d = 256, 5,120 steps: max-|cos| 0.973 at 3 / steps, 0.983 at this rule, 0.998 at
+    2.9e-3), so the LR falls as 1 / √steps there (docs/training.md, tenth pass).
+    """
+    steps = max(1, steps)
+    lr = AUTO_LR_SCALE / steps if steps <= AUTO_LR_BEND_STEPS else AUTO_LR_SCALE / math.sqrt(AUTO_LR_BEND_STEPS * steps)
+    return max(LONG_RUN_LR, min(SHORT_RUN_MAX_LR, lr))
 
 
 def auto_adam_beta2(steps: int) -> float:
@@ -174,7 +195,8 @@ class TrainConfig:
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
     batch_size: int | None = _doc(None, "tokens per optimiser step, over all ranks (default auto: 4096 from "
                                         "8.4M tokens on, halved down to 256 so a run takes 2048 steps)")
-    lr: float | None = _doc(None, "peak learning rate (default auto: 7e-5 for long runs, up to 1e-2 for short ones)")
+    lr: float | None = _doc(None, "peak learning rate (default auto: 3/steps up to 2048 steps, 3/√(2048·steps) beyond, "
+                                       "within [7e-5, 1e-2])")
     threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/steps), divided by "
                                             "√d_in for a linear θ and multiplied by (d_in/64)·√(batch/4096) within "
                                             "[1, 4] with --threshold-step shared)")
@@ -313,7 +335,7 @@ class TrainConfig:
     def schedule(self) -> Schedule:
         """The run-length dependent schedule (warm-ups scaled down for short runs, auto learning rates)."""
         steps = max(1, self.tokens // self.batch_size)
-        lr = self.lr if self.lr is not None else max(7e-5, min(1e-2, 3.0 / steps))
+        lr = self.lr if self.lr is not None else auto_lr(steps)
         threshold_lr = self.threshold_lr if self.threshold_lr is not None else max(lr, min(0.1, 10.0 / steps))
         bandwidth = self.bandwidth if self.bandwidth is not None else max(0.001, min(0.02, 6.0 / steps))
         beta2 = self.adam_beta2 if self.adam_beta2 is not None else auto_adam_beta2(steps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.training.config import TrainConfig, default_batch_size
+from app.training.config import TrainConfig, auto_lr, default_batch_size
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
 
 
@@ -48,12 +48,36 @@ def test_no_sparsity_flag_means_the_default_target_l0() -> None:
 
 
 def test_long_runs_use_the_paper_recipe() -> None:
-    s = _cfg(tokens=4096 * 200_000).schedule()
-    assert s.total_steps == 200_000
+    s = _cfg(tokens=4096 * 1_000_000).schedule()  # the paper's scale: 4.1B tokens
+    assert s.total_steps == 1_000_000
     assert s.lr == 7e-5 and s.threshold_lr == 7e-5 and s.bandwidth == 0.001
     assert s.lr_warmup == 1000 and s.l0_warmup == 10_000
-    assert s.lr_decay_start == 160_000
+    assert s.lr_decay_start == 800_000
     assert s.adam_beta2 == 0.999
+
+
+@pytest.mark.parametrize(("steps", "lr"), [
+    (100, 1e-2),                    # 3 / 100 = 0.03, capped
+    (300, 1e-2),                    # 3 / 300 = 0.01, the cap itself
+    (1024, 3 / 1024),               # the planted benchmark's runs: unchanged
+    (2048, 3 / 2048),               # every auto-batch run under 8.4M tokens: unchanged
+    (4096, 3 / 2896.309375740099),  # √(2048 · 4096) = 2048 · √2
+    (5120, 3 / 3238.1723240124),    # √(2048 · 5120) = 1024 · √10
+    (200_000, 3 / 20238.577024), # √(2048 · 200,000) = √409,600,000
+    (1_000_000, 7e-5),              # 3 / 45,254.8 = 6.6e-5, below the floor
+])
+def test_auto_lr_bends_to_one_over_root_steps_past_2048(steps: int, lr: float) -> None:
+    s = _cfg(tokens=4096 * steps, batch_size=4096).schedule()
+    assert s.total_steps == steps
+    assert s.lr == pytest.approx(lr, rel=1e-5)
+
+
+def test_auto_lr_is_continuous_and_never_rises() -> None:
+    steps = list(range(1, 5000)) + [10_000, 100_000, 896_000, 897_000, 2_000_000]
+    lrs = [auto_lr(n) for n in steps]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))
+    assert auto_lr(2049) == pytest.approx(auto_lr(2048), rel=1e-3)  # no jump at the bend
+    assert auto_lr(896_000) > 7e-5 and auto_lr(897_000) == 7e-5  # (3 / 7e-5)² / 2048 = 896,843
 
 
 def test_short_runs_scale_warmups_and_learning_rates() -> None:
