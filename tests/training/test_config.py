@@ -63,7 +63,7 @@ def test_long_runs_use_the_paper_recipe() -> None:
     (2048, 3 / 2048),               # every auto-batch run under 8.4M tokens: unchanged
     (4096, 3 / 2896.309375740099),  # √(2048 · 4096) = 2048 · √2
     (5120, 3 / 3238.1723240124),    # √(2048 · 5120) = 1024 · √10
-    (200_000, 3 / 20238.577024), # √(2048 · 200,000) = √409,600,000
+    (200_000, 3 / 20238.577024),    # √(2048 · 200,000) = √409,600,000
     (1_000_000, 7e-5),              # 3 / 45,254.8 = 6.6e-5, below the floor
 ])
 def test_auto_lr_bends_to_one_over_root_steps_past_2048(steps: int, lr: float) -> None:
