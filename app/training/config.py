@@ -53,7 +53,7 @@ AUTO_BATCH_STEPS = 2048
 LONG_RUN_LR = 7e-5
 SHORT_RUN_MAX_LR = 1e-2
 AUTO_LR_SCALE = 3.0
-AUTO_LR_BEND_STEPS = 2048
+AUTO_LR_BEND_STEPS = AUTO_BATCH_STEPS  # the run length the short-run rules were measured at
 
 # Adam β2 of the auto rule (`auto_adam_beta2`): SPEC §2's for long runs; short runs average the squared gradient
 # over fewer steps. With 0.999 a 2048-step run still divides its step by the large gradients of the first
