@@ -5,8 +5,9 @@ rules that depend on the run length (see `schedule()` and docs/training_recipe.m
 - warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp);
 - `lr=None` means auto (`auto_lr`): 3 / steps up to 2048 steps, 3 / √(2048·steps) beyond, within [7e-5, 1e-2] —
   the paper's 7e-5 at the paper's scale (≥ 0.9M steps);
-- `threshold_lr=None` means auto: max(lr, 10 / steps), so log θ can travel ~10 nats (θ init 0.001 → the
-  scale of the pre-activations) even in a few hundred Adam steps (a linear θ: see `group_lrs` in schedule.py);
+- `threshold_lr=None` means auto (`auto_threshold_lr`): max(lr, 10 / steps), so log θ can travel ~10 nats (θ init
+  0.001 → the scale of the pre-activations) even in a few hundred Adam steps, held at 10 / 2048 past 2048 steps
+  (a linear θ: see `group_lrs` in schedule.py);
 - `bandwidth=None` means auto: max(0.001, min(0.02, 6 / steps)) — the paper's ε for runs of ≥ 6k steps, a
   wider window (more pre-activations give θ a gradient, fewer latents die) for short runs;
 - `batch_size=None` means auto (`default_batch_size`): SPEC's 4096 from 8.4M tokens on, smaller batches (down to
@@ -55,6 +56,13 @@ SHORT_RUN_MAX_LR = 1e-2
 AUTO_LR_SCALE = 3.0
 AUTO_LR_BEND_STEPS = AUTO_BATCH_STEPS  # the run length the short-run rules were measured at
 
+# θ's auto LR (`auto_threshold_lr`, before `group_lrs` scales a linear θ's to the activation width): at least the
+# weights' LR, THRESHOLD_LR_SCALE / steps for short runs so θ can travel from its init to the pre-activations'
+# scale, capped at THRESHOLD_MAX_LR, and no lower past AUTO_LR_BEND_STEPS (before 2026-12-04: 10 / steps at any
+# length, which starved θ of long runs: docs/training.md, eleventh pass).
+THRESHOLD_LR_SCALE = 10.0
+THRESHOLD_MAX_LR = 0.1
+
 # Adam β2 of the auto rule (`auto_adam_beta2`): SPEC §2's for long runs; short runs average the squared gradient
 # over fewer steps. With 0.999 a 2048-step run still divides its step by the large gradients of the first
 # steps (dense start, L0 falling) for hundreds of steps; latents that stop firing then barely move and die
@@ -84,6 +92,17 @@ def auto_lr(steps: int) -> float:
     steps = max(1, steps)
     lr = AUTO_LR_SCALE / steps if steps <= AUTO_LR_BEND_STEPS else AUTO_LR_SCALE / math.sqrt(AUTO_LR_BEND_STEPS * steps)
     return max(LONG_RUN_LR, min(SHORT_RUN_MAX_LR, lr))
+
+
+def auto_threshold_lr(steps: int, lr: float) -> float:
+    """θ's auto peak LR: max(lr, THRESHOLD_LR_SCALE / min(steps, AUTO_LR_BEND_STEPS)), within THRESHOLD_MAX_LR.
+
+    θ has to keep tracking pre-activations that move at the weights' LR for the whole run, so past the bend its LR
+    stays where a 2048-step run's is (planted s2 at d = 256, 5,120 steps: max-|cos| 0.982 at 10 / steps, 0.991 at
+    this rule, FVU 0.0144 → 0.0118; docs/training.md, eleventh pass).
+    """
+    steps = min(max(1, steps), AUTO_LR_BEND_STEPS)
+    return max(lr, min(THRESHOLD_MAX_LR, THRESHOLD_LR_SCALE / steps))
 
 
 def auto_adam_beta2(steps: int) -> float:
@@ -197,7 +216,8 @@ class TrainConfig:
                                         "8.4M tokens on, halved down to 256 so a run takes 2048 steps)")
     lr: float | None = _doc(None, "peak learning rate (default auto: 3/steps up to 2048 steps, 3/√(2048·steps) beyond, "
                                        "within [7e-5, 1e-2])")
-    threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/steps), divided by "
+    threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/min(steps, 2048)), "
+                                            "divided by "
                                             "√d_in for a linear θ and multiplied by (d_in/64)·√(batch/4096) within "
                                             "[1, 4] with --threshold-step shared)")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
@@ -336,7 +356,7 @@ class TrainConfig:
         """The run-length dependent schedule (warm-ups scaled down for short runs, auto learning rates)."""
         steps = max(1, self.tokens // self.batch_size)
         lr = self.lr if self.lr is not None else auto_lr(steps)
-        threshold_lr = self.threshold_lr if self.threshold_lr is not None else max(lr, min(0.1, 10.0 / steps))
+        threshold_lr = self.threshold_lr if self.threshold_lr is not None else auto_threshold_lr(steps, lr)
         bandwidth = self.bandwidth if self.bandwidth is not None else max(0.001, min(0.02, 6.0 / steps))
         beta2 = self.adam_beta2 if self.adam_beta2 is not None else auto_adam_beta2(steps)
         lr_warmup = min(self.lr_warmup_steps, math.ceil(self.lr_warmup_fraction * steps))

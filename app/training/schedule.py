@@ -60,7 +60,7 @@ def group_lrs(config: TrainConfig, sched: Schedule, d_in: int) -> GroupLRs:
     Linear θ (the default): θ, b_enc and b_dec are in activation units, and after the normalisation E‖x‖² = 1 a
     coordinate has RMS 1/√d_in; Adam moves a parameter by ~lr per step whatever its scale, so the biases step
     at lr/√d_in (the same as lr in units where every coordinate has RMS 1, as SAELens trains). θ's peak LR is
-    `threshold_lr_factor` × max(lr, min(0.1, 10/steps))/√d_in (`Schedule.threshold_lr` scaled the same way).
+    `threshold_lr_factor` × `auto_threshold_lr`/√d_in (`Schedule.threshold_lr` scaled the same way).
     Measured on benchmarks/synthetic.py s2 with a minimal trainer, 1024 steps (docs/training.md): mean
     max-cosine 0.98 with the ÷√d_in scaling, 0.86 without.
     Log θ (Gemma Scope 1): every weight at lr and log θ at `sched.threshold_lr`.
@@ -70,7 +70,8 @@ def group_lrs(config: TrainConfig, sched: Schedule, d_in: int) -> GroupLRs:
         return GroupLRs(sched.lr, sched.lr, sched.threshold_lr)
     root = math.sqrt(d_in)
     # θ must travel from its init to the scale of the pre-activations within the run: at most ~lr·steps, so
-    # short runs (where the LR is capped at 1e-2) give θ max(lr, 10/steps), as the log-θ rule does.
+    # short runs (where the LR is capped at 1e-2) give θ max(lr, 10/steps), as the log-θ rule does
+    # (`auto_threshold_lr`, which holds it there past 2048 steps).
     auto = sched.threshold_lr / root * threshold_lr_factor(config.threshold_step, d_in, config.batch_size)
     theta = config.threshold_lr if config.threshold_lr is not None else auto
     return GroupLRs(sched.lr, sched.lr / root, theta)

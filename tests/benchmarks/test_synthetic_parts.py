@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy (installed with the interop extra)")
 
 from benchmarks.synthetic_data import PlantedDictionary, SynthConfig, at_width
-from benchmarks.synthetic_metrics import at_least_as_good, firing_scores, hungarian, mean_l0, score
+from benchmarks.synthetic_metrics import at_least_as_good, firing_scores, hungarian, mean_l0, rare_recovery, score
 
 
 def test_marginals_l0_and_zipf_follow_the_config() -> None:
@@ -83,7 +83,7 @@ def test_a_perfect_sae_scores_perfectly_and_a_permuted_rescaled_one_too() -> Non
     w_dec = -2.5 * truth.dirs[perm]  # sign and scale do not matter for |cos|
     latents = codes[:, perm]
     s = score(truth.dirs, fire, x, w_dec, latents, x)
-    for key in ("mcc", "max_cos", "precision", "recall", "f1", "shrinkage"):
+    for key in ("mcc", "max_cos", "max_cos_rare", "precision", "recall", "f1", "shrinkage"):
         assert s[key] == pytest.approx(1.0), key
     assert s["fvu"] == pytest.approx(0.0, abs=1e-12)
     assert s["l0"] == pytest.approx(float(fire.sum(1).double().mean()))
@@ -102,6 +102,26 @@ def test_a_half_scaled_reconstruction_and_an_orthogonal_latent() -> None:
     assert s["shrinkage"] == pytest.approx(0.5)
     assert s["dead"] == 0.5 and s["l0"] == pytest.approx(2 / 3)
     assert s["recall"] == pytest.approx(0.5)  # latent 0 recalls direction 0 fully, latent 1 never fires
+
+
+def test_rare_recovery_averages_the_least_firing_quarter() -> None:
+    # four directions firing 5, 1, 3 and 2 times; the decoder finds all but direction 1 (45° off)
+    dirs = torch.eye(4)
+    counts = [5, 1, 3, 2]
+    fire = torch.zeros(6, 4, dtype=torch.bool)
+    for j, c in enumerate(counts):
+        fire[:c, j] = True
+    w_dec = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 1.0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    x = fire.float()
+    s = score(dirs, fire, x, w_dec, x, x)
+    assert s["max_cos_rare"] == pytest.approx(2**-0.5)  # the quarter = direction 1 alone
+    assert s["max_cos"] == pytest.approx((3 + 2**-0.5) / 4)
+    # eight directions: the rarest two (a quarter), whatever their order
+    best = torch.tensor([1.0, 0.2, 1.0, 1.0, 0.6, 1.0, 1.0, 1.0])
+    fire8 = torch.zeros(10, 8, dtype=torch.bool)
+    for j, c in enumerate([9, 1, 8, 7, 2, 6, 5, 4]):
+        fire8[:c, j] = True
+    assert rare_recovery(best, fire8) == pytest.approx(0.4)
 
 
 def test_at_least_as_good_respects_each_direction() -> None:

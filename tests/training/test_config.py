@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.training.config import TrainConfig, auto_lr, default_batch_size
+from app.training.config import TrainConfig, auto_lr, auto_threshold_lr, default_batch_size
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
 
 
@@ -50,7 +50,8 @@ def test_no_sparsity_flag_means_the_default_target_l0() -> None:
 def test_long_runs_use_the_paper_recipe() -> None:
     s = _cfg(tokens=4096 * 1_000_000).schedule()  # the paper's scale: 4.1B tokens
     assert s.total_steps == 1_000_000
-    assert s.lr == 7e-5 and s.threshold_lr == 7e-5 and s.bandwidth == 0.001
+    assert s.lr == 7e-5 and s.bandwidth == 0.001
+    assert s.threshold_lr == pytest.approx(10 / 2048)  # θ's LR: no lower than a 2048-step run's (eleventh pass)
     assert s.lr_warmup == 1000 and s.l0_warmup == 10_000
     assert s.lr_decay_start == 800_000
     assert s.adam_beta2 == 0.999
@@ -78,6 +79,29 @@ def test_auto_lr_is_continuous_and_never_rises() -> None:
     assert all(b <= a for a, b in zip(lrs, lrs[1:]))
     assert auto_lr(2049) == pytest.approx(auto_lr(2048), rel=1e-3)  # no jump at the bend
     assert auto_lr(896_000) > 7e-5 and auto_lr(897_000) == 7e-5  # (3 / 7e-5)² / 2048 = 896,843
+
+
+@pytest.mark.parametrize(("steps", "lr", "theta"), [
+    (50, 1e-2, 0.1),                 # 10 / 50 = 0.2, capped at 0.1
+    (300, 1e-2, 10 / 300),           # above the weights' LR
+    (1024, 3 / 1024, 10 / 1024),     # the planted benchmark's runs: unchanged
+    (2048, 3 / 2048, 10 / 2048),     # the bend
+    (5120, 3 / 3238.1723240124, 10 / 2048),  # past it θ's LR holds (was 10 / 5120)
+    (1_000_000, 7e-5, 10 / 2048),
+])
+def test_auto_threshold_lr_holds_from_2048_steps_on(steps: int, lr: float, theta: float) -> None:
+    s = _cfg(tokens=4096 * steps, batch_size=4096).schedule()
+    assert s.lr == pytest.approx(lr, rel=1e-5)
+    assert s.threshold_lr == pytest.approx(theta, rel=1e-9)
+    assert auto_threshold_lr(steps, 0.5) == 0.5  # never below the weights' LR
+    explicit = _cfg(tokens=4096 * steps, batch_size=4096, threshold_lr=3e-4).schedule()
+    assert explicit.threshold_lr == 3e-4
+
+
+def test_auto_threshold_lr_never_rises_with_the_run_length() -> None:
+    thetas = [auto_threshold_lr(n, auto_lr(n)) for n in range(1, 6000)]
+    assert all(b <= a for a, b in zip(thetas, thetas[1:]))
+    assert thetas[2047] == thetas[-1] == pytest.approx(10 / 2048)
 
 
 def test_short_runs_scale_warmups_and_learning_rates() -> None:
