@@ -98,8 +98,8 @@ def auto_threshold_lr(steps: int, lr: float) -> float:
     """θ's auto peak LR: max(lr, THRESHOLD_LR_SCALE / min(steps, AUTO_LR_BEND_STEPS)), within THRESHOLD_MAX_LR.
 
     θ has to keep tracking pre-activations that move at the weights' LR for the whole run, so past the bend its LR
-    stays where a 2048-step run's is (planted s2 at d = 256, 5,120 steps: max-|cos| 0.982 at 10 / steps, 0.991 at
-    this rule, FVU 0.0144 → 0.0118; docs/training.md, eleventh pass).
+    stays where a 2048-step run's is (planted s2 at d = 256, 5,120 steps: max-|cos| 0.982 at 10 / steps, 0.988–0.991
+    at this rule, FVU 0.0144 → 0.0118–0.0129; docs/training.md, eleventh pass).
     """
     steps = min(max(1, steps), AUTO_LR_BEND_STEPS)
     return max(lr, min(THRESHOLD_MAX_LR, THRESHOLD_LR_SCALE / steps))
@@ -217,9 +217,8 @@ class TrainConfig:
     lr: float | None = _doc(None, "peak learning rate (default auto: 3/steps up to 2048 steps, 3/√(2048·steps) beyond, "
                                        "within [7e-5, 1e-2])")
     threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/min(steps, 2048)), "
-                                            "divided by "
-                                            "√d_in for a linear θ and multiplied by (d_in/64)·√(batch/4096) within "
-                                            "[1, 4] with --threshold-step shared)")
+                                            "divided by √d_in for a linear θ and multiplied by "
+                                            "(d_in/64)·√(batch/4096) within [1, 4] with --threshold-step shared)")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
