@@ -69,9 +69,8 @@ def group_lrs(config: TrainConfig, sched: Schedule, d_in: int) -> GroupLRs:
     if config.threshold_param == "log":
         return GroupLRs(sched.lr, sched.lr, sched.threshold_lr)
     root = math.sqrt(d_in)
-    # θ must travel from its init to the scale of the pre-activations within the run: at most ~lr·steps, so
-    # short runs (where the LR is capped at 1e-2) give θ max(lr, 10/steps), as the log-θ rule does
-    # (`auto_threshold_lr`, which holds it there past 2048 steps).
+    # θ must travel from its init to the scale of the pre-activations within the run (at most ~lr·steps): the
+    # rule is `auto_threshold_lr`, shared with log θ; here it is only scaled to the activation width.
     auto = sched.threshold_lr / root * threshold_lr_factor(config.threshold_step, d_in, config.batch_size)
     theta = config.threshold_lr if config.threshold_lr is not None else auto
     return GroupLRs(sched.lr, sched.lr / root, theta)
