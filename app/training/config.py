@@ -13,7 +13,9 @@ rules that depend on the run length (see `schedule()` and docs/training_recipe.m
 - `batch_size=None` means auto (`default_batch_size`): SPEC's 4096 from 8.4M tokens on, smaller batches (down to
   256) below, so that a short run still takes 2048 optimiser steps;
 - `adam_beta2=None` means auto (`auto_adam_beta2`): SPEC's 0.999 from 20k steps on, down to 0.99 for runs of
-  ≤ 2k steps.
+  ≤ 2k steps;
+- `threshold_step=None` means auto (`auto_threshold_step`): the shared second moment for a linear θ, torch Adam
+  per latent for log θ (resolved on construction, so train_config.json names the one used).
 """
 
 from __future__ import annotations
