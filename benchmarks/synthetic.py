@@ -1,7 +1,7 @@
 """Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
 
     python -m benchmarks.synthetic [--tokens 4194304] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
-                                   [--ceiling] [--truth-decoder] [--d 256]
+                                   [--ceiling] [--truth-decoder] [--d 256] [--no-saelens] [--device cuda]
 
 For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
 tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
@@ -28,6 +28,10 @@ The JSON then carries "truth_decoder" and "matched" like "ceiling".
 --d runs every setting at another activation width (default 64; `at_width` keeps superposition, L0, the share
 of hierarchical directions and the noise's norm): random directions interfere less in wider spaces
 (|cos| ~ 1/√d), and the issue's own case was d_sae 512 at 2× (d = 256).
+
+--no-saelens trains JumpScope alone (a machine without `sae-lens`, such as a GPU image, or a one-trainer
+experiment): the tables and the JSON then have no "saelens", "ratio" or "wins". --device is JumpScope's training
+device (default cpu, where every figure in docs/training.md was measured; SAELens always trains on the CPU).
 
 SAELens is driven with its own documented recipe for a target L0 (sparsity mode "quadratic", Gemma Scope 2),
 its own init (decoder_init_norm 0.1, threshold 0.01, bandwidth 0.05) and its norm scaling
@@ -62,10 +66,11 @@ HELD_OUT = 65_536
 
 
 def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,
-                    overrides: dict[str, str], start: torch.Tensor | None = None, hold: bool = False):
-    """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE.
-    `start` [d_sae, d_in]: unit directions the decoder starts at (the --ceiling run) instead of the random init;
-    `hold`: the decoder's directions stay there (the --truth-decoder run)."""
+                    overrides: dict[str, str], start: torch.Tensor | None = None, hold: bool = False,
+                    device: str = "cpu"):
+    """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE, on the
+    CPU. `start` [d_sae, d_in]: unit directions the decoder starts at (the --ceiling run) instead of the random
+    init; `hold`: the decoder's directions stay there (the --truth-decoder run); `device`: where it trains."""
     from app.sae import load_sae
     from app.training import TrainConfig, train
     from app.training.activations import save_activation_file
@@ -74,7 +79,7 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
         data = save_activation_file(Path(tmp) / "acts.safetensors", x)
         kw: dict = {"activations": str(data), "d_sae": d_sae, "target_l0": target_l0, "tokens": tokens,
                     "batch_size": batch, "out": str(Path(tmp) / "sae"), "seed": seed, "progress": False,
-                    "device": "cpu", "checkpoint_every": 0, "buffer_tokens": min(262_144, x.shape[0])}
+                    "device": device, "checkpoint_every": 0, "buffer_tokens": min(262_144, x.shape[0])}
         fields = TrainConfig.__dataclass_fields__
         for key, value in overrides.items():
             kw[key] = _parse(value, fields[key].type)
@@ -83,7 +88,7 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
             train(config)
         else:
             _train_from(config, start, hold)
-        return load_sae(Path(tmp) / "sae").eval()
+        return load_sae(Path(tmp) / "sae", device="cpu").eval()
 
 
 def _train_from(config, start: torch.Tensor, hold: bool = False) -> None:
@@ -161,10 +166,11 @@ def evaluate(sae, kind: str, truth: PlantedDictionary, x: torch.Tensor, fire: to
 
 
 def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, overrides: dict[str, str],
-            ceiling: bool = False, truth_decoder: bool = False) -> dict:
+            ceiling: bool = False, truth_decoder: bool = False, saelens: bool = True, device: str = "cpu") -> dict:
     """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens} (and, when
     asked, `ceiling`: JumpScope started at the planted dictionary; `truth_decoder` and `matched`: held at it, and
-    a random start trained to the L0 the held run reached)."""
+    a random start trained to the L0 the held run reached). `saelens=False`: JumpScope alone (no "saelens");
+    `device`: where JumpScope trains."""
     truth = PlantedDictionary(cfg, seed=seed)
     n_train = min(tokens, 1_048_576)  # the training sample; longer budgets reuse it for more passes
     x, fire_train = truth.sample(n_train, seed=10_000 + seed)
@@ -172,21 +178,22 @@ def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, ove
     planted = mean_l0(fire_train)
     del fire_train
     d_sae = cfg.n_dirs
-    js = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides)
-    lr = _lr_of(tokens, batch, overrides)
-    sl = train_saelens(x, d_sae, planted, tokens, batch, seed, lr)
+    js = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, device=device)
     result = {"setting": name, "seed": seed, "planted_l0": planted, "d_sae": d_sae, "tokens": tokens,
-              "jumpscope": evaluate(js, "jumpscope", truth, held_x, held_fire),
-              "saelens": evaluate(sl, "saelens", truth, held_x, held_fire)}
+              "jumpscope": evaluate(js, "jumpscope", truth, held_x, held_fire)}
+    if saelens:
+        sl = train_saelens(x, d_sae, planted, tokens, batch, seed, _lr_of(tokens, batch, overrides))
+        result["saelens"] = evaluate(sl, "saelens", truth, held_x, held_fire)
     if ceiling:
-        top = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs)
+        top = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs, device=device)
         result["ceiling"] = evaluate(top, "ceiling", truth, held_x, held_fire)
     if truth_decoder:
-        held = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs, hold=True)
+        held = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs, hold=True,
+                               device=device)
         result["truth_decoder"] = evaluate(held, "truth_decoder", truth, held_x, held_fire)
         matched = {**overrides, "target_l0": str(result["truth_decoder"]["l0"])}
-        result["matched"] = evaluate(train_jumpscope(x, d_sae, planted, tokens, batch, seed, matched), "matched",
-                                     truth, held_x, held_fire)
+        result["matched"] = evaluate(train_jumpscope(x, d_sae, planted, tokens, batch, seed, matched, device=device),
+                                     "matched", truth, held_x, held_fire)
     _log_table(result)
     return result
 
@@ -203,26 +210,32 @@ EXTRA_SIDES = ("ceiling", "truth_decoder", "matched")  # optional runs, in colum
 
 
 def _log_table(r: dict) -> None:
-    js, sl = r["jumpscope"], r["saelens"]
+    js, sl = r["jumpscope"], r.get("saelens")
     extra = [side for side in EXTRA_SIDES if side in r]
+    head = f"  {'metric':<10}{'jumpscope':>11}" + (f"{'saelens':>11}{'ratio':>8}" if sl else "")
     lines = [f"{r['setting']} seed {r['seed']} (planted L0 {r['planted_l0']:.2f}, d_sae {r['d_sae']}):",
-             f"  {'metric':<10}{'jumpscope':>11}{'saelens':>11}{'ratio':>8}" + "".join(f"{s:>15}" for s in extra)]
+             head + "".join(f"{s:>15}" for s in extra)]
     for key in js:
-        ratio = js[key] / sl[key] if sl[key] else float("nan")
-        lines.append(f"  {key:<10}{js[key]:>11.4f}{sl[key]:>11.4f}{ratio:>8.3f}"
-                     + "".join(f"{r[s][key]:>15.4f}" for s in extra))
+        both = ""
+        if sl:
+            ratio = js[key] / sl[key] if sl[key] else float("nan")
+            both = f"{sl[key]:>11.4f}{ratio:>8.3f}"
+        lines.append(f"  {key:<10}{js[key]:>11.4f}{both}" + "".join(f"{r[s][key]:>15.4f}" for s in extra))
     log.info("\n".join(lines))
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Means over runs per trainer, their ratio, and per metric the fraction of runs JumpScope is ≥ SAELens."""
+    """Means over runs per trainer, their ratio, and per metric the fraction of runs JumpScope is ≥ SAELens (the
+    last two, and "saelens", only when every run trained SAELens)."""
     keys = list(runs[0]["jumpscope"])
-    sides = ("jumpscope", "saelens") + tuple(s for s in EXTRA_SIDES if all(s in r for r in runs))
+    sides = ("jumpscope",) + tuple(s for s in ("saelens", *EXTRA_SIDES) if all(s in r for r in runs))
     mean = {side: {k: statistics.fmean(r[side][k] for r in runs) for k in keys} for side in sides}
-    ratio = {k: (mean["jumpscope"][k] / mean["saelens"][k] if mean["saelens"][k] else None) for k in keys}
-    wins_each = [at_least_as_good(r["jumpscope"], r["saelens"]) for r in runs]
-    wins = {k: statistics.fmean(float(w[k]) for w in wins_each) for k in wins_each[0]}
-    return {"settings": sorted({r["setting"] for r in runs}), "runs": runs, **mean, "ratio": ratio, "wins": wins}
+    out = {"settings": sorted({r["setting"] for r in runs}), "runs": runs, **mean}
+    if "saelens" in mean:
+        out["ratio"] = {k: (mean["jumpscope"][k] / mean["saelens"][k] if mean["saelens"][k] else None) for k in keys}
+        wins_each = [at_least_as_good(r["jumpscope"], r["saelens"]) for r in runs]
+        out["wins"] = {k: statistics.fmean(float(w[k]) for w in wins_each) for k in wins_each[0]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also train JumpScope started at the planted dictionary (what the objective allows)")
     ap.add_argument("--truth-decoder", action="store_true",
                     help="also train with the decoder held at the planted dictionary, and a random start at its L0")
+    ap.add_argument("--no-saelens", action="store_true", help="train JumpScope alone (no sae-lens needed)")
+    ap.add_argument("--device", default="cpu", help="JumpScope's training device: cpu | cuda | cuda:N")
     args = ap.parse_args(argv)
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        ap.error(f"--device {args.device}: not available here (cpu, or cuda[:N] where CUDA is present)")
     if args.d is not None and args.d < 1:
         ap.error(f"--d must be a positive activation width, got {args.d}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -249,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.js)
     settings = {name: at_width(SETTINGS[name], args.d) if args.d else SETTINGS[name] for name in args.settings}
     runs = [run_one(name, settings[name], seed, args.tokens, args.batch_size, overrides, args.ceiling,
-                    args.truth_decoder)
+                    args.truth_decoder, saelens=not args.no_saelens, device=args.device)
             for name in args.settings for seed in args.seeds]
     print(json.dumps(summarise(runs)))
     return 0

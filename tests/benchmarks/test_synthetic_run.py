@@ -77,3 +77,42 @@ def test_summary_means_ratios_and_the_ceiling_only_when_every_run_has_one() -> N
     summary = summarise(held)
     assert summary["truth_decoder"]["fvu"] == pytest.approx(0.4) and summary["matched"]["fvu"] == pytest.approx(0.2)
     assert "ceiling" not in summary
+
+
+def test_summary_of_jumpscope_alone_has_no_saelens_ratio_or_wins() -> None:
+    def side(v: float) -> dict:
+        return {k: (1 - v if k == "fvu" else v) for k in DIRECTION}
+
+    alone = summarise([{"setting": "a", "jumpscope": side(0.8)}, {"setting": "b", "jumpscope": side(0.6)}])
+    assert alone["jumpscope"]["max_cos"] == pytest.approx(0.7) and alone["settings"] == ["a", "b"]
+    assert not {"saelens", "ratio", "wins"} & set(alone)
+    mixed = summarise([{"setting": "a", "jumpscope": side(0.8), "saelens": side(0.6)},
+                       {"setting": "b", "jumpscope": side(0.6)}])
+    assert not {"saelens", "ratio", "wins"} & set(mixed)  # only when every run has SAELens
+
+
+def test_jumpscope_alone_runs_end_to_end_and_print_its_json(capsys, monkeypatch) -> None:
+    """`--no-saelens` trains and scores JumpScope and never calls SAELens; the last line is the summary."""
+    import json
+
+    import benchmarks.synthetic as synthetic
+
+    def no_saelens(*args, **kwargs):
+        raise AssertionError("SAELens trained despite --no-saelens")
+
+    monkeypatch.setattr(synthetic, "train_saelens", no_saelens)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # main's --threads must not outlive the test
+    assert synthetic.main(["--settings", "s2", "--tokens", "65536", "--batch-size", "1024", "--no-saelens",
+                           "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["settings"] == ["s2"] and "saelens" not in summary
+    assert 0 < summary["jumpscope"]["max_cos"] <= 1 and summary["jumpscope"]["l0"] > 0
+
+
+def test_an_unavailable_device_is_refused_with_one_line(capsys) -> None:
+    from benchmarks.synthetic import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "tpu", "--no-saelens"])
+    assert exc.value.code == 2
+    assert "--device tpu: not available here" in capsys.readouterr().err
