@@ -54,3 +54,14 @@ def live_server(app) -> Iterator[str]:
 def launch_chromium(playwright):
     """Debian's chromium through playwright, with the flags this machine needs."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+
+
+def wait_until(page, expression: str, arg=None, timeout_s: float = 15.0) -> None:
+    """Poll `page.evaluate(expression, arg)` until it is truthy. Playwright's wait_for_function polls inside the
+    page with eval, which the app's CSP (script-src 'self') refuses once the first check fails; evaluate runs
+    through the DevTools protocol, which the CSP does not govern."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {expression!r}")
+        page.wait_for_timeout(50)

@@ -8,7 +8,7 @@ import pytest
 from tests.jobs.fakes import shutdown_runner
 from tests.web import admin_fixtures as fx
 from tests.web.admin_fixtures import TOKEN, make_admin_app
-from tests.web.browser_support import ARTIFACTS, MARKS, launch_chromium, live_server
+from tests.web.browser_support import ARTIFACTS, MARKS, launch_chromium, live_server, wait_until
 
 pytestmark = MARKS
 corpus_root = fx.corpus_root
@@ -64,7 +64,7 @@ def test_log_in_launch_and_cancel_a_job(page, server):
     assert widget.get_attribute("hx-trigger") == "every 2s"
     # The widget refreshes itself: progress appears and the loss plot gets a line.
     page.wait_for_selector(".job-widget[data-status=running] polyline.plot-loss", timeout=15000)
-    page.wait_for_function("document.querySelector('.job-widget progress').value > 0", timeout=15000)
+    wait_until(page, "document.querySelector('.job-widget progress').value > 0")
     page.screenshot(path=str(ARTIFACTS / "admin-job.png"), full_page=True)
 
     page.click("#cancel-job")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web.browser_support import ARTIFACTS, MARKS, launch_chromium, live_server
+from tests.web.browser_support import ARTIFACTS, MARKS, launch_chromium, live_server, wait_until
 from tests.web.test_attribution_web import layer_services  # noqa: F401  (three SAEs at three hooks)
 
 pytestmark = MARKS
@@ -57,7 +57,7 @@ def test_attribution_page_ranks_and_measures(page, server):
     other = page.locator("a.next-token:not(.current)").first
     token = other.locator("code").inner_text()
     other.click()
-    page.wait_for_function("t => document.querySelector('#target-token').innerText === t", arg=token)
+    wait_until(page, "t => document.querySelector('#target-token').innerText === t", token)
     assert "target_id=" in page.url
     assert not page.console_errors, page.console_errors
 

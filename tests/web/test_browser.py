@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.web.browser_support import ARTIFACTS, MARKS, live_server
+from tests.web.browser_support import ARTIFACTS, MARKS, live_server, wait_until
 
 pytestmark = MARKS
 
@@ -77,7 +77,7 @@ def test_open_a_dashboard(page, server):
     # reports as a console error on the next swap.
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True, caret="initial")
     page.click("a[rel=next]")  # htmx swaps the dashboard partial and pushes the URL
-    page.wait_for_function(f"document.querySelector('#dashboard').dataset.latent === '{latent + 1}'")
+    wait_until(page, f"document.querySelector('#dashboard').dataset.latent === '{latent + 1}'")
     assert page.url.endswith(f"/latents/tiny-sae/{latent + 1}")
     assert page.console_errors == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web.browser_support import ARTIFACTS, MARKS, live_server
+from tests.web.browser_support import ARTIFACTS, MARKS, live_server, wait_until
 
 pytestmark = MARKS
 
@@ -47,7 +47,7 @@ def test_theta_slider_updates_the_whatif(page, server):
     assert float(page.inner_text("#whatif-l0")) > 0  # half the stored θ: more active tokens
     slider.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
                     str(top))
-    page.wait_for_function("t => document.querySelector('#whatif-threshold').textContent !== t", arg=first)
+    wait_until(page, "t => document.querySelector('#whatif-threshold').textContent !== t", first)
     assert float(page.inner_text("#whatif-l0")) < 0  # twice θ: fewer
     page.screenshot(path=str(ARTIFACTS / "workbench-slider.png"), full_page=True)
     assert page.console_errors == []
