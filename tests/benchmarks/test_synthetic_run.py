@@ -3,6 +3,8 @@ them, and the summary's means."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -101,9 +103,17 @@ def test_jumpscope_alone_runs_end_to_end_and_print_its_json(capsys, monkeypatch)
         raise AssertionError("SAELens trained despite --no-saelens")
 
     monkeypatch.setattr(synthetic, "train_saelens", no_saelens)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # main's --threads must not outlive the test
-    assert synthetic.main(["--settings", "s2", "--tokens", "65536", "--batch-size", "1024", "--no-saelens",
-                           "--threads", "1"]) == 0
+    # main is a CLI: its thread count, environment and the "app" logger's level must not outlive the test
+    # (a WARNING-level "app" logger hid the INFO records later tests read through caplog)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    app_log = logging.getLogger("app")
+    level = app_log.level
+    try:
+        assert synthetic.main(["--settings", "s2", "--tokens", "65536", "--batch-size", "1024", "--no-saelens",
+                               "--threads", "1"]) == 0
+    finally:
+        app_log.setLevel(level)  # setLevel, not the attribute: it also clears the loggers' level cache
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["settings"] == ["s2"] and "saelens" not in summary
     assert 0 < summary["jumpscope"]["max_cos"] <= 1 and summary["jumpscope"]["l0"] > 0
