@@ -58,14 +58,16 @@ def test_the_ceiling_run_refuses_directions_of_the_wrong_shape(planted) -> None:
         train_jumpscope(x, truth.dirs.shape[0] + 1, 3.0, 1024, 512, seed=0, overrides={}, start=truth.dirs)
 
 
-def test_summary_means_ratios_and_the_ceiling_only_when_every_run_has_one() -> None:
-    def side(v: float) -> dict:  # every metric v, except fvu (lower is better) 1 − v
-        return {k: (1 - v if k == "fvu" else v) for k in DIRECTION}
+def _side(v: float) -> dict:
+    """One trainer's scores: every metric v, except fvu (lower is better) 1 − v."""
+    return {k: (1 - v if k == "fvu" else v) for k in DIRECTION}
 
+
+def test_summary_means_ratios_and_the_ceiling_only_when_every_run_has_one() -> None:
     def run(js: float, sl: float, top: float | None) -> dict:
-        r = {"setting": "s", "jumpscope": side(js), "saelens": side(sl)}
+        r = {"setting": "s", "jumpscope": _side(js), "saelens": _side(sl)}
         if top is not None:
-            r["ceiling"] = side(top)
+            r["ceiling"] = _side(top)
         return r
 
     both = summarise([run(0.8, 0.6, 0.9), run(0.6, 0.8, 1.0)])
@@ -74,22 +76,19 @@ def test_summary_means_ratios_and_the_ceiling_only_when_every_run_has_one() -> N
     assert both["ratio"]["max_cos"] == pytest.approx(1.0)
     assert both["wins"]["max_cos"] == pytest.approx(0.5) and both["wins"]["fvu"] == pytest.approx(0.5)
     assert "ceiling" not in summarise([run(0.8, 0.6, 0.9), run(0.6, 0.8, None)])
-    held = [{**run(0.8, 0.6, None), "truth_decoder": side(0.5), "matched": side(0.7)},
-            {**run(0.6, 0.8, None), "truth_decoder": side(0.7), "matched": side(0.9)}]
+    held = [{**run(0.8, 0.6, None), "truth_decoder": _side(0.5), "matched": _side(0.7)},
+            {**run(0.6, 0.8, None), "truth_decoder": _side(0.7), "matched": _side(0.9)}]
     summary = summarise(held)
     assert summary["truth_decoder"]["fvu"] == pytest.approx(0.4) and summary["matched"]["fvu"] == pytest.approx(0.2)
     assert "ceiling" not in summary
 
 
 def test_summary_of_jumpscope_alone_has_no_saelens_ratio_or_wins() -> None:
-    def side(v: float) -> dict:
-        return {k: (1 - v if k == "fvu" else v) for k in DIRECTION}
-
-    alone = summarise([{"setting": "a", "jumpscope": side(0.8)}, {"setting": "b", "jumpscope": side(0.6)}])
+    alone = summarise([{"setting": "a", "jumpscope": _side(0.8)}, {"setting": "b", "jumpscope": _side(0.6)}])
     assert alone["jumpscope"]["max_cos"] == pytest.approx(0.7) and alone["settings"] == ["a", "b"]
     assert not {"saelens", "ratio", "wins"} & set(alone)
-    mixed = summarise([{"setting": "a", "jumpscope": side(0.8), "saelens": side(0.6)},
-                       {"setting": "b", "jumpscope": side(0.6)}])
+    mixed = summarise([{"setting": "a", "jumpscope": _side(0.8), "saelens": _side(0.6)},
+                       {"setting": "b", "jumpscope": _side(0.6)}])
     assert not {"saelens", "ratio", "wins"} & set(mixed)  # only when every run has SAELens
 
 
