@@ -15,7 +15,9 @@ rules that depend on the run length (see `schedule()` and docs/training_recipe.m
 - `adam_beta2=None` means auto (`auto_adam_beta2`): SPEC's 0.999 from 20k steps on, down to 0.99 for runs of
   ≤ 2k steps;
 - `threshold_step=None` means auto (`auto_threshold_step`): the shared second moment for a linear θ, torch Adam
-  per latent for log θ (resolved on construction, so train_config.json names the one used).
+  per latent for log θ (resolved on construction, so train_config.json names the one used);
+- `l0_reward=None` means auto (`auto_l0_reward`): 0.05 with the frequency penalty, else off (resolved on
+  construction).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ AUTO_LR_BEND_STEPS = AUTO_BATCH_STEPS  # the run length the short-run rules were
 # length, which starved θ of long runs: docs/training.md, eleventh pass).
 THRESHOLD_LR_SCALE = 10.0
 THRESHOLD_MAX_LR = 0.1
+# the quadratic objective's L0 reward rate with the frequency penalty (planted s4c / s16n, SmolLM2: thirteenth pass)
+L0_REWARD_RATE = 0.05
 
 # Adam β2 of the auto rule (`auto_adam_beta2`): SPEC §2's for long runs; short runs average the squared gradient
 # over fewer steps. With 0.999 a 2048-step run still divides its step by the large gradients of the first
@@ -111,6 +115,12 @@ def auto_adam_beta2(steps: int) -> float:
     """The auto Adam β2: 1 − SHORT_RUN_BETA2_SPAN / steps within [SHORT_RUN_BETA2, LONG_RUN_BETA2], so that the
     second-moment average spans at most a twentieth of the run (SPEC's 0.999 from 20k steps on)."""
     return max(SHORT_RUN_BETA2, min(LONG_RUN_BETA2, 1.0 - SHORT_RUN_BETA2_SPAN / steps))
+
+
+def auto_l0_reward(frequency_coefficient: float) -> float:
+    """The quadratic objective's L0 reward rate when --l0-reward is not given: on (0.05) only with the frequency
+    penalty, which taxes firing and leaves L0 under the target otherwise (docs/training.md, thirteenth pass)."""
+    return L0_REWARD_RATE if frequency_coefficient > 0 else 0.0
 
 
 def auto_threshold_step(threshold_param: str) -> str:
@@ -214,6 +224,9 @@ class TrainConfig:
                                        "so the batch L0 settles on --target-l0 (after the L0 warm-up; 0 = off, "
                                        "Gemma Scope 2 as published)")
     frequency_coefficient: float = _doc(0.0, "quadratic: weight λ_f of the firing-frequency penalty")
+    l0_reward: float | None = _doc(None, "quadratic: rate of the L0 reward that lifts an L0 pushed under --target-l0 "
+                                         "(after the L0 warm-up; default auto: 0.05 with --frequency-coefficient "
+                                         "> 0, else 0 = off)")
     tanh_scale: float = _doc(4.0, "tanh: c of tanh(c·f·‖W_dec‖)")
     aux_coefficient: float = _doc(1 / 32, "weight α of the AuxK loss that trains dead latents on the residual "
                                   "(any objective; off during the LR decay; 0 = off)")
@@ -257,6 +270,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.threshold_step is None:
             self.threshold_step = auto_threshold_step(self.threshold_param)
+        if self.l0_reward is None:
+            self.l0_reward = auto_l0_reward(self.frequency_coefficient)
         self._check_source()
         self._check_numbers()
 
@@ -336,6 +351,8 @@ class TrainConfig:
              f"--quadratic-coefficient must be > 0, got {self.quadratic_coefficient}"),
             (math.isfinite(self.l0_correction) and 0 <= self.l0_correction <= 1,
              f"--l0-correction must be in [0, 1], got {self.l0_correction}"),
+            (math.isfinite(self.l0_reward) and 0 <= self.l0_reward <= 1,
+             f"--l0-reward must be in [0, 1], got {self.l0_reward}"),
             (math.isfinite(self.frequency_coefficient) and self.frequency_coefficient >= 0,
              f"--frequency-coefficient must be >= 0, got {self.frequency_coefficient}"),
             (math.isfinite(self.tanh_scale) and self.tanh_scale > 0,

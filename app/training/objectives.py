@@ -14,7 +14,8 @@ mse = mean_batch ‖x − x̂‖² and T the target L0:
   two-sided form ("both", as published) also *rewards* firing on every token whose L0 is below T, which pays
   a latent to fire weakly almost everywhere (docs/training.md, seventh pass).
   T here is the target the trainer passes each step: the target L0, moved by --l0-correction after the warm-up
-  (`TargetCorrection` in schedule.py) so the batch L0 settles on the one asked for.
+  (`TargetCorrection` in schedule.py) so the batch L0 settles on the one asked for; with the frequency penalty a
+  reward λ_q·r·mean_batch Σ_i H_i (r ≤ 0, --l0-reward, same class) lifts an L0 that the penalty pushed under T.
 - "tanh" (Anthropic, Jan 2025 update): loss = mse + λ · mean_batch Σ_i tanh(c · f_i · ‖W_dec,i‖)
   + λ_p · mean_batch Σ_i ReLU(θ_i − pre_i) · ‖W_dec,i‖ with c = --tanh-scale and λ_p = --pre-act-coefficient
   (the pre-activation loss pulls latents that never fire toward their threshold). λ is the controller's.
@@ -65,9 +66,10 @@ def quadratic_penalty(l0_tokens: torch.Tensor, target_l0: float, side: str = "bo
 
 
 def quadratic_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, target_l0: float,
-                   frequency_coefficient: float = 0.0, sparse: bool | None = None, side: str = "both") -> SAEOutput:
+                   frequency_coefficient: float = 0.0, sparse: bool | None = None, side: str = "both",
+                   reward: float = 0.0) -> SAEOutput:
     """Gemma Scope 2: mse + λ_q·mean (2/T)(L0_token − T)² + λ_f·(d_sae/T)·Σ_i p_i² (module docstring); `side`
-    "over" penalises only the tokens whose L0 is above T.
+    "over" penalises only the tokens whose L0 is above T; `reward` r ≤ 0 adds λ_q·r·mean L0_token.
 
     Without the frequency penalty it runs on the SAE's own path (sparse once few latents fire, as "step" does);
     the frequency penalty needs every H_i, so it runs dense.
@@ -79,6 +81,8 @@ def quadratic_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, target
     else:
         x_hat_n, f, mse, l0_tokens = sae.loss_parts(x, sparse)
     loss = mse + coefficient * quadratic_penalty(l0_tokens, target_l0, side).mean()
+    if reward:
+        loss = loss + coefficient * reward * l0_tokens.mean()
     if frequency_coefficient > 0:
         p = h.reshape(-1, sae.d_sae).mean(0)
         loss = loss + frequency_coefficient * (sae.d_sae / target_l0) * p.pow(2).sum()
@@ -103,15 +107,17 @@ def tanh_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, tanh_scale:
 
 
 def loss_fn(objective: str, target_l0: float | None = None, frequency_coefficient: float = 0.0,
-            tanh_scale: float = 4.0, pre_act_coefficient: float = 0.0, quadratic_side: str = "both") -> LossFn | None:
-    """The loss of `objective` as fn(sae, x, λ) → SAEOutput; None for "step" (the SAE's own forward)."""
+            tanh_scale: float = 4.0, pre_act_coefficient: float = 0.0, quadratic_side: str = "both",
+            reward: float = 0.0) -> LossFn | None:
+    """The loss of `objective` as fn(sae, x, λ) → SAEOutput; None for "step" (the SAE's own forward). `reward`: the
+    quadratic objective's L0 reward r ≤ 0 (module docstring)."""
     if objective == "step":
         return None
     if objective == "quadratic":
         if target_l0 is None:
             raise ValueError("the quadratic objective needs --target-l0")
         return lambda sae, x, lam: quadratic_loss(sae, x, lam, target_l0, frequency_coefficient,
-                                                  side=quadratic_side)
+                                                  side=quadratic_side, reward=reward)
     if objective == "tanh":
         return lambda sae, x, lam: tanh_loss(sae, x, lam, tanh_scale, pre_act_coefficient)
     raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")

@@ -30,6 +30,15 @@ settles *below* T_pen and T_pen must rise (T_pen in [T/2, 2T]); after the warm-u
     log T_pen = I − k_p · ē,   I ← I − rate · e,   ē ← 0.9 · ē + 0.1 · e,   e = log(L0_batch / T) (in the window)
 
 with k_p = 2 for "over" (0 for "both", the sixth pass's rule) and both terms kept in the bounds.
+
+L0 reward (why, thirteenth pass): moving T_pen cannot push L0 *up* — the one-sided penalty is 0 below T_pen — so
+anything else that taxes firing (the frequency penalty) leaves L0 under T (planted s4c 7.3 for 8, SmolLM2 19.4 for
+32). After the warm-up a multiplier r ≤ 0 adds λ_q·r·L0_token to the penalty, a reward for firing, integrated
+without a window (it only ever pays, so it cannot wind the L0 down):
+
+    r ← min(0, r + rate_r · log(L0_batch / T))
+
+rate_r = --l0-reward (auto: 0.05 with the frequency penalty, else 0 — without it the correction alone holds L0).
 """
 
 from __future__ import annotations
@@ -169,10 +178,12 @@ class TargetCorrection:
     ERROR_DECAY = 0.9  # ē ← 0.9·ē + 0.1·e: the proportional term follows a smoothed batch error
     WINDOW = 0.25  # integrate only while |log(L0_batch / T)| ≤ this (anti-windup)
 
-    def __init__(self, target: float, start: int, rate: float, side: str = "both") -> None:
+    def __init__(self, target: float, start: int, rate: float, side: str = "both", reward_rate: float = 0.0) -> None:
         self.target = target
         self.start = start  # the first step that moves T_pen (the end of the L0 warm-up)
         self.rate = rate
+        self.reward_rate = reward_rate
+        self.reward = 0.0  # r ≤ 0: the L0 reward per firing, in units of λ_q (module docstring)
         self.bounds = tuple(math.log(b) for b in self.BOUNDS[side])
         self.gain = self.PROPORTIONAL[side]
         self.log_ratio = 0.0  # I: the integral part of log(T_pen / T)
@@ -186,15 +197,19 @@ class TargetCorrection:
     def update(self, step: int, l0: float) -> None:
         """Move log T_pen after a step in which the (global) batch L0 was `l0`."""
         err = math.log(max(l0, 1e-3) / self.target)
-        if step < self.start or abs(err) > self.WINDOW:
+        if step < self.start:
+            return
+        self.reward = min(0.0, self.reward + self.reward_rate * err)
+        if abs(err) > self.WINDOW:
             return
         lo, hi = self.bounds
         self.log_ratio = max(lo, min(hi, self.log_ratio - self.rate * err))
         self.error = self.ERROR_DECAY * self.error + (1 - self.ERROR_DECAY) * err
 
     def state_dict(self) -> dict[str, float]:
-        return {"log_ratio": self.log_ratio, "error": self.error}
+        return {"log_ratio": self.log_ratio, "error": self.error, "reward": self.reward}
 
     def load_state_dict(self, state: dict) -> None:
         self.log_ratio = float(state["log_ratio"])
         self.error = float(state.get("error", 0.0))  # checkpoints written before the proportional term
+        self.reward = float(state.get("reward", 0.0))  # ... and before the L0 reward

@@ -204,11 +204,11 @@ class Trainer:
         quadratic = c.objective == "quadratic"  # steers L0 through its own penalty: no controller
         controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 and not quadratic \
             else None
-        correction = TargetCorrection(c.target_l0, sched.l0_warmup, c.l0_correction, c.quadratic_side) \
-            if quadratic and c.l0_correction > 0 else None
-        def objective_for(target: float | None):
+        correction = TargetCorrection(c.target_l0, sched.l0_warmup, c.l0_correction, c.quadratic_side,
+                                      c.l0_reward) if quadratic and (c.l0_correction > 0 or c.l0_reward) else None
+        def objective_for(target: float | None, reward: float = 0.0):
             return loss_fn(c.objective, target, c.frequency_coefficient, c.tanh_scale, c.pre_act_coefficient,
-                           c.quadratic_side)
+                           c.quadratic_side, reward)
 
         objective = objective_for(c.target_l0)
         fixed_lambda = quadratic_coefficient(c, plan.d_in) if quadratic else c.l0_coefficient
@@ -242,7 +242,7 @@ class Trainer:
                 group["lr"] = peak * factor
             lam = controller.lam if controller else warmed_lambda(step, fixed_lambda, sched.l0_warmup)
             if correction:  # the quadratic penalty pulls toward T_pen, moved so that L0 settles on the target
-                objective = objective_for(correction.penalty_target)
+                objective = objective_for(correction.penalty_target, correction.reward)
             step_loss, dead = objective, None
             if c.aux_coefficient > 0 and step < sched.lr_decay_start:  # AuxK until the LR decay begins
                 dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1).to(self.device)
@@ -274,6 +274,7 @@ class Trainer:
                     "lr": lrs.weights * factor, "threshold_lr": lrs.threshold * factor,
                     "l0_target": controller.target_at(step) if controller else None,
                     "penalty_target": correction.penalty_target if correction else None,
+                    "l0_reward": correction.reward if correction else None,
                     "elapsed_s": round(time.time() - t0, 3),
                 }
                 bar.set_postfix(l0=f"{record['l0']:.1f}", fvu=f"{record['fvu'] or float('nan'):.3f}")

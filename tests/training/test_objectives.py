@@ -86,6 +86,29 @@ def test_one_sided_quadratic_penalises_only_the_tokens_above_the_target() -> Non
     assert TrainConfig(activations="a", out="o", d_sae=8, tokens=4096, target_l0=2.0).quadratic_side == "over"
 
 
+def test_the_l0_reward_adds_lambda_r_l0_and_pushes_every_threshold_down() -> None:
+    sae, x = _sae(seed=7)
+    pre, theta, _, mse = _direct(sae, x)
+    l0 = (pre > theta).double().sum(1)
+    lam, target, reward = 0.7, 3.0, -1.5
+    out = quadratic_loss(sae, x, lam, target, 0.4, side="over", reward=reward)
+    p = (pre > theta).double().mean(0)
+    over = (l0 - target).clamp_min(0)
+    want = mse + lam * float(((2 / target) * over**2).mean()) + 0.4 * (10 / target) * float((p**2).sum()) \
+        + lam * reward * float(l0.mean())
+    assert float(out.loss.detach()) == pytest.approx(want, rel=1e-12)
+    # the reward's own θ gradient: λ·r·mean_t ∂H_ti/∂θ_i, ≥ 0 for r < 0 (so Adam lowers θ: more firing)
+    plain = quadratic_loss(sae, x, lam, target, 0.4, side="over")
+    sae.zero_grad()
+    (out.loss - plain.loss).backward()
+    dh = -(((pre - theta) / 0.5).abs() < 0.5).double() / 0.5
+    d_theta = lam * reward * dh.mean(0)
+    torch.testing.assert_close(sae.log_threshold.grad, d_theta * theta)
+    assert bool((d_theta >= 0).all()) and bool((d_theta > 0).any())
+    assert float(quadratic_loss(sae, x, lam, target, reward=0.0).loss.detach()) == pytest.approx(
+        float(quadratic_loss(sae, x, lam, target).loss.detach()), rel=1e-15)
+
+
 def test_tanh_loss_value_matches_the_formula_and_the_pre_act_term_reaches_the_encoder() -> None:
     sae, x = _sae(seed=3)
     with torch.no_grad():

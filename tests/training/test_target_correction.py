@@ -1,5 +1,6 @@
-"""The quadratic objective's target correction (app/training/schedule.py `TargetCorrection`, --l0-correction):
-its update against the rule written out step by step, its bounds, and a run whose L0 it brings to the target."""
+"""The quadratic objective's target correction (app/training/schedule.py `TargetCorrection`, --l0-correction) and
+its L0 reward (--l0-reward): updates against the rules written out step by step, bounds, and runs whose L0 they
+bring to the target (measured on held-out tokens of a planted dictionary)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 import math
 
 import pytest
+import torch
 
+from app.sae import load_sae
 from app.training.activations import save_activation_file
 from app.training.config import TrainConfig
 from app.training.schedule import TargetCorrection
 from app.training.trainer import train
+from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
 from tests.training.planted import planted_activations
 
 
@@ -121,3 +125,78 @@ def test_the_correction_brings_the_quadratic_runs_l0_to_its_target(tmp_path) -> 
     assert abs(on - target) < 0.5 * abs(off - target)  # ... the correction halves the gap at least
     assert all(r["penalty_target"] is None for r in rows_off)
     assert rows_on[-1]["penalty_target"] < target  # it got there by pulling toward fewer
+
+
+def _reference_reward(target: float, start: int, rate: float, l0s: list[float]) -> float:
+    """The L0 reward from docs/training.md's rule: from step `start` on, at any distance from T,
+    r ← min(0, r + rate·log(L0 / T))."""
+    r = 0.0
+    for step, l0 in enumerate(l0s):
+        if step >= start:
+            r = min(0.0, r + rate * math.log(l0 / target))
+    return r
+
+
+@pytest.mark.parametrize("l0s", [[6.0] * 50, [14.0] * 50, [2.0] * 20 + [12.0] * 5 + [9.0] * 30,
+                                 [10.0, 5.0, 20.0, 9.0] * 25])
+def test_the_l0_reward_follows_its_rule(l0s: list[float]) -> None:
+    c = TargetCorrection(target=10.0, start=4, rate=0.002, side="over", reward_rate=0.05)
+    for step, l0 in enumerate(l0s):
+        c.update(step, l0)
+    assert c.reward == pytest.approx(_reference_reward(10.0, 4, 0.05, l0s), rel=1e-12, abs=1e-15)
+    assert c.reward <= 0.0  # it only ever pays for firing
+    back = TargetCorrection(target=10.0, start=4, rate=0.002, side="over", reward_rate=0.05)
+    back.load_state_dict(json.loads(json.dumps(c.state_dict())))
+    assert back.reward == c.reward
+    if l0s[0] == 2.0:
+        assert c.reward < -0.5  # L0 far under T (outside the correction's window): the reward still grows
+
+
+def test_the_l0_reward_is_idle_in_the_warmup_and_off_by_default() -> None:
+    c = TargetCorrection(target=10.0, start=5, rate=0.002, side="over", reward_rate=0.05)
+    for step in range(5):
+        c.update(step, 4.0)
+    assert c.reward == 0.0
+    plain = TargetCorrection(target=10.0, start=0, rate=0.002, side="over")
+    for step in range(100):
+        plain.update(step, 4.0)
+    assert plain.reward == 0.0
+    old = TargetCorrection(target=10.0, start=0, rate=0.002)
+    old.load_state_dict({"log_ratio": 0.1, "error": 0.0})  # a checkpoint from before the reward
+    assert old.reward == 0.0
+
+
+def test_the_l0_reward_lifts_an_l0_the_frequency_penalty_pushed_under_the_target(tmp_path) -> None:
+    # the benchmark's s4c (benchmarks/synthetic.py, which needs scipy): 256 correlated directions in 64 dims, L0 ≈ 8.
+    # The frequency penalty taxes firing; moving T_pen cannot push L0 up (the one-sided penalty is 0 below it).
+    cfg = SynthConfig(d=64, ratio=4.0, l0=8.0, zipf=0.7, dir_correlation=0.3, fire_correlation=0.3)
+    truth = PlantedDictionary(cfg, seed=0)
+    x, fire = truth.sample(262_144, seed=10)
+    held, _ = truth.sample(32_768, seed=20)
+    planted = float(fire.count_nonzero()) / fire.shape[0]
+    data = save_activation_file(tmp_path / "acts.safetensors", x)
+
+    def held_out_l0(reward: float | None) -> tuple[float, TrainConfig]:
+        config = TrainConfig(activations=str(data), out=str(tmp_path / f"r{reward}"), d_sae=cfg.n_dirs,
+                             target_l0=planted, tokens=1024 * 1024, batch_size=1024, progress=False, seed=0,
+                             frequency_coefficient=0.003, l0_reward=reward, checkpoint_every=0)
+        sae = load_sae(train(config))
+        with torch.no_grad():
+            return float((sae.encode(held) > 0).sum(1).double().mean()), config
+
+    off, _ = held_out_l0(0.0)
+    on, config = held_out_l0(None)
+    assert config.l0_reward == 0.05  # auto: on with the frequency penalty
+    assert off < 0.95 * planted, (off, planted)  # measured 7.38 for 8.01
+    assert abs(on - planted) < 0.025 * planted, (on, planted)  # measured 7.97
+
+
+def test_auto_l0_reward_and_its_validation() -> None:
+    base = {"activations": "a.safetensors", "out": "o", "d_sae": 8, "tokens": 4096}
+    assert TrainConfig(**base).l0_reward == 0.0
+    assert TrainConfig(**base, frequency_coefficient=0.003).l0_reward == 0.05
+    assert TrainConfig(**base, frequency_coefficient=0.003, l0_reward=0.0).l0_reward == 0.0
+    assert TrainConfig(**base, l0_reward=0.1).l0_reward == 0.1
+    for bad in (-0.1, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="--l0-reward must be in"):
+            TrainConfig(**base, l0_reward=bad)
