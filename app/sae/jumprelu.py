@@ -94,6 +94,16 @@ class SAEOutput(NamedTuple):
     loss: torch.Tensor  # mse + λ·l0
 
 
+class LossParts(NamedTuple):
+    """What `JumpReLUSAE.loss_parts` returns, in normalised units; the two counts carry the STE gradient to θ."""
+
+    x_hat_n: torch.Tensor  # [..., d_in] reconstruction
+    latents: torch.Tensor  # [..., d_sae] f = JumpReLU(pre)
+    mse: torch.Tensor  # mean over the batch of ||x − x̂||²
+    l0_tokens: torch.Tensor  # [...] per token: Σ_i H(pre_i − θ_i)
+    latent_counts: torch.Tensor  # [d_sae] per latent: Σ_tokens H(pre_i − θ_i)
+
+
 class JumpReLUSAE(nn.Module):
     """A JumpReLU SAE; `input_scale` normalises x (1 once folded).
 
@@ -256,24 +266,26 @@ class JumpReLUSAE(nn.Module):
         `None` picks it while training once the previous call's active fraction is below
         `SPARSE_MAX_DENSITY` (dense early in training, when many latents fire); `False` forces dense.
         """
-        x_hat_n, f, mse, l0_tokens = self.loss_parts(x, sparse)
+        x_hat_n, f, mse, l0_tokens, _ = self.loss_parts(x, sparse)
         l0 = l0_tokens.mean()
         loss = mse + l0_coefficient * l0
         return SAEOutput(x_hat_n / self.input_scale, f, mse, l0, loss)
 
     def loss_parts(
         self, x: torch.Tensor, sparse: bool | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x̂_n, f, mse, L0 per token) in normalised units, on the dense or sparse path (`forward` explains `sparse`).
+    ) -> LossParts:
+        """(x̂_n, f, mse, L0 per token, active tokens per latent) in normalised units, on the dense or sparse path
+        (`forward` explains `sparse`).
 
-        L0 per token is Σ_i H(pre_i − θ_i) with the straight-through gradient to θ, so objectives can be written
-        on it (mean for the L0 penalty, (L0 − T)² for the quadratic one) on either path.
+        L0 per token is Σ_i H(pre_i − θ_i) and a latent's count Σ_tokens H(pre_i − θ_i), both with the
+        straight-through gradient to θ, so objectives can be written on them (mean L0 for the L0 penalty,
+        (L0 − T)² for the quadratic one, squared firing frequencies for the frequency penalty) on either path.
         """
         x_n = x.to(self.dtype) * self.input_scale
         x_in = x_n - self.b_dec if self.cfg.apply_b_dec_to_input else x_n
         theta = self.threshold
         if self._use_sparse(sparse):
-            x_hat_n, f, mse, l0_tokens = sparse_loss_parts(
+            x_hat_n, f, mse, l0_tokens, counts = sparse_loss_parts(
                 x_n, x_in, self.W_enc, self.b_enc, self.W_dec, self.b_dec, theta, self.cfg.bandwidth
             )
         else:
@@ -281,9 +293,11 @@ class JumpReLUSAE(nn.Module):
             f = jumprelu(pre, theta, self.cfg.bandwidth)
             x_hat_n = f @ self.W_dec + self.b_dec
             mse = (x_n - x_hat_n).pow(2).sum(-1).mean()
-            l0_tokens = step(pre, theta, self.cfg.bandwidth).sum(-1)
+            h = step(pre, theta, self.cfg.bandwidth)
+            l0_tokens = h.sum(-1)
+            counts = h.reshape(-1, self.d_sae).sum(0)
         self._active_fraction = l0_tokens.detach().mean() / self.d_sae
-        return x_hat_n, f, mse, l0_tokens
+        return LossParts(x_hat_n, f, mse, l0_tokens, counts)
 
     def _use_sparse(self, sparse: bool | None) -> bool:
         """Dispatch rule of `forward`: explicit choice, else sparse when training at a low active fraction."""

@@ -25,8 +25,9 @@ active over the last --aux-dead-window tokens reconstruct the residual e = x −
 ReLU pre-activations, loss += α·‖e − ê‖²/‖e‖² (OpenAI's "Scaling and evaluating sparse autoencoders", there for
 TopK SAEs). The trainer applies it until the LR decay begins.
 
-"tanh" and the frequency penalty run the dense path (they need every pre-activation); "step" and "quadratic"
-without it take the SAE's sparse path once few latents fire.
+"tanh" runs the dense path (it needs every pre-activation); "step" and "quadratic" (with or without the frequency
+penalty, which needs only each latent's count of active tokens: it ran dense until 2026-12-04) take the SAE's
+sparse path once few latents fire.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Callable
 import torch
 
 from app.sae import JumpReLUSAE, SAEOutput
-from app.sae.ste import jumprelu, step
+from app.sae.ste import jumprelu
 from app.training.config import QUADRATIC_SIDES
 
 OBJECTIVES = ("step", "quadratic", "tanh")
@@ -71,20 +72,15 @@ def quadratic_loss(sae: JumpReLUSAE, x: torch.Tensor, coefficient: float, target
     """Gemma Scope 2: mse + λ_q·mean (2/T)(L0_token − T)² + λ_f·(d_sae/T)·Σ_i p_i² (module docstring); `side`
     "over" penalises only the tokens whose L0 is above T; `reward` r ≤ 0 adds λ_q·r·mean L0_token.
 
-    Without the frequency penalty it runs on the SAE's own path (sparse once few latents fire, as "step" does);
-    the frequency penalty needs every H_i, so it runs dense.
+    It runs on the SAE's own path (sparse once few latents fire, as "step" does): p_i is latent i's count of
+    active tokens over the batch size, and its straight-through gradient reaches θ on either path.
     """
-    if frequency_coefficient > 0:
-        _, pre, theta, f, x_hat_n, mse = _dense_parts(sae, x)
-        h = step(pre, theta, sae.cfg.bandwidth)
-        l0_tokens = h.sum(-1)
-    else:
-        x_hat_n, f, mse, l0_tokens = sae.loss_parts(x, sparse)
+    x_hat_n, f, mse, l0_tokens, counts = sae.loss_parts(x, sparse)
     loss = mse + coefficient * quadratic_penalty(l0_tokens, target_l0, side).mean()
     if reward:
         loss = loss + coefficient * reward * l0_tokens.mean()
     if frequency_coefficient > 0:
-        p = h.reshape(-1, sae.d_sae).mean(0)
+        p = counts / l0_tokens.numel()
         loss = loss + frequency_coefficient * (sae.d_sae / target_l0) * p.pow(2).sum()
     l0 = l0_tokens.mean()
     sae._active_fraction = l0.detach() / sae.d_sae

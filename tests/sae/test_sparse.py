@@ -158,11 +158,13 @@ def test_autocast_runs_encoder_in_bf16_and_keeps_fp32_gradients() -> None:
     torch.testing.assert_close(grads["W_dec"], ref_grads["W_dec"], rtol=0.2, atol=0.05)
 
 
+@pytest.mark.parametrize("frequency", [0.0, 0.4])
 @pytest.mark.parametrize("linear", [False, True])
 @pytest.mark.parametrize("density", [0.02, 0.1])
-def test_quadratic_objective_sparse_matches_dense(density: float, linear: bool) -> None:
-    """Gemma Scope 2's quadratic penalty weighs each token's L0 by (L0_b − T): the per-token L0 of the sparse
-    path must carry those weights into θ's gradient exactly as the dense reference does."""
+def test_quadratic_objective_sparse_matches_dense(density: float, linear: bool, frequency: float) -> None:
+    """Gemma Scope 2's quadratic penalty weighs each token's L0 by (L0_b − T), and its frequency penalty each
+    latent's firing by p_i: the per-token L0 and per-latent counts of the sparse path must carry those weights
+    into θ's gradient exactly as the dense reference does."""
     from app.training.objectives import quadratic_loss
 
     results = []
@@ -171,7 +173,8 @@ def test_quadratic_objective_sparse_matches_dense(density: float, linear: bool) 
         if linear:
             sae.use_linear_threshold()
         x = _batch(sae)
-        out = quadratic_loss(sae, x, 0.7, target_l0=1.5, sparse=sparse)
+        out = quadratic_loss(sae, x, 0.7, target_l0=1.5, frequency_coefficient=frequency, sparse=sparse,
+                             reward=-0.2)
         sae.zero_grad(set_to_none=True)
         out.loss.backward()
         grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
@@ -181,3 +184,23 @@ def test_quadratic_objective_sparse_matches_dense(density: float, linear: bool) 
     _assert_same(dense_g, sparse_g, "float64")
     theta_grad = dense_g["linear_threshold" if linear else "log_threshold"]
     assert theta_grad.abs().sum() > 0  # the window holds pairs: the comparison is not of zeros
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_latent_counts_and_their_threshold_gradient_match_the_formula(sparse: bool) -> None:
+    """c_i = Σ_tokens H(pre_i − θ_i), and ∂(Σ_i w_i·c_i)/∂θ_i = −(w_i/ε)·Σ_tokens K((pre_i − θ_i)/ε) (SPEC §1 STE),
+    written out from the pre-activations on either path."""
+    sae = _sae("float64", 0.05)
+    x = _batch(sae)
+    parts = sae.loss_parts(x, sparse=sparse)
+    pre = sae.pre_acts(x).detach().reshape(-1, D_SAE)
+    theta, eps = sae.threshold.detach(), sae.cfg.bandwidth
+    torch.testing.assert_close(parts.latent_counts.detach(), (pre > theta).double().sum(0), rtol=0, atol=0)
+    assert parts.latent_counts.sum() == parts.l0_tokens.sum()
+    w = torch.linspace(-1.0, 2.0, D_SAE, dtype=torch.float64)
+    sae.zero_grad(set_to_none=True)
+    (w * parts.latent_counts).sum().backward()
+    window = rectangle((pre - theta) / eps).sum(0)
+    assert window.sum() > 0  # some pairs sit in the STE window: the gradient is not trivially zero
+    torch.testing.assert_close(sae.log_threshold.grad, -(w / eps) * window * theta)  # through θ = exp(log θ)
+    assert sae.W_enc.grad is None or torch.all(sae.W_enc.grad == 0)  # ∂H/∂pre = 0
