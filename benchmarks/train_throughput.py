@@ -16,6 +16,10 @@ latent fires at the same rate, as in a trained SAE. Prints one JSON line:
   matmul_ratio_best      fastest step ÷ highest matmul rate seen
   l0                     measured mean L0 during the timed steps
 
+With --frequency-coefficient F > 0 each step is the trainer's quadratic objective (target = --l0, one-sided) with
+Gemma Scope 2's frequency penalty λ_f = F (app/training/objectives.py): the sparse path against the dense one
+(the only path of the frequency penalty before 2026-12-04).
+
 The matmul rate is measured right after every timed step and the median is used, so on a shared machine both
 sides of the ratio see the same contention; still, run it a few times.
 """
@@ -33,6 +37,7 @@ import torch
 
 from app.runtime import resolve_device, resolve_dtype
 from app.sae.jumprelu import JumpReLUSAE
+from app.training.objectives import quadratic_loss
 from app.training.step import training_step
 from benchmarks.matmul_rate import dense_matmul_flops
 
@@ -58,10 +63,16 @@ def _batch(n: int, d_in: int, device: torch.device, seed: int) -> torch.Tensor:
 
 
 def train_step(
-    sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, lam: float, sparse: bool | None
+    sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, lam: float, sparse: bool | None,
+    frequency: float = 0.0, target_l0: float = 64.0,
 ) -> torch.Tensor:
-    """One SPEC §2 step exactly as the trainer runs it; returns the batch L0 (detached)."""
-    return training_step(sae, opt, x, lam, grad_clip=1.0, sparse=sparse).l0.detach()
+    """One SPEC §2 step exactly as the trainer runs it; returns the batch L0 (detached). With `frequency` > 0 the
+    loss is the quadratic objective with the frequency penalty, on the path `sparse` asks for."""
+    loss_fn = None
+    if frequency > 0:
+        def loss_fn(sae: JumpReLUSAE, x: torch.Tensor, lam: float):
+            return quadratic_loss(sae, x, lam, target_l0, frequency, sparse=sparse, side="over")
+    return training_step(sae, opt, x, lam, grad_clip=1.0, sparse=sparse, loss_fn=loss_fn).l0.detach()
 
 
 def make_optimizer(sae: JumpReLUSAE, fused: bool) -> torch.optim.Adam:
@@ -71,7 +82,7 @@ def make_optimizer(sae: JumpReLUSAE, fused: bool) -> torch.optim.Adam:
 
 def time_steps(
     sae: JumpReLUSAE, batches: list[torch.Tensor], steps: int, sparse: bool | None, fused: bool,
-    matmul: Callable[[], float], warmup: int = 1,
+    matmul: Callable[[], float], warmup: int = 1, frequency: float = 0.0, target_l0: float = 64.0,
 ) -> tuple[list[float], list[float], float]:
     """Per-step wall times of `steps` steps after `warmup` untimed ones, the matmul FLOP/s measured right
     after each (so both see the same contention on a shared machine), and the mean L0 over the steps."""
@@ -81,7 +92,7 @@ def time_steps(
         x = batches[i % len(batches)]
         _sync(x.device)
         t0 = time.perf_counter()
-        l0 = train_step(sae, opt, x, 1e-3, sparse)
+        l0 = train_step(sae, opt, x, 1e-3, sparse, frequency, target_l0)
         _sync(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -108,18 +119,19 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {
         "d_in": args.d_in, "d_sae": args.d_sae, "batch": args.batch, "steps": args.steps,
         "target_l0": args.l0, "device": str(device), "threads": torch.get_num_threads(),
-        "fused_adam": not args.no_fused_adam, "bf16": args.bf16,
+        "fused_adam": not args.no_fused_adam, "bf16": args.bf16, "frequency_coefficient": args.frequency_coefficient,
     }
+    extra = {"frequency": args.frequency_coefficient, "target_l0": args.l0}
     fused = not args.no_fused_adam
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
         sae = make_sae(args.d_in, args.d_sae, args.l0, device)
-        times, rates, l0 = time_steps(sae, batches, args.steps, None, fused, matmul)
+        times, rates, l0 = time_steps(sae, batches, args.steps, None, fused, matmul, **extra)
         dense_times: list[float] = []
         dense_rates: list[float] = []
         if not args.skip_dense:
             sae = make_sae(args.d_in, args.d_sae, args.l0, device)
             dense_times, dense_rates, _ = time_steps(
-                sae, batches, args.dense_steps or args.steps, False, fused, matmul
+                sae, batches, args.dense_steps or args.steps, False, fused, matmul, **extra
             )
     rate = statistics.median(rates)  # each path is divided by the rates measured beside its own steps
 
@@ -162,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--matmul-n", type=int, default=2048, help="size of the reference n×n matmul")
     p.add_argument("--skip-dense", action="store_true", help="time only the sparse path")
     p.add_argument("--no-fused-adam", action="store_true", help="torch's default (for-loop) Adam instead")
+    p.add_argument("--frequency-coefficient", type=float, default=0.0,
+                   help="time the quadratic objective with this frequency penalty λ_f (0: the SAE's own loss)")
     args = p.parse_args(argv)
     if args.bf16 and args.matmul_dtype is None:
         args.matmul_dtype = "bfloat16"
