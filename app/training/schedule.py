@@ -169,7 +169,8 @@ class L0Controller:
 class TargetCorrection:
     """The quadratic objective's target correction: the target T_pen its penalty pulls toward, moved after the L0
     warm-up by an integral term (and, for the one-sided penalty, a proportional one) until the batch L0 sits on
-    the requested target T (module docstring)."""
+    the requested target T, and the L0 reward r ≤ 0 that lifts an L0 something else pushed under T (module
+    docstring)."""
 
     # T_pen / T per --quadratic-side: the two-sided penalty's bias is upward only, so T_pen never rises above T
     # there; the one-sided penalty ("over") leaves the tokens below T free and may settle on either side
@@ -195,7 +196,7 @@ class TargetCorrection:
         return self.target * math.exp(max(lo, min(hi, self.log_ratio - self.gain * self.error)))
 
     def update(self, step: int, l0: float) -> None:
-        """Move log T_pen after a step in which the (global) batch L0 was `l0`."""
+        """Move log T_pen and the L0 reward after a step in which the (global) batch L0 was `l0`."""
         err = math.log(max(l0, 1e-3) / self.target)
         if step < self.start:
             return
