@@ -51,17 +51,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.synthetic_data import PlantedDictionary, SynthConfig, at_width
+from benchmarks.synthetic_data import SETTINGS, PlantedDictionary, SynthConfig, at_width
 from benchmarks.synthetic_metrics import at_least_as_good, mean_l0, score
 
 log = logging.getLogger(__name__)
 
-SETTINGS: dict[str, SynthConfig] = {
-    "s2": SynthConfig(d=64, ratio=2.0, l0=5.0, zipf=0.5),
-    "s4c": SynthConfig(d=64, ratio=4.0, l0=8.0, zipf=0.7, dir_correlation=0.3, fire_correlation=0.3),
-    "s8h": SynthConfig(d=64, ratio=8.0, l0=8.0, zipf=0.7, n_parents=32, children=3, mag_spread=2.0),
-    "s16n": SynthConfig(d=64, ratio=16.0, l0=10.0, zipf=1.0, noise=0.02, mag_noise=0.4),
-}
 HELD_OUT = 65_536
 
 

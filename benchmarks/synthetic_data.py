@@ -49,6 +49,16 @@ class SynthConfig:
             raise ValueError("n_parents · (1 + children) exceeds the number of directions")
 
 
+# The benchmark's settings (docs/training.md): here rather than in benchmarks/synthetic.py, so that code without
+# scipy (which the metrics need) can plant them too.
+SETTINGS: dict[str, SynthConfig] = {
+    "s2": SynthConfig(d=64, ratio=2.0, l0=5.0, zipf=0.5),
+    "s4c": SynthConfig(d=64, ratio=4.0, l0=8.0, zipf=0.7, dir_correlation=0.3, fire_correlation=0.3),
+    "s8h": SynthConfig(d=64, ratio=8.0, l0=8.0, zipf=0.7, n_parents=32, children=3, mag_spread=2.0),
+    "s16n": SynthConfig(d=64, ratio=16.0, l0=10.0, zipf=1.0, noise=0.02, mag_noise=0.4),
+}
+
+
 def at_width(cfg: SynthConfig, d: int) -> SynthConfig:
     """The same setting at activation width d: superposition, L0, Zipf exponent, the *fraction* of hierarchical
     directions (n_parents scales with d) and the noise's norm (its per-dimension std scales with √(cfg.d / d))."""

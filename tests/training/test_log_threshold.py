@@ -14,12 +14,11 @@ from app.cli import main
 from app.sae import load_sae
 from app.training import TrainConfig
 from app.training.activations import save_activation_file
-from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
+from benchmarks.synthetic_data import SETTINGS, PlantedDictionary
 
 
 def test_log_threshold_with_defaults_recovers_a_planted_dictionary(tmp_path) -> None:
-    # the benchmark's s2 (benchmarks/synthetic.py, which needs scipy): 128 Zipfian directions in 64 dims, L0 ≈ 5
-    cfg = SynthConfig(d=64, ratio=2.0, l0=5.0, zipf=0.5)
+    cfg = SETTINGS["s2"]  # 128 Zipfian directions in 64 dims, planted L0 ≈ 5
     truth = PlantedDictionary(cfg, seed=0)
     x, fire = truth.sample(262_144, seed=10)
     held, _ = truth.sample(32_768, seed=20)

@@ -15,7 +15,7 @@ from app.training.activations import save_activation_file
 from app.training.config import TrainConfig
 from app.training.schedule import TargetCorrection
 from app.training.trainer import train
-from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
+from benchmarks.synthetic_data import SETTINGS, PlantedDictionary
 from tests.training.planted import planted_activations
 
 
@@ -167,9 +167,9 @@ def test_the_l0_reward_is_idle_in_the_warmup_and_off_by_default() -> None:
 
 
 def test_the_l0_reward_lifts_an_l0_the_frequency_penalty_pushed_under_the_target(tmp_path) -> None:
-    # the benchmark's s4c (benchmarks/synthetic.py, which needs scipy): 256 correlated directions in 64 dims, L0 ≈ 8.
-    # The frequency penalty taxes firing; moving T_pen cannot push L0 up (the one-sided penalty is 0 below it).
-    cfg = SynthConfig(d=64, ratio=4.0, l0=8.0, zipf=0.7, dir_correlation=0.3, fire_correlation=0.3)
+    # the benchmark's s4c: 256 correlated directions in 64 dims, L0 ≈ 8. The frequency penalty taxes firing; moving
+    # T_pen cannot push L0 up (the one-sided penalty is 0 below it).
+    cfg = SETTINGS["s4c"]
     truth = PlantedDictionary(cfg, seed=0)
     x, fire = truth.sample(262_144, seed=10)
     held, _ = truth.sample(32_768, seed=20)
