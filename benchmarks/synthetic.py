@@ -10,7 +10,12 @@ d_sae, token budget, batch size and target L0 (= the planted L0 measured on the 
 both (benchmarks/synthetic_metrics.py). Logs a table per run; the last stdout line is one JSON object:
 
     {"settings": [...], "runs": [...], "jumpscope": {metric: mean}, "saelens": {metric: mean},
-     "ratio": {metric: jumpscope / saelens}, "wins": {metric: fraction of runs JumpScope ≥ SAELens}}
+     "at_saelens_l0": {metric: mean}, "ratio": {metric: jumpscope / saelens},
+     "wins": {metric: fraction of runs JumpScope ≥ SAELens}}
+
+"at_saelens_l0" is JumpScope's trained SAE with every θ scaled by one factor until its held-out L0 is SAELens's
+(`at_l0`; no retraining): SAELens may end off the shared target L0, and recall and FVU follow the L0, so this
+column reads both dictionaries at equal sparsity. Reported, not a goal metric ("ratio" and "wins" use the runs).
 
 --ceiling also trains JumpScope *started at the answer*: W_dec rows = the planted directions (at the recipe's
 init norm), W_enc = W_decᵀ, everything else as the default run. What that run keeps of the planted dictionary is
@@ -42,6 +47,7 @@ SAELens's 3e-4 default is meant for runs 100× longer), with SAELens's constant 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -152,6 +158,32 @@ def _parse(value: str, kind: object):
 
 
 @torch.no_grad()
+def at_l0(sae, x: torch.Tensor, l0: float, iters: int = 40):
+    """A copy of JumpScope's `sae` with every θ multiplied by one factor c, found by bisection, so that its mean L0
+    on `x` is `l0` (to the nearest firing: the largest L0 ≤ `l0` the factor reaches). The same dictionary read at
+    another sparsity — how the benchmark compares recall and FVU at SAELens's L0 when SAELens misses the target
+    (docs/training.md, fourteenth pass). `sae` itself is unchanged."""
+    if l0 <= 0:
+        raise ValueError(f"the L0 to match must be positive, got {l0}")
+    out = copy.deepcopy(sae)
+    theta = out.threshold  # a loaded SAE's stored θ: scaled in place
+    base = theta.clone()
+
+    def l0_at(c: float) -> float:
+        theta.copy_(base * c)
+        return (out.encode(x) != 0).sum(-1).float().mean().item()
+
+    lo, hi = 0.0, 1.0
+    while l0_at(hi) > l0 and hi < 2.0**20:
+        lo, hi = hi, hi * 2
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if l0_at(mid) > l0 else (lo, mid)
+    l0_at(hi)
+    return out
+
+
+@torch.no_grad()
 def evaluate(sae, kind: str, truth: PlantedDictionary, x: torch.Tensor, fire: torch.Tensor) -> dict[str, float]:
     """Score either trainer's SAE on the held-out tokens (both hold their normalisation folded)."""
     latents = sae.encode(x)
@@ -178,6 +210,8 @@ def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, ove
     if saelens:
         sl = train_saelens(x, d_sae, planted, tokens, batch, seed, _lr_of(tokens, batch, overrides))
         result["saelens"] = evaluate(sl, "saelens", truth, held_x, held_fire)
+        at_sl = at_l0(js, held_x, result["saelens"]["l0"])  # JumpScope's dictionary at SAELens's held-out L0
+        result["at_saelens_l0"] = evaluate(at_sl, "at_saelens_l0", truth, held_x, held_fire)
     if ceiling:
         top = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs, device=device)
         result["ceiling"] = evaluate(top, "ceiling", truth, held_x, held_fire)
@@ -200,7 +234,7 @@ def _lr_of(tokens: int, batch: int, overrides: dict[str, str]) -> float:
                        lr=lr).schedule().lr
 
 
-EXTRA_SIDES = ("ceiling", "truth_decoder", "matched")  # optional runs, in column order
+EXTRA_SIDES = ("at_saelens_l0", "ceiling", "truth_decoder", "matched")  # optional columns, in order
 
 
 def _log_table(r: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy (installed with the interop extra)")
 
-from benchmarks.synthetic import summarise, train_jumpscope
+from benchmarks.synthetic import at_l0, summarise, train_jumpscope
 from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
 from benchmarks.synthetic_metrics import DIRECTION, cosine_matrix
 
@@ -125,3 +125,25 @@ def test_an_unavailable_device_is_refused_with_one_line(capsys) -> None:
         main(["--device", "tpu", "--no-saelens"])
     assert exc.value.code == 2
     assert "--device tpu: not available here" in capsys.readouterr().err
+
+
+def test_at_l0_reads_the_same_dictionary_at_another_l0(planted) -> None:
+    truth, x = planted
+    sae = train_jumpscope(x, truth.dirs.shape[0], 3.0, 8192, 512, seed=0, overrides={})
+    theta = sae.threshold.detach().clone()
+
+    def count(s) -> float:  # the reference: firings counted on the tokens
+        return (s.encode(x) != 0).sum(-1).float().mean().item()
+
+    trained = count(sae)
+    for target in (trained * 1.2, trained * 0.7):
+        moved = at_l0(sae, x, target)
+        got = count(moved)
+        assert got <= target and got > target - 0.01  # the nearest firing at 2,048 tokens is 1/2048
+        ratio = moved.threshold.detach() / theta
+        live = theta > 1e-6
+        assert torch.allclose(ratio[live], ratio[live][0].expand(int(live.sum())), rtol=1e-5)  # one factor for all
+        assert torch.equal(moved.W_dec, sae.W_dec) and torch.equal(moved.W_enc, sae.W_enc)
+    assert torch.equal(sae.threshold.detach(), theta) and count(sae) == trained  # the original is untouched
+    with pytest.raises(ValueError, match="positive"):
+        at_l0(sae, x, 0.0)
