@@ -165,8 +165,10 @@ def at_l0(sae, x: torch.Tensor, l0: float, iters: int = 40):
     (docs/training.md, fourteenth pass). `sae` itself is unchanged."""
     if l0 <= 0:
         raise ValueError(f"the L0 to match must be positive, got {l0}")
+    if sae.threshold_trainable:
+        raise ValueError("at_l0 scales a stored θ: pass the SAE as loaded from its folder (load_sae)")
     out = copy.deepcopy(sae)
-    theta = out.threshold  # a loaded SAE's stored θ: scaled in place
+    theta = out.threshold  # the stored θ, scaled in place
     base = theta.clone()
 
     def l0_at(c: float) -> float:

@@ -139,7 +139,7 @@ def test_at_l0_reads_the_same_dictionary_at_another_l0(planted) -> None:
     for target in (trained * 1.2, trained * 0.7):
         moved = at_l0(sae, x, target)
         got = count(moved)
-        assert got <= target and got > target - 0.01  # the nearest firing at 2,048 tokens is 1/2048
+        assert got <= target and got > target - 0.01  # one firing is 1/2048; ties allow a few
         ratio = moved.threshold.detach() / theta
         live = theta > 1e-6
         assert torch.allclose(ratio[live], ratio[live][0].expand(int(live.sum())), rtol=1e-5)  # one factor for all
