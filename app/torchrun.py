@@ -47,3 +47,11 @@ def join(device: str | torch.device | None = None) -> Placement:
         owns = True
     log.info("rank %d/%d on %s (%s)", rank, world, dev, backend)
     return Placement(rank=rank, world=world, device=dev, owns_group=owns)
+
+
+def leave(owns_group: bool) -> None:
+    """Destroy the process group `join` created (`owns_group`), once the job's last collective is done. Left to the
+    interpreter's exit, gloo's threads can be torn down mid-flight and a rank aborts with "terminate called without
+    an active exception" after its work succeeded."""
+    if owns_group and dist.is_initialized():
+        dist.destroy_process_group()

@@ -46,11 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.index.builder import run_index
     from app.index.config import IndexConfig
-    from app.index.distributed import world
     from app.index.service import index_summary
     from app.lm import load_lm, parse_hook_name
     from app.sae import load_sae
-    from app.torchrun import join
+    from app.torchrun import join, leave
 
     if not str(args.corpus).startswith("hf:") and not Path(args.corpus).exists():
         raise CLIError(f"{args.corpus}: corpus not found")
@@ -59,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from app.sae.hub import resolve_sae_ref
 
     sae_path = resolve_sae_ref(args.sae)  # hf:// and saelens:// → their workspace folder (fetched once)
-    device = join(args.device).device  # under torchrun: this rank's GPU (LOCAL_RANK), the process group joined
+    placement = join(args.device)  # under torchrun: this rank's GPU (LOCAL_RANK), the process group joined
+    device = placement.device
     sae = load_sae(sae_path, device=device, dtype="float32")  # fp32 statistics; the LM may run in bf16
     sae_dir = sae_path if sae_path.is_dir() else sae_path.parent
     meta = sae.cfg.metadata
@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     lm = load_lm(model, device=device, dtype=args.dtype)
     out = Path(args.out) if args.out else sae_dir / "index.db"
     run_index(lm, sae, args.corpus, args.tokens, out, cfg, restart=args.restart, sae_dir=sae_dir, progress=True)
-    if world()[0] == 0:
+    if placement.rank == 0:
         s = index_summary(out)
         print(json.dumps({"index": str(out), "tokens": s["tokens"], "d_sae": s["d_sae"], "status": s["status"],
                           "dead_latents": s["dead_latents"], "pass_seconds": s["pass_seconds"]}))
+    leave(placement.owns_group)  # run_index ended on a barrier: no collective is left
     return 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from app.torchrun import join
+from app.torchrun import join, leave
 
 
 @dataclass
@@ -84,8 +84,7 @@ class DistContext:
         return self.device if dist.is_initialized() and dist.get_backend() == "nccl" else torch.device("cpu")
 
     def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        leave(self.owns_group)
 
 
 def init_distributed(device: str | None = None) -> DistContext:
