@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from app.torchrun import Placement, join
+from app.torchrun import Placement, join, leave
 
 
 def test_without_torchrun_a_single_process_on_the_device(monkeypatch):
@@ -16,3 +16,17 @@ def test_without_torchrun_a_single_process_on_the_device(monkeypatch):
     assert join("cpu") == Placement(rank=0, world=1, device=torch.device("cpu"), owns_group=False)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert join("cpu").world == 1 and not torch.distributed.is_initialized()
+
+
+def test_leave_destroys_only_the_group_join_created(tmp_path):
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        leave(False)  # a group someone else created (a caller that joined first) stays
+        assert dist.is_initialized()
+        leave(True)
+        assert not dist.is_initialized()
+        leave(True)  # nothing left to destroy: no error
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
