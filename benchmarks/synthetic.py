@@ -167,13 +167,10 @@ def at_l0(sae, x: torch.Tensor, l0: float, iters: int = 40):
         raise ValueError(f"the L0 to match must be positive, got {l0}")
     if sae.threshold_trainable:
         raise ValueError("at_l0 scales a stored θ: pass the SAE as loaded from its folder (load_sae)")
-    out = copy.deepcopy(sae)
-    theta = out.threshold  # the stored θ, scaled in place
-    base = theta.clone()
+    pre, base = sae.pre_acts(x), sae.threshold  # one encoder pass: a latent is active iff pre > θ
 
     def l0_at(c: float) -> float:
-        theta.copy_(base * c)
-        return (out.encode(x) != 0).sum(-1).float().mean().item()
+        return mean_l0(pre > base * c)
 
     lo, hi = 0.0, 1.0
     while l0_at(hi) > l0 and hi < 2.0**20:
@@ -181,7 +178,8 @@ def at_l0(sae, x: torch.Tensor, l0: float, iters: int = 40):
     for _ in range(iters):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if l0_at(mid) > l0 else (lo, mid)
-    l0_at(hi)
+    out = copy.deepcopy(sae)
+    out.threshold.mul_(hi)  # the stored θ, scaled in place
     return out
 
 
