@@ -229,12 +229,15 @@ class TrainConfig:
                                          "> 0, else 0 = off)")
     tanh_scale: float = _doc(4.0, "tanh: c of tanh(c·f·‖W_dec‖)")
     aux_coefficient: float = _doc(1 / 32, "weight α of the AuxK loss that trains dead latents on the residual "
-                                  "(any objective; off during the LR decay; 0 = off)")
+                                  "(any objective; 0 = off)")
     aux_k: int | None = _doc(None, "AuxK: dead latents per token that reconstruct the residual (default d_in / 2)")
     aux_dead_window: int = _doc(16_384, "AuxK: tokens without firing before a latent counts as dead for it "
                                         "(65,536 before 2026-12-04; docs/training.md, ninth pass)")
     aux_threshold_reset: bool = _doc(True, "AuxK: after each step, lower each dead latent's θ to its largest "
                                            "pre-activation in the batch when that is > 0 (while AuxK runs)")
+    aux_through_decay: bool = _doc(True, "AuxK (and its θ reset) run to the last step; false: they stop when the LR "
+                                         "decay begins (the recipe before 2026-12-05; docs/training.md, "
+                                         "fifteenth pass)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")

@@ -23,7 +23,7 @@ mse = mean_batch ‖x − x̂‖² and T the target L0:
 Any objective can add AuxK for dead latents (`with_dead_aux`, --aux-coefficient α, on by default): latents not
 active over the last --aux-dead-window tokens reconstruct the residual e = x − x̂ with each token's top-k of their
 ReLU pre-activations, loss += α·‖e − ê‖²/‖e‖² (OpenAI's "Scaling and evaluating sparse autoencoders", there for
-TopK SAEs). The trainer applies it until the LR decay begins.
+TopK SAEs). The trainer applies it to the last step (--aux-through-decay; false: until the LR decay begins).
 
 "tanh" runs the dense path (it needs every pre-activation); "step" and "quadratic" (with or without the frequency
 penalty, which needs only each latent's count of active tokens: it ran dense until 2026-12-04) take the SAE's

@@ -57,11 +57,12 @@ _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
                 "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
                 "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
-                "threshold_step")
+                "threshold_step", "aux_through_decay")
 # A key missing from an older run's config: what it meant then.
 _RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
                   "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
-                  "aux_dead_window": 65_536, "threshold_step": "per_latent"}
+                  "aux_dead_window": 65_536, "threshold_step": "per_latent",
+                  "aux_through_decay": False}
 
 
 def train(config: TrainConfig) -> Path:
@@ -244,7 +245,7 @@ class Trainer:
             if correction:  # the quadratic penalty pulls toward T_pen, moved so that L0 settles on the target
                 objective = objective_for(correction.penalty_target, correction.reward)
             step_loss, dead = objective, None
-            if c.aux_coefficient > 0 and step < sched.lr_decay_start:  # AuxK until the LR decay begins
+            if c.aux_coefficient > 0 and (c.aux_through_decay or step < sched.lr_decay_start):  # AuxK
                 dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1).to(self.device)
                 if dead.numel():
                     step_loss = with_dead_aux(objective, dead, c.aux_coefficient, aux_k)

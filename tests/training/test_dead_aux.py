@@ -68,7 +68,9 @@ def test_with_dead_aux_adds_alpha_times_auxk_to_the_objective() -> None:
     assert own.loss.item() == pytest.approx((sae(x, 0.5).loss + 0.25 * aux).item(), rel=1e-12)
 
 
-def test_the_trainer_applies_auxk_to_dead_latents_only_until_the_lr_decay(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("through_decay", [True, False])
+def test_the_trainer_applies_auxk_to_dead_latents_only(tmp_path, monkeypatch, through_decay: bool) -> None:
+    """AuxK reaches dead latents only; to the last step by default, or until the LR decay begins."""
     x, _, planted = planted_activations(20_000, d_in=8, n_true=12, l0=2.0, seed=4)
     data = save_activation_file(tmp_path / "acts.safetensors", x)
     calls: list[tuple[int, torch.Tensor]] = []
@@ -81,11 +83,15 @@ def test_the_trainer_applies_auxk_to_dead_latents_only_until_the_lr_decay(tmp_pa
     monkeypatch.setattr(trainer_module, "with_dead_aux", spy)
     cfg = TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=64, target_l0=planted,
                       tokens=512 * 60, batch_size=512, progress=False, device="cpu", checkpoint_every=0,
-                      aux_dead_window=1024)
+                      aux_dead_window=1024, aux_through_decay=through_decay)
     train(cfg)
-    decay_start = cfg.schedule().lr_decay_start
+    sched = cfg.schedule()
     assert calls  # 64 latents for 12 planted directions: some go quiet
-    assert all(step < decay_start for step, _ in calls)
+    steps = {step for step, _ in calls}
+    if through_decay:  # dead latents stay in the run's last steps, so AuxK reaches them there too
+        assert max(steps) == sched.total_steps - 1
+    else:
+        assert max(steps) < sched.lr_decay_start
     assert all(dead.numel() and int(dead.max()) < 64 for _, dead in calls)
     calls.clear()
     train(dataclasses.replace(cfg, out=str(tmp_path / "off"), aux_coefficient=0.0))
@@ -128,7 +134,9 @@ def test_dead_thresholds_drop_to_the_batch_max_pre_activation(threshold_param: s
         assert (full.max(0).values - after[lowered]).abs().max() <= ulps
 
 
-def test_the_trainer_lowers_only_dead_thresholds_and_only_while_auxk_runs(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("through_decay", [True, False])
+def test_the_trainer_lowers_only_dead_thresholds_and_only_while_auxk_runs(tmp_path, monkeypatch,
+                                                                          through_decay: bool) -> None:
     x, _, planted = planted_activations(20_000, d_in=8, n_true=12, l0=2.0, seed=4)
     data = save_activation_file(tmp_path / "acts.safetensors", x)
     calls: list[tuple[int, torch.Tensor, torch.Tensor]] = []
@@ -142,9 +150,10 @@ def test_the_trainer_lowers_only_dead_thresholds_and_only_while_auxk_runs(tmp_pa
     monkeypatch.setattr(trainer_module, "lower_thresholds_", spy)
     cfg = TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=64, target_l0=planted,
                       tokens=512 * 60, batch_size=512, progress=False, device="cpu", checkpoint_every=0,
-                      aux_dead_window=1024)
+                      aux_dead_window=1024, aux_through_decay=through_decay)
     train(cfg)
-    assert calls and all(step < cfg.schedule().lr_decay_start for step, _, _ in calls)
+    last = max(step for step, _, _ in calls)
+    assert last == cfg.schedule().total_steps - 1 if through_decay else last < cfg.schedule().lr_decay_start
     for _, latents, since_fired in calls:  # exactly the latents silent for the AuxK window
         assert torch.equal(latents, (since_fired >= 1024).nonzero().squeeze(1))
     calls.clear()

@@ -115,3 +115,23 @@ def test_resume_of_a_run_from_before_the_shared_threshold_step(tmp_path) -> None
     straight = train(_cfg(data, tmp_path / "s", threshold_step="per_latent"))
     a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_resume_of_a_run_from_before_auxk_ran_through_the_lr_decay(tmp_path) -> None:
+    """A checkpoint whose config has no aux_through_decay stopped AuxK at the LR decay: it resumes only as such, and
+    then as the same run straight through."""
+    from app.training.trainer import check_output
+
+    data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8))
+    out = train(_cfg(data, tmp_path / "o", stop_at_step=3, aux_through_decay=False, aux_dead_window=64))
+    ckpt = list_checkpoints(out)[-1]
+    saved = json.loads((ckpt / "train_config.json").read_text())
+    assert saved["aux_through_decay"] is False
+    del saved["aux_through_decay"]
+    (ckpt / "train_config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="aux_through_decay is True but the run .* used False"):
+        check_output(_cfg(data, out, resume=True, aux_dead_window=64))
+    resumed = train(_cfg(data, out, resume=True, aux_through_decay=False, aux_dead_window=64))
+    straight = train(_cfg(data, tmp_path / "s", aux_through_decay=False, aux_dead_window=64))
+    a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
