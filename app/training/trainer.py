@@ -245,7 +245,8 @@ class Trainer:
             if correction:  # the quadratic penalty pulls toward T_pen, moved so that L0 settles on the target
                 objective = objective_for(correction.penalty_target, correction.reward)
             step_loss, dead = objective, None
-            if c.aux_coefficient > 0 and (c.aux_through_decay or step < sched.lr_decay_start):  # AuxK
+            # AuxK: to the last step, or (--aux-through-decay false) until the LR decay begins
+            if c.aux_coefficient > 0 and (c.aux_through_decay or step < sched.lr_decay_start):
                 dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1).to(self.device)
                 if dead.numel():
                     step_loss = with_dead_aux(objective, dead, c.aux_coefficient, aux_k)
