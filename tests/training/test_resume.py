@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -97,41 +98,28 @@ def test_resume_with_an_auto_batch_size_follows_the_resumed_run(tmp_path) -> Non
         train(_cfg(data, tmp_path / "c", resume=True, batch_size=128))  # an explicit size must match
 
 
-def test_resume_of_a_run_from_before_the_shared_threshold_step(tmp_path) -> None:
-    """A checkpoint whose config has no threshold_step trained θ with torch Adam: it resumes as per_latent only
-    (its optimiser state holds one second moment per latent)."""
+@pytest.mark.parametrize(("key", "old", "new", "extra"), [
+    # θ trained with torch Adam: the optimiser state holds one second moment per latent
+    ("threshold_step", "per_latent", "shared", {}),
+    # AuxK stopped at the LR decay (a short dead window so that AuxK runs at all)
+    ("aux_through_decay", False, True, {"aux_dead_window": 64}),
+])
+def test_resume_of_a_run_from_before_a_recipe_key(tmp_path, key: str, old, new, extra: dict) -> None:
+    """A checkpoint whose config lacks a recipe key that came later ran the old recipe: it resumes only as such
+    (the error names the key), and then as the same run straight through."""
     from app.training.trainer import check_output
 
     data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8))
-    out = train(_cfg(data, tmp_path / "o", stop_at_step=3, threshold_step="per_latent"))
+    out = train(_cfg(data, tmp_path / "o", stop_at_step=3, **{key: old}, **extra))
     ckpt = list_checkpoints(out)[-1]
     saved = json.loads((ckpt / "train_config.json").read_text())
-    assert saved["threshold_step"] == "per_latent"
-    del saved["threshold_step"]
+    assert saved[key] == old
+    del saved[key]
     (ckpt / "train_config.json").write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match="threshold_step is 'shared' but the run .* used 'per_latent'"):
-        check_output(_cfg(data, out, resume=True))
-    resumed = train(_cfg(data, out, resume=True, threshold_step="per_latent"))
-    straight = train(_cfg(data, tmp_path / "s", threshold_step="per_latent"))
+    refusal = re.escape(f"{key} is {new!r} but the run") + ".* used " + re.escape(repr(old))
+    with pytest.raises(ValueError, match=refusal):
+        check_output(_cfg(data, out, resume=True, **extra))
+    resumed = train(_cfg(data, out, resume=True, **{key: old}, **extra))
+    straight = train(_cfg(data, tmp_path / "s", **{key: old}, **extra))
     a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
-    assert all(torch.equal(a[key], b[key]) for key in a)
-
-
-def test_resume_of_a_run_from_before_auxk_ran_through_the_lr_decay(tmp_path) -> None:
-    """A checkpoint whose config has no aux_through_decay stopped AuxK at the LR decay: it resumes only as such, and
-    then as the same run straight through."""
-    from app.training.trainer import check_output
-
-    data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8))
-    out = train(_cfg(data, tmp_path / "o", stop_at_step=3, aux_through_decay=False, aux_dead_window=64))
-    ckpt = list_checkpoints(out)[-1]
-    saved = json.loads((ckpt / "train_config.json").read_text())
-    assert saved["aux_through_decay"] is False
-    del saved["aux_through_decay"]
-    (ckpt / "train_config.json").write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match="aux_through_decay is True but the run .* used False"):
-        check_output(_cfg(data, out, resume=True, aux_dead_window=64))
-    resumed = train(_cfg(data, out, resume=True, aux_through_decay=False, aux_dead_window=64))
-    straight = train(_cfg(data, tmp_path / "s", aux_through_decay=False, aux_dead_window=64))
-    a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
-    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
