@@ -299,6 +299,16 @@ class JumpReLUSAE(nn.Module):
         self._active_fraction = l0_tokens.detach().mean() / self.d_sae
         return LossParts(x_hat_n, f, mse, l0_tokens, counts)
 
+    @property
+    def active_fraction(self) -> float | None:
+        """L0 / d_sae of the last training forward, which picks the path of the next one (None: none yet); a
+        training checkpoint carries it so that a resumed run takes the path the straight run takes."""
+        return None if self._active_fraction is None else float(self._active_fraction)
+
+    @active_fraction.setter
+    def active_fraction(self, value: float | None) -> None:
+        self._active_fraction = None if value is None else torch.tensor(value, dtype=torch.float32)
+
     def _use_sparse(self, sparse: bool | None) -> bool:
         """Dispatch rule of `forward`: explicit choice, else sparse when training at a low active fraction."""
         if sparse is not None:

@@ -340,7 +340,8 @@ class Trainer:
         tensors |= {f"final_stats.{k}": v for k, v in final_stats.state_dict().items()}
         state = {"step": step, "tokens": step * self.config.batch_size, "buffer": plan.buffer.state_dict(),
                  "controller": controller.state_dict() if controller else None, "optimizer": opt_meta,
-                 "target_correction": correction.state_dict() if correction else None}
+                 "target_correction": correction.state_dict() if correction else None,
+                 "active_fraction": sae.active_fraction}  # the next step's path (dense or sparse)
         save_checkpoint(self.out, step, tensors, state, config_json, keep=self.config.keep_checkpoints)
 
     def _restore(self, ckpt, sae, opt, plan, controller, stats, final_stats, correction) -> int:
@@ -353,6 +354,7 @@ class Trainer:
             controller.load_state_dict(state["controller"])
         if correction and state.get("target_correction"):  # a checkpoint from before the correction: T_pen = T
             correction.load_state_dict(state["target_correction"])
+        sae.active_fraction = state.get("active_fraction")  # None before 2026-12-05: the dense path first
         plan.buffer.load_state_dict(state["buffer"])
         restore_rng(tensors)
         log.info("resumed from %s (step %d)", ckpt, state["step"])

@@ -98,6 +98,25 @@ def test_resume_with_an_auto_batch_size_follows_the_resumed_run(tmp_path) -> Non
         train(_cfg(data, tmp_path / "c", resume=True, batch_size=128))  # an explicit size must match
 
 
+def test_resume_on_the_sparse_path_takes_it_again(tmp_path) -> None:
+    """A run paused while few latents fire resumes on the sparse path, as the straight run goes on (the path is
+    picked by the last step's active fraction, which the checkpoint carries): bit-identical weights. Before the
+    checkpoint carried it, the first resumed step took the dense path and the weights differed in the last bits."""
+    from app.sae.sparse import SPARSE_MAX_DENSITY
+    from app.training.checkpoint import load_checkpoint
+
+    torch.manual_seed(11)
+    data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(2000, 8) + 0.3)
+    sparse = dict(d_sae=64, target_l0=1.0, tokens=64 * 40)  # L0 1 of 64 latents: under the sparse path's bound
+    straight = train(_cfg(data, tmp_path / "a", **sparse))
+    paused = train(_cfg(data, tmp_path / "b", stop_at_step=30, **sparse))
+    _, state = load_checkpoint(list_checkpoints(paused)[-1])
+    assert state["step"] == 30 and 0 < state["active_fraction"] < SPARSE_MAX_DENSITY
+    resumed = train(_cfg(data, tmp_path / "b", resume=True, **sparse))
+    a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize(("key", "old", "new", "extra"), [
     # θ trained with torch Adam: the optimiser state holds one second moment per latent
     ("threshold_step", "per_latent", "shared", {}),
