@@ -150,6 +150,7 @@ class Schedule:
     lr_warmup: int  # steps of linear LR warm-up
     lr_decay_start: int  # step where the linear decay to 0 begins
     l0_warmup: int  # steps of the λ warm-up (λ mode) or the target-L0 ramp (target mode)
+    threshold_boost_end: int  # θ's LR is multiplied by --threshold-boost before this step
     dead_window: int  # N tokens of "dead = never active over the last N tokens"
     log_every: int  # steps between metrics lines
     checkpoint_every: int  # steps between checkpoints (0: only the final save)
@@ -248,6 +249,11 @@ class TrainConfig:
     threshold_lr: float | None = _doc(None, "peak learning rate of θ (default auto: max(lr, 10/min(steps, 2048)), "
                                             "divided by √d_in for a linear θ and multiplied by "
                                             "(d_in/64)·√(batch/4096) within [1, 4] with --threshold-step shared)")
+    threshold_boost: float = _doc(1.0, "θ's LR is multiplied by this over the first --threshold-boost-fraction "
+                                        "of the run, while the dictionary forms (1 = off; 3.2 recovers more of "
+                                        "uncorrelated planted dictionaries but costs SmolLM2 FVU and, on one "
+                                        "seed, 8 % dead latents; docs/training.md, sixteenth pass)")
+    threshold_boost_fraction: float = _doc(0.1, "the first fraction of the run over which --threshold-boost applies")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
@@ -321,6 +327,10 @@ class TrainConfig:
             (self.lr is None or 0 < self.lr <= 1, f"--lr must be in (0, 1], got {self.lr}"),
             (self.threshold_lr is None or 0 < self.threshold_lr <= 1,
              f"--threshold-lr must be in (0, 1], got {self.threshold_lr}"),
+            (math.isfinite(self.threshold_boost) and 0 < self.threshold_boost <= 100,
+             f"--threshold-boost must be in (0, 100], got {self.threshold_boost}"),
+            (0 <= self.threshold_boost_fraction <= 1,
+             f"--threshold-boost-fraction must be in [0, 1], got {self.threshold_boost_fraction}"),
             (0 < self.threshold_init < 1e6, f"--threshold-init must be > 0, got {self.threshold_init}"),
             (self.bandwidth is None or 0 < self.bandwidth < 1e6, f"--bandwidth must be > 0, got {self.bandwidth}"),
             (0 <= self.adam_beta1 < 1 and (self.adam_beta2 is None or 0 <= self.adam_beta2 < 1),
@@ -400,11 +410,12 @@ class TrainConfig:
         lr_warmup = min(self.lr_warmup_steps, math.ceil(self.lr_warmup_fraction * steps))
         l0_warmup = min(self.l0_warmup_steps, math.ceil(self.l0_warmup_fraction * steps))
         decay_start = steps - int(self.lr_decay_fraction * steps)
+        boost_end = math.ceil(self.threshold_boost_fraction * steps)
         dead = self.dead_window if self.dead_window is not None else max(1, min(10_000_000, self.tokens // 4))
         log_every = self.log_every if self.log_every is not None else max(1, min(100, steps // 20))
         ckpt = self.checkpoint_every if self.checkpoint_every is not None else max(1, min(1000, steps // 4))
-        return Schedule(steps, lr, bandwidth, threshold_lr, beta2, lr_warmup, decay_start, l0_warmup, dead, log_every,
-                        ckpt)
+        return Schedule(steps, lr, bandwidth, threshold_lr, beta2, lr_warmup, decay_start, l0_warmup, boost_end, dead,
+                        log_every, ckpt)
 
     # --- persistence -----------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

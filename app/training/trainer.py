@@ -42,8 +42,8 @@ from app.training.schedule import (
     L0Controller,
     TargetCorrection,
     group_lrs,
-    lr_factor,
     quadratic_coefficient,
+    step_lrs,
     warmed_lambda,
 )
 from app.training.step import training_step
@@ -57,12 +57,12 @@ _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
                 "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
                 "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
-                "threshold_step", "aux_through_decay")
+                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction")
 # A key missing from an older run's config: what it meant then.
 _RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
                   "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
                   "aux_dead_window": 65_536, "threshold_step": "per_latent",
-                  "aux_through_decay": False}
+                  "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1}
 
 
 def train(config: TrainConfig) -> Path:
@@ -238,9 +238,9 @@ class Trainer:
         t0 = time.time()
         for step in range(start, sched.total_steps):
             x = plan.buffer.next_batch().to(self.device, non_blocking=True)
-            factor = lr_factor(step, sched)
-            for group, peak in zip(opt.param_groups, lrs):
-                group["lr"] = peak * factor
+            now = step_lrs(step, sched, lrs, c.threshold_boost)
+            for group, lr in zip(opt.param_groups, now):
+                group["lr"] = lr
             lam = controller.lam if controller else warmed_lambda(step, fixed_lambda, sched.l0_warmup)
             if correction:  # the quadratic penalty pulls toward T_pen, moved so that L0 settles on the target
                 objective = objective_for(correction.penalty_target, correction.reward)
@@ -273,7 +273,7 @@ class Trainer:
                     "step": done, "total_steps": sched.total_steps, "tokens": done * c.batch_size,
                     "dead_fraction": stats.dead_fraction(), "dead_window": sched.dead_window,
                     "dense_fraction": finite_or_none(stats.dense_fraction()), "lambda": lam,
-                    "lr": lrs.weights * factor, "threshold_lr": lrs.threshold * factor,
+                    "lr": now.weights, "threshold_lr": now.threshold,
                     "l0_target": controller.target_at(step) if controller else None,
                     "penalty_target": correction.penalty_target if correction else None,
                     "l0_reward": correction.reward if correction else None,

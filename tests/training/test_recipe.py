@@ -69,6 +69,47 @@ def test_shared_threshold_step_scales_theta_lr_with_width_and_batch(d_in: int, b
         _cfg(threshold_step="global")
 
 
+def test_theta_boost_is_off_by_default_and_validated() -> None:
+    assert _cfg().threshold_boost == 1.0 and _cfg().threshold_boost_fraction == 0.1
+    assert _cfg(tokens=4096 * 1000, batch_size=4096).schedule().threshold_boost_end == 100
+    assert _cfg(tokens=4096 * 1001, batch_size=4096).schedule().threshold_boost_end == 101  # 100.1 steps, rounded up
+    for bad, match in ((dict(threshold_boost=0.0), "threshold-boost must"), (dict(threshold_boost=math.nan), "boost"),
+                       (dict(threshold_boost_fraction=1.5), "threshold-boost-fraction")):
+        with pytest.raises(ValueError, match=match):
+            _cfg(**bad)
+
+
+@pytest.mark.parametrize(("boost", "fraction", "boosted_steps"), [(3.2, 0.25, 10), (1.0, 0.25, 0), (5.0, 0.0, 0)])
+def test_theta_lr_boost_covers_the_first_fraction_of_the_run(tmp_path, monkeypatch, boost, fraction,
+                                                              boosted_steps) -> None:
+    """Spied at every optimiser step: θ's group runs at boost × its scheduled LR over the first `fraction` of the
+    40 steps (worked by hand: 10 steps at a quarter) and at the scheduled LR after; the other groups never move."""
+    from app.training.optim import ThresholdAdam
+
+    seen: list[list[float]] = []
+    real_step = ThresholdAdam.step
+
+    def spy(self, closure=None):  # noqa: ANN001, ANN202
+        seen.append([g["lr"] for g in self.param_groups])
+        return real_step(self, closure)
+
+    monkeypatch.setattr(ThresholdAdam, "step", spy)
+    x, _, planted = planted_activations(8_000, d_in=16, n_true=32, l0=3.0, seed=7)
+    data = save_activation_file(tmp_path / "acts.safetensors", x)
+    cfg = TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=32, target_l0=planted, tokens=1024 * 40,
+                      batch_size=1024, progress=False, device="cpu", checkpoint_every=0, log_every=1,
+                      threshold_boost=boost, threshold_boost_fraction=fraction)
+    out = train(cfg)
+    assert len(seen) == 40
+    peaks = group_lrs(cfg, cfg.schedule(), 16)
+    for step, (weights, biases, theta) in enumerate(seen):
+        f = weights / peaks.weights  # the warm-up / decay factor of this step, shared by every group
+        assert biases == pytest.approx(peaks.biases * f, rel=1e-12)
+        assert theta == pytest.approx(peaks.threshold * f * (boost if step < boosted_steps else 1.0), rel=1e-12)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["threshold_lr"] for r in logged] == pytest.approx([lrs[2] for lrs in seen], rel=1e-12)
+
+
 def test_default_run_saves_unit_rows_and_logs_the_group_lrs(tmp_path) -> None:
     """A free-decoder run folds its row norms at save: every saved row has the same norm, 1/input scale (unit in
     normalised units, as the unit-decoder recipe saves), and the SAE reconstructs."""
