@@ -123,9 +123,8 @@ def lr_factor(step: int, sched: Schedule) -> float:
 
 def step_lrs(step: int, sched: Schedule, peaks: GroupLRs, threshold_boost: float) -> GroupLRs:
     """The three groups' LRs at `step`: the peaks × `lr_factor`, and θ's also × `threshold_boost` before
-    `sched.threshold_boost_end` — a fast θ while the dictionary forms. Off by default (×1): ×3.2 over the first
-    10 % lifts planted s2 at d = 256 and 20M tokens from max-|cos| 0.988 to 0.997 but costs SmolLM2 0.6–0.9 % of
-    FVU and, on one of two seeds, 8 % dead latents (docs/training.md, sixteenth pass)."""
+    `sched.threshold_boost_end` — a fast θ while the dictionary forms (why it is off by default: the
+    --threshold-boost help and docs/training.md, sixteenth pass)."""
     f = lr_factor(step, sched)
     boost = threshold_boost if step < sched.threshold_boost_end else 1.0
     return GroupLRs(peaks.weights * f, peaks.biases * f, peaks.threshold * f * boost)
