@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.training.config import TrainConfig, auto_lr, auto_threshold_lr, default_batch_size
+from app.training.auto import auto_bandwidth, auto_lr, auto_threshold_lr, default_batch_size
+from app.training.config import TrainConfig
 from app.training.schedule import L0Controller, lr_factor, warmed_lambda
 
 
@@ -111,6 +112,14 @@ def test_short_runs_scale_warmups_and_learning_rates() -> None:
     assert s.lr == pytest.approx(0.01) and s.threshold_lr == pytest.approx(10 / 300)
     assert s.bandwidth == pytest.approx(0.02)
     assert _cfg(tokens=4096 * 300, batch_size=4096, lr=1e-3).schedule().lr == 1e-3
+
+
+@pytest.mark.parametrize(("steps", "want"), [(1, 0.02), (300, 0.02), (600, 0.01), (2048, 6 / 2048), (6000, 0.001),
+                                             (1_000_000, 0.001)])
+def test_auto_bandwidth_widens_the_window_of_short_runs(steps: int, want: float) -> None:
+    # worked by hand: ε = 6 / steps within [0.001 (SPEC §2, from 6k steps on), 0.02]
+    assert auto_bandwidth(steps) == pytest.approx(want)
+    assert _cfg(tokens=4096 * steps, batch_size=4096).schedule().bandwidth == pytest.approx(want)
 
 
 @pytest.mark.parametrize("steps", [1, 300, 2000, 2048, 5000, 20_000, 200_000])
