@@ -301,7 +301,8 @@ class JumpReLUSAE(nn.Module):
 
     @property
     def active_fraction(self) -> float | None:
-        """L0 / d_sae of the last training forward, which picks the path of the next one (None: none yet); a
+        """L0 / d_sae of the last training forward, which picks the path of the next one (None: none yet). The
+        trainer sets it to the global batch's after each step, so that every rank picks the same path, and a
         training checkpoint carries it so that a resumed run takes the path the straight run takes."""
         return None if self._active_fraction is None else float(self._active_fraction)
 

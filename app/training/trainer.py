@@ -258,6 +258,7 @@ class Trainer:
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size
             l0_batch = float(counts.sum()) / n_global
+            sae.active_fraction = l0_batch / sae.d_sae  # the global batch's: every rank picks the same next path
             stats.update_counts(counts, n_global)
             if step >= sched.lr_decay_start:
                 final_stats.update_counts(counts, n_global)
