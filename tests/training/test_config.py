@@ -1,4 +1,4 @@
-"""TrainConfig validation and the run-length dependent schedule."""
+"""TrainConfig validation and the run-length dependent schedule, with the auto rules (app/training/auto.py)."""
 
 from __future__ import annotations
 
