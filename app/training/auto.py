@@ -1,8 +1,9 @@
-"""The auto rules: the defaults of TrainConfig that depend on the run's length, one function each.
+"""The auto rules: the TrainConfig defaults decided at run time (most by the run's length), one function each.
 
 Defaults follow SPEC §2 (Gemma Scope / "Jumping Ahead") for long runs. Short runs differ only through these rules
 (applied by `TrainConfig.schedule()`; evidence in docs/training.md, summary in docs/training_recipe.md):
-- warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp);
+- warm-ups are capped at a fraction of the run (5 % for the LR, 20 % for λ / the target-L0 ramp; TrainConfig's
+  `lr_warmup_fraction` and `l0_warmup_fraction`);
 - `lr=None` means auto (`auto_lr`): 3 / steps up to 2048 steps, 3 / √(2048·steps) beyond, within [7e-5, 1e-2] —
   the paper's 7e-5 at the paper's scale (≥ 0.9M steps);
 - `threshold_lr=None` means auto (`auto_threshold_lr`): max(lr, 10 / steps), so log θ can travel ~10 nats (θ init
