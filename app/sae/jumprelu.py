@@ -337,6 +337,21 @@ class JumpReLUSAE(nn.Module):
         self.input_scale.fill_(1.0)
 
     @torch.no_grad()
+    def fold_input_mean(self, mean: torch.Tensor) -> None:
+        """Make an SAE trained on centred activations x − μ (μ = `mean`, raw units) take x itself.
+
+        With s = input_scale and m = s·μ: pre = s(x − μ)W_enc + b_enc = (s·x)W_enc + (b_enc − m·W_enc), and
+        x̂ = (fW_dec + b_dec)/s + μ = (fW_dec + b_dec + m)/s; under apply_b_dec_to_input the encoder reads
+        s·x − (b_dec + m) = s(x − μ) − b_dec, so b_dec alone moves. θ and the latents are unchanged.
+        """
+        m = torch.as_tensor(mean).to(device=self.device, dtype=torch.float64) * float(self.input_scale)
+        if tuple(m.shape) != (self.d_in,):
+            raise ValueError(f"mean must have shape ({self.d_in},), got {tuple(m.shape)}")
+        if not self.cfg.apply_b_dec_to_input:
+            self.b_enc.sub_((m @ self.W_enc.double()).to(self.dtype))
+        self.b_dec.add_(m.to(self.dtype))
+
+    @torch.no_grad()
     def fold_decoder_norm(self) -> None:
         """Rescale every latent so its W_dec row has unit norm, leaving x̂ and which latents are active unchanged.
 

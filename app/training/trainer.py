@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -35,6 +34,7 @@ from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
+from app.training.normalisation import input_stats
 from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
 from app.training.optim import SHARED_MOMENT, ThresholdAdam
 from app.training.schedule import (
@@ -52,17 +52,19 @@ from app.training.summary import run_summary
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+INPUT_MEAN = "input_mean"  # --center's μ (raw units) in a training checkpoint
 # Fields that must match between a run and its --resume (the rest, e.g. logging cadence, may change).
 _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
                 "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
                 "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
-                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction")
+                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction", "center")
 # A key missing from an older run's config: what it meant then.
 _RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
                   "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
                   "aux_dead_window": 65_536, "threshold_step": "per_latent",
-                  "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1}
+                  "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1,
+                  "center": False}
 
 
 def train(config: TrainConfig) -> Path:
@@ -124,6 +126,7 @@ class Trainer:
         self.device = dist.device
         self.use_autocast = self.device.type == "cuda" and config.autocast is not False
         self.last_record: dict = {}  # the latest metrics line
+        self.input_mean: torch.Tensor | None = None  # --center's μ (raw units, float32, CPU); None without it
         self.summary: dict | None = None  # the end-of-run summary (rank 0, once the run finished)
         self.t_start = time.time()  # wall time of the summary counts from here (a sweep sets its own start)
 
@@ -150,19 +153,6 @@ class Trainer:
         if c.threshold_param == "linear":
             sae.use_linear_threshold()
         return sae.to(self.device)
-
-    def _input_scale(self, plan: DataPlan) -> float:
-        """s with E‖s·x‖² = 1 on the first `norm_tokens` rows of block 0 (summed over ranks)."""
-        if not self.config.normalize:
-            return 1.0
-        src = plan.buffer.source
-        n = min(self.config.norm_tokens, src.block_size(0))
-        x = src.rows(0, torch.arange(n)).double()
-        total, count = self.dist.all_reduce_floats(float(x.pow(2).sum()), float(x.shape[0]))
-        mean_sq = total / max(count, 1.0)
-        if not mean_sq > 0:
-            raise ValueError("activations are all zero; cannot normalise them")
-        return 1.0 / math.sqrt(mean_sq)
 
     def _optimizer(self, sae: JumpReLUSAE, lrs: GroupLRs) -> torch.optim.Adam:
         """Adam with three groups: W_enc and W_dec, the biases b_enc and b_dec, and θ (peak LRs from `lrs`); θ's
@@ -220,7 +210,9 @@ class Trainer:
         if ckpt is not None:
             start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats, correction)
         else:
-            sae.input_scale.fill_(self._input_scale(plan))
+            self.input_mean, scale = input_stats(plan.buffer.source, c, self.dist)
+            sae.input_scale.fill_(scale)
+        mean = None if self.input_mean is None else self.input_mean.to(self.device)
         # `data_split` records which corpus documents training read; `jumpscope eval` scores the others.
         extra = {"d_in": plan.d_in} | ({"data_split": plan.split} if plan.split else {})
         config_json = json.dumps(self.config.to_json() | extra, indent=2, sort_keys=True)
@@ -238,6 +230,8 @@ class Trainer:
         t0 = time.time()
         for step in range(start, sched.total_steps):
             x = plan.buffer.next_batch().to(self.device, non_blocking=True)
+            if mean is not None:  # --center: the SAE trains on x − μ (float32, so fp16 files keep their digits)
+                x = x.float() - mean
             now = step_lrs(step, sched, lrs, c.threshold_boost)
             for group, lr in zip(opt.param_groups, now):
                 group["lr"] = lr
@@ -322,6 +316,8 @@ class Trainer:
     def _save_final(self, sae: JumpReLUSAE, stats: LatentStats) -> None:
         """Native SAE files (normalisation folded) moved into --out next to metrics and checkpoints."""
         sae = sae.float().cpu()
+        if self.input_mean is not None:  # trained on x − μ: the saved SAE takes x
+            sae.fold_input_mean(self.input_mean)
         sae.fold_decoder_norm()  # a free decoder's row norms move into the encoder side (no-op for unit rows)
         tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=self.out))
         try:
@@ -339,6 +335,8 @@ class Trainer:
         tensors = {f"sae.{k}": v for k, v in sae.state_dict().items()} | opt_t | rng_tensors()
         tensors |= {f"stats.{k}": v for k, v in stats.state_dict().items()}
         tensors |= {f"final_stats.{k}": v for k, v in final_stats.state_dict().items()}
+        if self.input_mean is not None:
+            tensors[INPUT_MEAN] = self.input_mean
         state = {"step": step, "tokens": step * self.config.batch_size, "buffer": plan.buffer.state_dict(),
                  "controller": controller.state_dict() if controller else None, "optimizer": opt_meta,
                  "target_correction": correction.state_dict() if correction else None,
@@ -355,6 +353,7 @@ class Trainer:
             controller.load_state_dict(state["controller"])
         if correction and state.get("target_correction"):  # a checkpoint from before the correction: T_pen = T
             correction.load_state_dict(state["target_correction"])
+        self.input_mean = tensors.get(INPUT_MEAN)  # --center's μ, exactly as the run began with it
         sae.active_fraction = state.get("active_fraction")  # None before 2026-12-05: the dense path first
         plan.buffer.load_state_dict(state["buffer"])
         restore_rng(tensors)

@@ -97,6 +97,32 @@ def test_fold_input_scale_preserves_latents_and_reconstruction():
     assert torch.allclose(sae.decode(sae.encode(x)), x_hat)
 
 
+@pytest.mark.parametrize("apply_b_dec", [False, True])
+def test_fold_input_mean_takes_raw_x_as_the_centred_sae_took_x_minus_mean(apply_b_dec):
+    """Reference written out by hand: the unfolded SAE fed x − μ, its reconstruction shifted back by μ."""
+    sae = JumpReLUSAE.create(8, 24, threshold=0.05, seed=3, dtype="float64", apply_b_dec_to_input=apply_b_dec)
+    with torch.no_grad():
+        sae.input_scale.fill_(0.2)
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(std=0.1)
+    mu = torch.randn(8, dtype=torch.float64) * 50  # a mean far larger than the spread, as in Gemma 3's layer 9
+    x = mu + torch.randn(40, 8, dtype=torch.float64) * 3
+    s, W_enc, b_enc, W_dec, b_dec = 0.2, sae.W_enc.clone(), sae.b_enc.clone(), sae.W_dec.clone(), sae.b_dec.clone()
+    x_in = s * (x - mu) - (b_dec if apply_b_dec else 0)
+    pre = x_in @ W_enc + b_enc
+    f_ref = pre * (pre > sae.threshold)
+    x_hat_ref = (f_ref @ W_dec + b_dec) / s + mu
+    assert (f_ref > 0).any() and not (f_ref > 0).all()
+    sae.fold_input_mean(mu)
+    assert torch.allclose(sae.encode(x), f_ref)
+    assert torch.allclose(sae.decode(sae.encode(x)), x_hat_ref)
+    sae.fold_input_scale()  # the order the trainer folds in: μ first, then s
+    assert torch.allclose(sae.encode(x), f_ref)
+    assert torch.allclose(sae.decode(sae.encode(x)), x_hat_ref)
+    with pytest.raises(ValueError, match="shape"):
+        sae.fold_input_mean(torch.zeros(7))
+
+
 def test_apply_b_dec_to_input_encodes_x_minus_b_dec():
     sae = JumpReLUSAE.create(4, 8, threshold=0.01, seed=0, apply_b_dec_to_input=True)
     with torch.no_grad():

@@ -1,0 +1,44 @@
+"""The input normalisation of a training run (SPEC §2): one scalar s with E‖s·x‖² = 1, and with --center the
+mean μ subtracted first, both estimated on a sample of the training activations and folded into the saved
+weights (`JumpReLUSAE.fold_input_mean`, then `fold_input_scale`), so a saved SAE takes raw activations.
+
+Why centre: some layers keep most of their energy in one shared direction (Gemma 3 270M's layer 9: 93 % of
+E‖x‖² is ‖μ‖²). Scaled but not centred, the mean is what every encoder column sees most, b_enc has to cancel
+it, and each step that turns a column along it shifts that latent's pre-activation on every token at once;
+half the latents died there. Training on x − μ leaves the SAE's function class unchanged (the fold is exact) and
+only changes the optimisation. docs/training.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from app.training.config import TrainConfig
+from app.training.distributed import DistContext
+
+
+def input_stats(source: Any, config: TrainConfig, dist: DistContext) -> tuple[torch.Tensor | None, float]:
+    """(μ, s) from the first `norm_tokens` rows of the source's block 0, summed over ranks: μ their mean in raw
+    units (float32) with --center, None without; s with E‖s·(x − μ)‖² = 1, or 1 with --no-normalize.
+    Training reads s·(x − μ)."""
+    if not (config.normalize or config.center):
+        return None, 1.0
+    n = min(config.norm_tokens, source.block_size(0))
+    x = source.rows(0, torch.arange(n)).double()
+    mean = None
+    if config.center:
+        sums = dist.all_reduce_tensor(torch.cat([x.sum(0), x.new_tensor([x.shape[0]])]))
+        mean = sums[:-1] / max(float(sums[-1]), 1.0)
+        x = x - mean
+    mean32 = None if mean is None else mean.float()
+    if not config.normalize:
+        return mean32, 1.0
+    total, count = dist.all_reduce_floats(float(x.pow(2).sum()), float(x.shape[0]))
+    mean_sq = total / max(count, 1.0)
+    if not mean_sq > 0:
+        what = "every activation equals the mean" if config.center else "activations are all zero"
+        raise ValueError(f"{what}; cannot normalise them")
+    return mean32, 1.0 / math.sqrt(mean_sq)
