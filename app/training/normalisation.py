@@ -1,6 +1,7 @@
-"""The input normalisation of a training run (SPEC §2): one scalar s with E‖s·x‖² = 1, and with --center the
-mean μ subtracted first, both estimated on a sample of the training activations and folded into the saved
-weights (`JumpReLUSAE.fold_input_mean`, then `fold_input_scale`), so a saved SAE takes raw activations.
+"""The input normalisation of a training run: the mean μ subtracted (--center, on by default since 2026-12-05),
+then one scalar s with E‖s·(x − μ)‖² = 1 (SPEC §2's scalar, taken about the mean), both estimated on a sample of
+the training activations and folded into the saved weights (`JumpReLUSAE.fold_input_mean`, then
+`fold_input_scale`), so a saved SAE takes raw activations. `--center false` is SPEC's recipe exactly (μ = 0).
 
 Why centre: some layers keep most of their energy in one shared direction (Gemma 3 270M's layer 9: 93 % of
 E‖x‖² is ‖μ‖²). Scaled but not centred, the mean is what every encoder column sees most, b_enc has to cancel
@@ -11,6 +12,7 @@ only changes the optimisation. docs/training.md has the measurements.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -18,6 +20,12 @@ import torch
 
 from app.training.config import TrainConfig
 from app.training.distributed import DistContext
+
+log = logging.getLogger(__name__)
+
+# --center false warns when ‖μ‖² ÷ E‖x‖² is above this (Gemma 3 270M layer 9: 0.92, with half its latents dead
+# uncentred; SmolLM2-135M layer 15: 0.53; the planted benchmark: 0.07-0.18).
+MEAN_DOMINATES = 0.8
 
 
 def input_stats(source: Any, config: TrainConfig, dist: DistContext) -> tuple[torch.Tensor | None, float]:
@@ -33,6 +41,8 @@ def input_stats(source: Any, config: TrainConfig, dist: DistContext) -> tuple[to
         sums = dist.all_reduce_tensor(torch.cat([x.sum(0), x.new_tensor([x.shape[0]])]))
         mean = sums[:-1] / max(float(sums[-1]), 1.0)
         x = x - mean
+    else:
+        _warn_if_mean_dominates(x)
     mean32 = None if mean is None else mean.float()
     if not config.normalize:
         return mean32, 1.0
@@ -42,3 +52,17 @@ def input_stats(source: Any, config: TrainConfig, dist: DistContext) -> tuple[to
         what = "every activation equals the mean" if config.center else "activations are all zero"
         raise ValueError(f"{what}; cannot normalise them")
     return mean32, 1.0 / math.sqrt(mean_sq)
+
+
+def mean_energy_fraction(x: torch.Tensor) -> float:
+    """‖μ‖² ÷ E‖x‖² over the rows of x: the share of the activations' energy that sits in their mean."""
+    x = x.double()
+    total = float(x.pow(2).sum(1).mean())
+    return float(x.mean(0).pow(2).sum()) / total if total > 0 else 0.0
+
+
+def _warn_if_mean_dominates(x: torch.Tensor) -> None:
+    share = mean_energy_fraction(x)
+    if share > MEAN_DOMINATES:
+        log.warning("the activations' mean holds %.0f %% of their energy; with --center false many latents may die "
+                    "(docs/training.md, eighteenth pass)", 100 * share)

@@ -14,7 +14,7 @@ from app.training.activations import FileSource, save_activation_file
 from app.training.checkpoint import list_checkpoints, load_checkpoint
 from app.training.config import TrainConfig
 from app.training.distributed import DistContext
-from app.training.normalisation import input_stats
+from app.training.normalisation import MEAN_DOMINATES, input_stats, mean_energy_fraction
 from app.training.trainer import INPUT_MEAN, check_output, train
 
 # A mean 10-40× the spread of every dimension, as in Gemma 3 270M's layer 9 (93 % of E‖x‖² in the mean).
@@ -43,15 +43,15 @@ def test_input_stats_match_a_float64_reference(tmp_path) -> None:
     def stats(**kw):
         return input_stats(src, _cfg(src.path, tmp_path / "o", norm_tokens=150, **kw), DistContext())
 
-    mean, s = stats()
+    mean, s = stats(center=False)
     assert mean is None and s == pytest.approx(1 / math.sqrt(rows.pow(2).sum(1).mean()), rel=1e-12)
-    mean, s = stats(center=True)
+    mean, s = stats()  # --center is the default
     assert torch.allclose(mean.double(), mu, rtol=0, atol=1e-5)
     assert s == pytest.approx(1 / math.sqrt((rows - mu).pow(2).sum(1).mean()), rel=1e-12)
     assert s > 5 / math.sqrt(rows.pow(2).sum(1).mean())  # the mean held most of the energy
     mean, s = stats(center=True, normalize=False)
     assert s == 1.0 and torch.allclose(mean.double(), mu, rtol=0, atol=1e-5)
-    assert stats(normalize=False) == (None, 1.0)
+    assert stats(normalize=False, center=False) == (None, 1.0)
     flat = FileSource(save_activation_file(tmp_path / "c.safetensors", MEAN.repeat(50, 1)), 50)
     with pytest.raises(ValueError, match="every activation equals the mean"):
         input_stats(flat, _cfg(flat.path, tmp_path / "o", center=True), DistContext())
@@ -63,10 +63,9 @@ def test_centred_run_is_the_run_on_data_with_its_mean_taken_out(tmp_path) -> Non
     z = _zero_mean_rows()
     x = z + MEAN
     assert torch.equal(x - MEAN, z) and torch.equal(x.double().mean(0), MEAN.double())
-    centred = load_sae(train(_cfg(save_activation_file(tmp_path / "x.safetensors", x), tmp_path / "c",
-                                  center=True)))
-    plain = load_sae(train(_cfg(save_activation_file(tmp_path / "z.safetensors", z), tmp_path / "p")))
-    uncentred = load_sae(train(_cfg(tmp_path / "x.safetensors", tmp_path / "u")))
+    centred = load_sae(train(_cfg(save_activation_file(tmp_path / "x.safetensors", x), tmp_path / "c")))
+    plain = load_sae(train(_cfg(save_activation_file(tmp_path / "z.safetensors", z), tmp_path / "p", center=False)))
+    uncentred = load_sae(train(_cfg(tmp_path / "x.safetensors", tmp_path / "u", center=False)))
     for name in ("W_enc", "W_dec"):
         assert torch.equal(getattr(centred, name), getattr(plain, name)), name
     assert torch.equal(centred.threshold, plain.threshold)
@@ -85,8 +84,21 @@ def test_centred_run_resumes_exactly_and_refuses_a_changed_center(tmp_path) -> N
     tensors, _ = load_checkpoint(list_checkpoints(paused)[-1])
     assert torch.allclose(tensors[INPUT_MEAN], MEAN, atol=0.2)  # the mean of 500 rows of N(MEAN, 1)
     with pytest.raises(ValueError, match="center is False but the run .* used True"):
-        check_output(_cfg(data, tmp_path / "b", resume=True))
+        check_output(_cfg(data, tmp_path / "b", resume=True, center=False))
     resumed = train(_cfg(data, tmp_path / "b", center=True, resume=True))
     a, b = load_file(str(straight / "sae_weights.safetensors")), load_file(str(resumed / "sae_weights.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_mean_energy_fraction_and_the_warning_without_center(tmp_path, caplog) -> None:
+    x = torch.tensor([[3.0, 0.0], [1.0, 0.0]])  # μ = (2, 0): ‖μ‖² = 4, E‖x‖² = (9 + 1) / 2 = 5
+    assert mean_energy_fraction(x) == pytest.approx(0.8)
+    dominated = torch.randn(400, 8) + MEAN  # ‖μ‖² ≈ 3,700 against a spread of 8
+    assert mean_energy_fraction(dominated) > 0.99 > MEAN_DOMINATES > mean_energy_fraction(torch.randn(400, 8))
+    src = FileSource(save_activation_file(tmp_path / "d.safetensors", dominated), 400)
+    with caplog.at_level("WARNING", logger="app.training.normalisation"):
+        input_stats(src, _cfg(src.path, tmp_path / "o"), DistContext())
+        assert not caplog.records  # centred: nothing to say
+        input_stats(src, _cfg(src.path, tmp_path / "o", center=False), DistContext())
+    assert len(caplog.records) == 1 and "mean holds 100 % of their energy" in caplog.text
