@@ -1,13 +1,18 @@
-"""The input normalisation of a training run: the mean μ subtracted (--center, on by default since 2026-12-05),
-then one scalar s with E‖s·(x − μ)‖² = 1 (SPEC §2's scalar, taken about the mean), both estimated on a sample of
-the training activations and folded into the saved weights (`JumpReLUSAE.fold_input_mean`, then
-`fold_input_scale`), so a saved SAE takes raw activations. `--center false` is SPEC's recipe exactly (μ = 0).
+"""The input normalisation of a training run: the mean μ subtracted (--center; by default when μ holds at least
+`CENTER_ABOVE` of E‖x‖²), then one scalar s with E‖s·(x − μ)‖² = 1 (SPEC §2's scalar, taken about the mean), both
+estimated on a sample of the training activations and folded into the saved weights
+(`JumpReLUSAE.fold_input_mean`, then `fold_input_scale`), so a saved SAE takes raw activations. `--center false`
+is SPEC's recipe exactly (μ = 0).
 
 Why centre: some layers keep most of their energy in one shared direction (Gemma 3 270M's layer 9: 93 % of
 E‖x‖² is ‖μ‖²). Scaled but not centred, the mean is what every encoder column sees most, b_enc has to cancel
 it, and each step that turns a column along it shifts that latent's pre-activation on every token at once;
 half the latents died there. Training on x − μ leaves the SAE's function class unchanged (the fold is exact) and
-only changes the optimisation. docs/training.md has the measurements.
+only changes the optimisation.
+
+Why not always: on planted sparse data, whose zero is where no direction fires, the gain shrinks with the mean's
+share and turns into a loss below about a tenth (the issue's case, 2× superposition at d = 256, share 0.02:
+max-|cos| 0.971 vs 0.982 uncentred). docs/training.md has the measurements (eighteenth and nineteenth passes).
 """
 
 from __future__ import annotations
@@ -24,32 +29,44 @@ from app.training.distributed import DistContext
 log = logging.getLogger(__name__)
 
 # --center false warns when ‖μ‖² ÷ E‖x‖² is above this (Gemma 3 270M layer 9: 0.92, with half its latents dead
-# uncentred; SmolLM2-135M layer 15: 0.53; the planted benchmark: 0.07-0.18).
+# uncentred; SmolLM2-135M layer 15: 0.53; the planted benchmark: 0.02-0.18).
 MEAN_DOMINATES = 0.8
+# The default (--center unset) centres when ‖μ‖² ÷ E‖x‖² is at least this: measured better from 0.15 up (planted
+# s4c and s16n at d = 64, SmolLM2, Gemma), mixed at 0.11, level or worse at 0.02-0.07 (docs/training.md,
+# nineteenth pass).
+CENTER_ABOVE = 0.1
 
 
 def input_stats(source: Any, config: TrainConfig, dist: DistContext) -> tuple[torch.Tensor | None, float]:
     """(μ, s) from the first `norm_tokens` rows of the source's block 0, summed over ranks: μ their mean in raw
-    units (float32) with --center, None without; s with E‖s·(x − μ)‖² = 1, or 1 with --no-normalize.
-    Training reads s·(x − μ)."""
-    if not (config.normalize or config.center):
+    units (float32) when the run centres (--center true, or unset and `CENTER_ABOVE` reached), None otherwise; s
+    with E‖s·(x − μ)‖² = 1, or 1 with --no-normalize. Training reads s·(x − μ)."""
+    if not (config.normalize or config.center is not False):
         return None, 1.0
     n = min(config.norm_tokens, source.block_size(0))
     x = source.rows(0, torch.arange(n)).double()
     mean = None
-    if config.center:
-        sums = dist.all_reduce_tensor(torch.cat([x.sum(0), x.new_tensor([x.shape[0]])]))
-        mean = sums[:-1] / max(float(sums[-1]), 1.0)
-        x = x - mean
-    else:
+    if config.center is False:
         _warn_if_mean_dominates(x)
+    else:
+        sums = dist.all_reduce_tensor(torch.cat([x.sum(0), x.new_tensor([x.pow(2).sum(), x.shape[0]])]))
+        count = max(float(sums[-1]), 1.0)
+        mean, energy = sums[:-2] / count, float(sums[-2]) / count
+        share = float(mean.pow(2).sum()) / energy if energy > 0 else 0.0
+        if config.center is None:
+            log.info("inputs %s: their mean holds %.1f %% of their energy (--center auto: from %.0f %%)",
+                     "centred" if share >= CENTER_ABOVE else "not centred", 100 * share, 100 * CENTER_ABOVE)
+        if config.center or share >= CENTER_ABOVE:
+            x = x - mean
+        else:
+            mean = None
     mean32 = None if mean is None else mean.float()
     if not config.normalize:
         return mean32, 1.0
     total, count = dist.all_reduce_floats(float(x.pow(2).sum()), float(x.shape[0]))
     mean_sq = total / max(count, 1.0)
     if not mean_sq > 0:
-        what = "every activation equals the mean" if config.center else "activations are all zero"
+        what = "every activation equals the mean" if mean is not None else "activations are all zero"
         raise ValueError(f"{what}; cannot normalise them")
     return mean32, 1.0 / math.sqrt(mean_sq)
 

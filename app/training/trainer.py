@@ -214,7 +214,9 @@ class Trainer:
             sae.input_scale.fill_(scale)
         mean = None if self.input_mean is None else self.input_mean.to(self.device)
         # `data_split` records which corpus documents training read; `jumpscope eval` scores the others.
-        extra = {"d_in": plan.d_in} | ({"data_split": plan.split} if plan.split else {})
+        # `input_centred`: whether the run trained on x − μ (--center true, or auto and the mean large enough).
+        extra = ({"d_in": plan.d_in, "input_centred": self.input_mean is not None}
+                 | ({"data_split": plan.split} if plan.split else {}))
         config_json = json.dumps(self.config.to_json() | extra, indent=2, sort_keys=True)
         if dist.is_main:  # every check passed: now the output folder appears
             self.out.mkdir(parents=True, exist_ok=True)

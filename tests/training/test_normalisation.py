@@ -3,6 +3,7 @@ float64 mean and scale, and a run on data whose mean was taken out beforehand.""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -14,7 +15,7 @@ from app.training.activations import FileSource, save_activation_file
 from app.training.checkpoint import list_checkpoints, load_checkpoint
 from app.training.config import TrainConfig
 from app.training.distributed import DistContext
-from app.training.normalisation import MEAN_DOMINATES, input_stats, mean_energy_fraction
+from app.training.normalisation import CENTER_ABOVE, MEAN_DOMINATES, input_stats, mean_energy_fraction
 from app.training.trainer import INPUT_MEAN, check_output, train
 
 # A mean 10-40× the spread of every dimension, as in Gemma 3 270M's layer 9 (93 % of E‖x‖² in the mean).
@@ -45,7 +46,7 @@ def test_input_stats_match_a_float64_reference(tmp_path) -> None:
 
     mean, s = stats(center=False)
     assert mean is None and s == pytest.approx(1 / math.sqrt(rows.pow(2).sum(1).mean()), rel=1e-12)
-    mean, s = stats()  # --center is the default
+    mean, s = stats()  # --center auto: the mean holds > 99 % of the energy here
     assert torch.allclose(mean.double(), mu, rtol=0, atol=1e-5)
     assert s == pytest.approx(1 / math.sqrt((rows - mu).pow(2).sum(1).mean()), rel=1e-12)
     assert s > 5 / math.sqrt(rows.pow(2).sum(1).mean())  # the mean held most of the energy
@@ -102,3 +103,38 @@ def test_mean_energy_fraction_and_the_warning_without_center(tmp_path, caplog) -
         assert not caplog.records  # centred: nothing to say
         input_stats(src, _cfg(src.path, tmp_path / "o", center=False), DistContext())
     assert len(caplog.records) == 1 and "mean holds 100 % of their energy" in caplog.text
+
+
+def _rows_with_share(share: float, n: int = 400) -> torch.Tensor:
+    """2n rows of exactly zero mean (±z) moved by a mean whose share of E‖x‖² is exactly `share` (float64)."""
+    z = _zero_mean_rows(n).double()
+    spread = float(z.pow(2).sum(1).mean())  # E‖z‖²; ‖μ‖² / (‖μ‖² + E‖z‖²) = share
+    direction = MEAN.double() / MEAN.double().norm()
+    return z + direction * math.sqrt(share / (1 - share) * spread)
+
+
+@pytest.mark.parametrize("share", [0.02, 0.09, 0.11, 0.53])
+def test_default_centres_exactly_when_the_mean_holds_a_tenth_of_the_energy(tmp_path, share, caplog) -> None:
+    """--center unset decides on the mean's share of the energy (a float64 reference here): at or above
+    CENTER_ABOVE it is --center true, below it --center false, for the statistics and for the whole run."""
+    x = _rows_with_share(share)
+    assert mean_energy_fraction(x) == pytest.approx(share, rel=1e-9)
+    src = FileSource(save_activation_file(tmp_path / "a.safetensors", x.float()), 800)
+
+    def stats(**kw):
+        return input_stats(src, _cfg(src.path, tmp_path / "o", **kw), DistContext())
+
+    with caplog.at_level("INFO", logger="app.training.normalisation"):
+        auto = stats()
+    same_as = stats(center=share >= CENTER_ABOVE)
+    assert auto[1] == same_as[1] and (auto[0] is None) == (same_as[0] is None) == (share < CENTER_ABOVE)
+    if auto[0] is not None:
+        assert torch.equal(auto[0], same_as[0])
+    assert f"{100 * share:.1f} %" in caplog.text and ("not centred" in caplog.text) == (share < CENTER_ABOVE)
+    if share in (0.09, 0.11):  # either side of the line: the trained SAEs are the explicit runs', bit for bit
+        a = train(_cfg(src.path, tmp_path / "auto"))
+        b = train(_cfg(src.path, tmp_path / "explicit", center=share >= CENTER_ABOVE))
+        wa, wb = load_file(str(a / "sae_weights.safetensors")), load_file(str(b / "sae_weights.safetensors"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        saved = json.loads((a / "train_config.json").read_text())
+        assert saved["center"] is None and saved["input_centred"] == (share >= CENTER_ABOVE)

@@ -122,7 +122,8 @@ def test_default_run_saves_unit_rows_and_logs_the_group_lrs(tmp_path) -> None:
     assert (saved["objective"], saved["threshold_param"], saved["decoder"]) == ("quadratic", "linear", "free")
     sae = load_sae(out)
     norms = torch.linalg.vector_norm(sae.W_dec.detach(), dim=1)
-    xs = x[:20_000].double()  # the normalisation sample: E‖s·(x − μ)‖² = 1 about its mean μ (--center, the default)
+    # the normalisation sample: E‖s·(x − μ)‖² = 1 about its mean μ (--center auto: its mean holds 15 % of the energy)
+    xs = x[:20_000].double()
     scale = float((xs - xs.mean(0)).pow(2).sum(1).mean().rsqrt())
     assert torch.allclose(norms, torch.full_like(norms, 1.0 / scale), rtol=1e-3)
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
