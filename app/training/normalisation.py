@@ -45,21 +45,20 @@ def input_stats(source: Any, config: TrainConfig, dist: DistContext) -> tuple[to
         return None, 1.0
     n = min(config.norm_tokens, source.block_size(0))
     x = source.rows(0, torch.arange(n)).double()
-    mean = None
+    sums = dist.all_reduce_tensor(torch.cat([x.sum(0), x.new_tensor([x.pow(2).sum(), x.shape[0]])]))
+    count = max(float(sums[-1]), 1.0)
+    mean = sums[:-2] / count
+    share = _energy_share(mean, float(sums[-2]) / count)
     if config.center is False:
-        _warn_if_mean_dominates(x)
+        _warn_if_mean_dominates(share)
+    elif config.center is None:
+        log.info("inputs %s: their mean holds %.1f %% of their energy (--center auto: from %.0f %%)",
+                 "centred" if share >= CENTER_ABOVE else "not centred", 100 * share, 100 * CENTER_ABOVE)
+    centre = config.center if config.center is not None else share >= CENTER_ABOVE
+    if centre:
+        x = x - mean
     else:
-        sums = dist.all_reduce_tensor(torch.cat([x.sum(0), x.new_tensor([x.pow(2).sum(), x.shape[0]])]))
-        count = max(float(sums[-1]), 1.0)
-        mean, energy = sums[:-2] / count, float(sums[-2]) / count
-        share = float(mean.pow(2).sum()) / energy if energy > 0 else 0.0
-        if config.center is None:
-            log.info("inputs %s: their mean holds %.1f %% of their energy (--center auto: from %.0f %%)",
-                     "centred" if share >= CENTER_ABOVE else "not centred", 100 * share, 100 * CENTER_ABOVE)
-        if config.center or share >= CENTER_ABOVE:
-            x = x - mean
-        else:
-            mean = None
+        mean = None
     mean32 = None if mean is None else mean.float()
     if not config.normalize:
         return mean32, 1.0
@@ -74,12 +73,15 @@ def input_stats(source: Any, config: TrainConfig, dist: DistContext) -> tuple[to
 def mean_energy_fraction(x: torch.Tensor) -> float:
     """‖μ‖² ÷ E‖x‖² over the rows of x: the share of the activations' energy that sits in their mean."""
     x = x.double()
-    total = float(x.pow(2).sum(1).mean())
-    return float(x.mean(0).pow(2).sum()) / total if total > 0 else 0.0
+    return _energy_share(x.mean(0), float(x.pow(2).sum(1).mean()))
 
 
-def _warn_if_mean_dominates(x: torch.Tensor) -> None:
-    share = mean_energy_fraction(x)
+def _energy_share(mean: torch.Tensor, mean_square: float) -> float:
+    """‖μ‖² ÷ E‖x‖² from the mean and E‖x‖² (0 for all-zero activations)."""
+    return float(mean.pow(2).sum()) / mean_square if mean_square > 0 else 0.0
+
+
+def _warn_if_mean_dominates(share: float) -> None:
     if share > MEAN_DOMINATES:
         log.warning("the activations' mean holds %.0f %% of their energy; with --center false many latents may die "
                     "(docs/training.md, eighteenth pass)", 100 * share)
