@@ -1,7 +1,8 @@
 """Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
 
     python -m benchmarks.synthetic [--tokens 4194304] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
-                                   [--ceiling] [--truth-decoder] [--d 256] [--no-saelens] [--device cuda]
+                                   [--ceiling] [--truth-decoder] [--d 256] [--mean-share 0.3] [--no-saelens]
+                                   [--device cuda]
 
 For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
 tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
@@ -34,6 +35,11 @@ The JSON then carries "truth_decoder" and "matched" like "ceiling".
 of hierarchical directions and the noise's norm): random directions interfere less in wider spaces
 (|cos| ~ 1/√d), and the issue's own case was d_sae 512 at 2× (d = 256).
 
+--mean-share S adds one fixed vector (along a random direction, drawn after everything else) to every token of
+every setting, so that the mean holds the share S of the energy, ‖μ‖² ÷ E‖x‖² — the quantity `--center` auto
+reads. The planted settings hold 0.02–0.18 of it; real LM layers 0.2–0.9 (docs/training.md, nineteenth pass).
+The planted directions, firing and magnitudes are unchanged, so every metric reads the same dictionary.
+
 --no-saelens trains JumpScope alone (a machine without `sae-lens`, such as a GPU image, or a one-trainer
 experiment): the tables and the JSON then have no "saelens", "ratio" or "wins". --device is JumpScope's training
 device (default cpu, where every figure in docs/training.md was measured; SAELens always trains on the CPU).
@@ -53,6 +59,7 @@ import logging
 import os
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -207,6 +214,8 @@ def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, ove
     js = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, device=device)
     result = {"setting": name, "seed": seed, "planted_l0": planted, "d_sae": d_sae, "tokens": tokens,
               "jumpscope": evaluate(js, "jumpscope", truth, held_x, held_fire)}
+    if cfg.mean_share > 0:
+        result["mean_share"] = cfg.mean_share
     if saelens:
         sl = train_saelens(x, d_sae, planted, tokens, batch, seed, _lr_of(tokens, batch, overrides))
         result["saelens"] = evaluate(sl, "saelens", truth, held_x, held_fire)
@@ -276,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--d", type=int, default=None,
                     help="activation width for every setting (superposition, L0 and structure kept; default 64)")
+    ap.add_argument("--mean-share", type=float, default=0.0,
+                    help="add a fixed offset so the mean holds this share of the energy (‖μ‖² ÷ E‖x‖²; default none)")
     ap.add_argument("--ceiling", action="store_true",
                     help="also train JumpScope started at the planted dictionary (what the objective allows)")
     ap.add_argument("--truth-decoder", action="store_true",
@@ -287,12 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--device {args.device}: not available here (cpu, or cuda[:N] where CUDA is present)")
     if args.d is not None and args.d < 1:
         ap.error(f"--d must be a positive activation width, got {args.d}")
+    if not 0.0 <= args.mean_share < 1.0:
+        ap.error(f"--mean-share must be in [0, 1), got {args.mean_share}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's progress bars
     logging.getLogger("app").setLevel(logging.WARNING)  # the trainers' own progress lines
     torch.set_num_threads(args.threads)
     overrides = dict(kv.split("=", 1) for kv in args.js)
     settings = {name: at_width(SETTINGS[name], args.d) if args.d else SETTINGS[name] for name in args.settings}
+    settings = {name: replace(cfg, mean_share=args.mean_share) for name, cfg in settings.items()}
     runs = [run_one(name, settings[name], seed, args.tokens, args.batch_size, overrides, args.ceiling,
                     args.truth_decoder, saelens=not args.no_saelens, device=args.device)
             for name in args.settings for seed in args.seeds]

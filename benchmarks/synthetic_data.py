@@ -9,7 +9,9 @@ each firing with a Zipfian probability, scaled so the planted mean L0 is `l0`. O
 - hierarchy: the first `n_parents` directions each own `children` child directions (parent + noise,
   renormalised); a child may fire only where its parent fires;
 - magnitudes: per-direction mean in [1, 1 + mag_spread], per-token lognormal noise of σ `mag_noise`;
-- isotropic Gaussian noise of std `noise` on the activations.
+- isotropic Gaussian noise of std `noise` on the activations;
+- a mean: a fixed offset along a random direction, sized so the mean holds `mean_share` of the energy
+  (‖μ‖² ÷ E‖x‖², the quantity `--center` auto reads; real LM layers hold 0.2–0.9 of it, planted data ≤ 0.18).
 
 Everything is a pure function of `(SynthConfig, seed)`; nothing is tuned to a seed.
 """
@@ -37,6 +39,7 @@ class SynthConfig:
     mag_spread: float = 1.0  # per-direction mean magnitude in [1, 1 + mag_spread]
     mag_noise: float = 0.2  # σ of the per-token lognormal magnitude factor
     noise: float = 0.0  # std of additive Gaussian noise per dimension
+    mean_share: float = 0.0  # if > 0: ‖μ‖² ÷ E‖x‖² after a fixed offset along a random direction is added
 
     @property
     def n_dirs(self) -> int:
@@ -47,6 +50,8 @@ class SynthConfig:
             raise ValueError(f"need d > 0, ratio > 0 and 0 < l0 < n_dirs, got {self}")
         if self.n_parents * (1 + self.children) > self.n_dirs:
             raise ValueError("n_parents · (1 + children) exceeds the number of directions")
+        if not 0.0 <= self.mean_share < 1.0:
+            raise ValueError(f"mean_share must be in [0, 1), got {self.mean_share}")
 
 
 # The benchmark's settings (docs/training.md): here rather than in benchmarks/synthetic.py, so that code without
@@ -96,6 +101,9 @@ class PlantedDictionary:
         rank = 8
         self.copula = torch.randn(n, rank, generator=g, dtype=torch.float64) * math.sqrt(cfg.fire_correlation / rank)
         self._quantile = torch.special.ndtri(self.p_cond.clamp(1e-12, 1 - 1e-12))
+        self.offset = torch.zeros(d)
+        if cfg.mean_share > 0:  # drawn last, so every other draw matches the setting without a mean
+            self.offset = self._offset_for(cfg.mean_share, torch.randn(d, generator=g, dtype=torch.float64), seed)
 
     def sample(self, n_tokens: int, seed: int, chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
         """(activations [n_tokens, d] float32, firing mask [n_tokens, n_dirs] bool) for a sample seed."""
@@ -108,9 +116,24 @@ class PlantedDictionary:
             x = (fire * mags) @ self.dirs
             if self.cfg.noise > 0:
                 x += self.cfg.noise * torch.randn(m, self.cfg.d, generator=g)
-            xs.append(x)
+            xs.append(x + self.offset)
             masks.append(fire)
         return torch.cat(xs), torch.cat(masks)
+
+    def _offset_for(self, share: float, direction: torch.Tensor, seed: int, n: int = 262_144) -> torch.Tensor:
+        """The offset c·u (u = direction, normalised) that gives the mean `share` of the energy on a calibration
+        sample: with μ₀, E₀ the sample's mean and energy and a = μ₀·u, ‖μ₀ + c·u‖² = share · (E₀ + 2ca + c²)
+        is c² + 2ac + (‖μ₀‖² − share · E₀) ÷ (1 − share) = 0, whose larger root is taken."""
+        x, _ = self.sample(n, seed=30_000 + seed)
+        x = x.double()
+        mu, energy = x.mean(0), float(x.pow(2).sum(1).mean())
+        u = direction / direction.norm()
+        a = float(mu @ u)
+        if float(mu @ mu) > share * energy:
+            raise ValueError(f"the planted mean already holds {float(mu @ mu) / energy:.3f} of the energy, "
+                             f"more than mean_share {share}")
+        c = -a + math.sqrt(a * a - (float(mu @ mu) - share * energy) / (1.0 - share))
+        return (c * u).float()
 
     def _fire(self, m: int, g: torch.Generator) -> torch.Tensor:
         """Firing mask of m tokens: copula Gaussians below each direction's quantile, children gated by parents."""

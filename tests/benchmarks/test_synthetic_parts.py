@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -165,3 +166,32 @@ def test_a_width_below_one_is_refused_with_one_line(capsys) -> None:
         main(["--d", "0"])
     assert stop.value.code == 2
     assert "--d must be a positive activation width, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6])
+def test_a_mean_share_is_met_on_fresh_tokens_by_a_constant_shift_of_the_same_data(share: float) -> None:
+    base = SynthConfig(d=32, ratio=4.0, l0=4.0, zipf=0.7, noise=0.05)
+    plain, shifted = PlantedDictionary(base, seed=2), PlantedDictionary(replace(base, mean_share=share), seed=2)
+    x0, fire0 = plain.sample(100_000, seed=5)
+    x1, fire1 = shifted.sample(100_000, seed=5)
+    assert torch.equal(fire0, fire1) and torch.equal(plain.dirs, shifted.dirs)  # the same planted data ...
+    shift = x1 - x0  # ... moved by one vector
+    torch.testing.assert_close(shift, shift[:1].expand_as(shift), atol=1e-5, rtol=0)
+    x = x1.double()  # the share on tokens the calibration never saw, in float64
+    measured = float(x.mean(0).pow(2).sum() / x.pow(2).sum(1).mean())
+    assert measured == pytest.approx(share, abs=0.005)
+    assert float(x0.double().mean(0).pow(2).sum() / x0.double().pow(2).sum(1).mean()) < share - 0.1
+
+
+def test_a_mean_share_below_the_planted_one_or_out_of_range_is_refused(capsys) -> None:
+    from benchmarks.synthetic import main
+
+    cfg = SynthConfig(d=16, ratio=2.0, l0=2.0, mag_spread=0.0, mag_noise=0.0)  # non-negative: its mean is large
+    with pytest.raises(ValueError, match="already holds"):
+        PlantedDictionary(replace(cfg, mean_share=0.01), seed=0)
+    with pytest.raises(ValueError, match="mean_share"):
+        replace(cfg, mean_share=1.0)
+    with pytest.raises(SystemExit) as stop:
+        main(["--mean-share", "-0.1"])
+    assert stop.value.code == 2
+    assert "--mean-share must be in [0, 1), got -0.1" in capsys.readouterr().err
