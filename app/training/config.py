@@ -99,8 +99,8 @@ class TrainConfig:
     norm_tokens: int = _doc(65_536, "sample size for the input normalisation")
     center: bool | None = _doc(None, "subtract the mean of the normalisation sample from every input before the "
                                      "scale (folded into b_enc and b_dec when saving, so the SAE still takes raw "
-                                     "activations); default auto: when the mean holds ≥ 10 % of E‖x‖² (docs/"
-                                     "training.md, nineteenth pass); false: scale only, SPEC §2's recipe")
+                                     "activations); default auto: when the mean holds ≥ 3 % of E‖x‖² (docs/"
+                                     "training.md, twentieth pass); false: scale only, SPEC §2's recipe")
     # --- sparsity: exactly one of the two -------------------------------------------------------------------
     l0_coefficient: float | None = _doc(None, "λ of loss = mse + λ·L0, after its warm-up (or use --target-l0)")
     target_l0: float | None = _doc(None, "target mean L0; λ is adapted by a controller, see schedule.py "
