@@ -305,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("app").setLevel(logging.WARNING)  # the trainers' own progress lines
     torch.set_num_threads(args.threads)
     overrides = dict(kv.split("=", 1) for kv in args.js)
-    settings = {name: at_width(SETTINGS[name], args.d) if args.d else SETTINGS[name] for name in args.settings}
-    settings = {name: replace(cfg, mean_share=args.mean_share) for name, cfg in settings.items()}
+    settings = {name: replace(at_width(SETTINGS[name], args.d) if args.d else SETTINGS[name],
+                              mean_share=args.mean_share) for name in args.settings}
     runs = [run_one(name, settings[name], seed, args.tokens, args.batch_size, overrides, args.ceiling,
                     args.truth_decoder, saelens=not args.no_saelens, device=args.device)
             for name in args.settings for seed in args.seeds]

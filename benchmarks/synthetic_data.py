@@ -127,12 +127,12 @@ class PlantedDictionary:
         x, _ = self.sample(n, seed=30_000 + seed)
         x = x.double()
         mu, energy = x.mean(0), float(x.pow(2).sum(1).mean())
-        u = direction / direction.norm()
-        a = float(mu @ u)
-        if float(mu @ mu) > share * energy:
-            raise ValueError(f"the planted mean already holds {float(mu @ mu) / energy:.3f} of the energy, "
+        mu_sq, u = float(mu @ mu), direction / direction.norm()
+        if mu_sq > share * energy:
+            raise ValueError(f"the planted mean already holds {mu_sq / energy:.3f} of the energy, "
                              f"more than mean_share {share}")
-        c = -a + math.sqrt(a * a - (float(mu @ mu) - share * energy) / (1.0 - share))
+        a = float(mu @ u)
+        c = -a + math.sqrt(a * a - (mu_sq - share * energy) / (1.0 - share))
         return (c * u).float()
 
     def _fire(self, m: int, g: torch.Generator) -> torch.Tensor:
