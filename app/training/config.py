@@ -101,6 +101,10 @@ class TrainConfig:
                                      "scale (folded into b_enc and b_dec when saving, so the SAE still takes raw "
                                      "activations); default auto: when the mean holds ≥ 3 % of E‖x‖² (docs/"
                                      "training.md, twentieth pass); false: scale only, SPEC §2's recipe")
+    apply_b_dec_to_input: bool = _doc(False, "encode x − b_dec while training (SAELens's apply_b_dec_to_input): the "
+                                             "encoder reads the input about a reference point it learns, the "
+                                             "decoder bias; folded into b_enc when saving, so the saved SAE encodes "
+                                             "x itself (docs/training.md, twenty-first pass)")
     # --- sparsity: exactly one of the two -------------------------------------------------------------------
     l0_coefficient: float | None = _doc(None, "λ of loss = mse + λ·L0, after its warm-up (or use --target-l0)")
     target_l0: float | None = _doc(None, "target mean L0; λ is adapted by a controller, see schedule.py "

@@ -58,13 +58,14 @@ _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations
                 "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
                 "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
                 "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
-                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction", "center")
+                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction", "center",
+                "apply_b_dec_to_input")
 # A key missing from an older run's config: what it meant then.
 _RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
                   "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
                   "aux_dead_window": 65_536, "threshold_step": "per_latent",
                   "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1,
-                  "center": False}
+                  "center": False, "apply_b_dec_to_input": False}
 
 
 def train(config: TrainConfig) -> Path:
@@ -149,7 +150,8 @@ class Trainer:
         meta["trained_with"] = "jumpscope"
         sae = JumpReLUSAE.create(plan.d_in, c.d_sae, threshold=c.threshold_init, seed=c.seed,
                                  bandwidth=self.sched.bandwidth, metadata=meta,
-                                 decoder_norm=c.decoder_init_norm if c.decoder == "free" else 1.0)
+                                 decoder_norm=c.decoder_init_norm if c.decoder == "free" else 1.0,
+                                 apply_b_dec_to_input=c.apply_b_dec_to_input)
         if c.threshold_param == "linear":
             sae.use_linear_threshold()
         return sae.to(self.device)

@@ -131,6 +131,30 @@ def test_apply_b_dec_to_input_encodes_x_minus_b_dec():
     assert torch.allclose(sae.pre_acts(x), (x - 0.5) @ sae.W_enc + sae.b_enc)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_b_dec_learns_through_the_encoder_when_applied_to_input(sparse):
+    """The trainer's --apply-b-dec-to-input: b_dec's gradient is that of a loss written out here, in which b_dec is
+    the encoder's reference point as well as the decoder's bias. The L0 term adds none (∂H/∂pre = 0, SPEC §1)."""
+    grads = {}
+    for apply_b_dec in (False, True):
+        sae = JumpReLUSAE.create(8, 24, threshold=0.05, seed=3, dtype="float64", apply_b_dec_to_input=apply_b_dec)
+        with torch.no_grad():
+            sae.input_scale.fill_(0.7)
+            sae.b_dec.copy_(torch.linspace(-1, 1, 8, dtype=torch.float64))
+            sae.b_enc.copy_(torch.linspace(-0.1, 0.1, 24, dtype=torch.float64))
+        x = torch.randn(64, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 2
+        sae(x, 0.3, sparse=sparse).loss.backward()
+        b_dec = sae.b_dec.detach().clone().requires_grad_(True)
+        x_n = 0.7 * x
+        pre = (x_n - b_dec if apply_b_dec else x_n) @ sae.W_enc.detach() + sae.b_enc.detach()
+        f = pre * (pre > sae.threshold.detach())
+        assert 0 < float((f > 0).double().mean()) < 0.9
+        ((x_n - (f @ sae.W_dec.detach() + b_dec)).pow(2).sum(-1).mean()).backward()
+        assert torch.allclose(sae.b_dec.grad, b_dec.grad, rtol=1e-10, atol=1e-12), apply_b_dec
+        grads[apply_b_dec] = b_dec.grad
+    assert not torch.allclose(grads[False], grads[True], rtol=0.05)  # the encoder path is not negligible here
+
+
 def test_dtype_and_device_moves_keep_cfg_in_step():
     sae = JumpReLUSAE.create(4, 8)
     sae.to_dtype_device(dtype="bfloat16", device="cpu")
