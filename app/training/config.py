@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, get_type_hints
 from app.lm.hooks import HOOK_KINDS
 from app.training.auto import (
     auto_adam_beta2,
+    auto_apply_b_dec_to_input,
     auto_bandwidth,
     auto_l0_reward,
     auto_lr,
@@ -101,10 +102,12 @@ class TrainConfig:
                                      "scale (folded into b_enc and b_dec when saving, so the SAE still takes raw "
                                      "activations); default auto: when the mean holds ≥ 3 % of E‖x‖² (docs/"
                                      "training.md, twentieth pass); false: scale only, SPEC §2's recipe")
-    apply_b_dec_to_input: bool = _doc(False, "encode x − b_dec while training (SAELens's apply_b_dec_to_input): the "
-                                             "encoder reads the input about a reference point it learns, the "
-                                             "decoder bias; folded into b_enc when saving, so the saved SAE encodes "
-                                             "x itself (docs/training.md, twenty-first pass)")
+    apply_b_dec_to_input: bool | None = _doc(None, "encode x − b_dec while training (SAELens's "
+                                                   "apply_b_dec_to_input): the encoder reads the input about a "
+                                                   "point it learns, the decoder bias; folded into b_enc when "
+                                                   "saving, so the saved SAE encodes x itself; default: true for "
+                                                   "a linear θ, false for log θ (docs/training.md, twenty-first "
+                                                   "pass); false: the encoder reads x, SPEC §2's recipe")
     # --- sparsity: exactly one of the two -------------------------------------------------------------------
     l0_coefficient: float | None = _doc(None, "λ of loss = mse + λ·L0, after its warm-up (or use --target-l0)")
     target_l0: float | None = _doc(None, "target mean L0; λ is adapted by a controller, see schedule.py "
@@ -180,6 +183,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.threshold_step is None:
             self.threshold_step = auto_threshold_step(self.threshold_param)
+        if self.apply_b_dec_to_input is None:
+            self.apply_b_dec_to_input = auto_apply_b_dec_to_input(self.threshold_param)
         if self.l0_reward is None:
             self.l0_reward = auto_l0_reward(self.frequency_coefficient)
         self._check_source()

@@ -108,3 +108,13 @@ def test_the_saved_sae_is_the_training_sae_written_out_on_raw_x(runs, center) ->
     assert torch.equal(f > 0, f_ref > 0)
     assert torch.allclose(f, f_ref * norms, rtol=1e-4, atol=1e-4)
     assert torch.allclose(x_hat, x_hat_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_default_is_on_for_a_linear_threshold_and_off_for_log_threshold() -> None:
+    """auto_apply_b_dec_to_input: a log θ with the learnt reference stayed at 3× its target L0 in 1,024 steps
+    (tests/training/test_log_threshold.py fails with it on)."""
+    base = {"activations": "a.safetensors", "out": "o", "d_sae": 8, "tokens": 4096}
+    assert TrainConfig(**base).apply_b_dec_to_input is True
+    assert TrainConfig(**base, threshold_param="log").apply_b_dec_to_input is False
+    assert TrainConfig(**base, threshold_param="log", apply_b_dec_to_input=True).apply_b_dec_to_input is True
+    assert TrainConfig(**base, apply_b_dec_to_input=False).apply_b_dec_to_input is False
