@@ -14,7 +14,9 @@ Why not always: on planted sparse data whose zero is where no direction fires, a
 directions themselves, centring costs a little (the issue's case, 2× superposition at d = 256, share 0.02:
 max-|cos| 0.971 vs 0.982 uncentred). But a constant offset on top of such data costs the uncentred run far more,
 and from small shares on (s8h at d = 256: 0.911 → 0.883 at a share of 0.035, 0.842 at 0.05). docs/training.md has
-the measurements (eighteenth to twentieth passes).
+the measurements (eighteenth to twentieth passes). Since the twenty-first pass a linear-θ run's encoder reads
+x − b_dec (`auto_apply_b_dec_to_input`), which removes that cost for offsets up to 0.05; a large mean (0.3) still
+needs centring, so the line stays.
 """
 
 from __future__ import annotations
