@@ -2,7 +2,8 @@
 
 Written as `summary.json` into the run's output folder (atomically) and logged as a few lines. The numbers
 are training's own: L0 and FVU are the averages over the last metrics interval (the same as the last line of
-metrics.jsonl), dead latents are those never active over the last `dead_window` training tokens. When the run
+metrics.jsonl), dead latents are those never active over the last `dead_window` training tokens, dense latents
+those active on more than `DENSE_DENSITY` of the LR decay's tokens (`dense_tokens`). When the run
 read an LM corpus with held-out documents, `held_out` adds L0, FVU and dead latents of the saved SAE on those
 documents (app.training.quickeval; the numbers `jumpscope eval --tokens 4096` reports for the same contexts).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.fsio import atomic_write_json
+from app.training.metrics import DENSE_DENSITY
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) 
         "dead_fraction": rec.get("dead_fraction"),
         "dead_window": rec.get("dead_window"),
         "dense_fraction": rec.get("dense_fraction"),
+        "dense_tokens": rec.get("dense_tokens"),  # the tokens it was measured over: the LR decay's, once begun
         "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.time() - getattr(trainer, "t_start", time.time() - train_seconds), 3),
         "tokens_per_s": steps_run * c.batch_size / train_seconds if train_seconds > 0 else None,
@@ -79,7 +82,9 @@ def format_run_summary(s: dict[str, Any]) -> str:
         + (f" (resumed at step {s['resumed_at_step']})" if s.get("resumed_at_step") else ""),
         f"  L0 {_num(s.get('l0'), '.2f')}   FVU {_num(s.get('fvu'), '.4f')}   dead "
         f"{_num(s.get('dead_fraction'), '.2%')} (never active over the last {s.get('dead_window')} tokens)   "
-        f"dense {_num(s.get('dense_fraction'), '.2%')}",
+        f"dense {_num(s.get('dense_fraction'), '.2%')}"
+        + (f" (active on > {DENSE_DENSITY:.0%} of the last {s['dense_tokens']} tokens)" if s.get("dense_tokens")
+           else ""),
         f"  time {_num(s.get('wall_seconds'), '.1f')} s (training {_num(s.get('train_seconds'), '.1f')} s, "
         f"LM {_num(s.get('lm_seconds'), '.1f')} s)   {_num(s.get('tokens_per_s'), ',.0f')} tokens/s",
     ]

@@ -268,10 +268,14 @@ class Trainer:
             done = step + 1
             bar.update(1)
             if done % sched.log_every == 0 or done == sched.total_steps:
+                # Dense latents over the LR decay once it has begun (the tokens sparsity.safetensors is measured
+                # on), not since step 0: every run starts dense while the target L0 ramps down.
+                dense = final_stats if final_stats.tokens else stats
                 record = interval.flush(dist, plan.d_in) | {
                     "step": done, "total_steps": sched.total_steps, "tokens": done * c.batch_size,
                     "dead_fraction": stats.dead_fraction(), "dead_window": sched.dead_window,
-                    "dense_fraction": finite_or_none(stats.dense_fraction()), "lambda": lam,
+                    "dense_fraction": finite_or_none(dense.dense_fraction()), "dense_tokens": dense.tokens,
+                    "lambda": lam,
                     "lr": now.weights, "threshold_lr": now.threshold,
                     "l0_target": controller.target_at(step) if controller else None,
                     "penalty_target": correction.penalty_target if correction else None,
