@@ -183,6 +183,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.threshold_step is None:
             self.threshold_step = auto_threshold_step(self.threshold_param)
+        self._auto_b_dec = self.apply_b_dec_to_input is None  # remembered: --resume follows the resumed run's
         if self.apply_b_dec_to_input is None:
             self.apply_b_dec_to_input = auto_apply_b_dec_to_input(self.threshold_param)
         if self.l0_reward is None:

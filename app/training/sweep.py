@@ -126,10 +126,10 @@ def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
 
     from app.training.data import build_lm_data
     from app.training.distributed import init_distributed
-    from app.training.trainer import Trainer, adopt_resumed_batch, check_output
+    from app.training.trainer import Trainer, adopt_resumed_auto, check_output
 
     for c in configs:
-        adopt_resumed_batch(c)
+        adopt_resumed_auto(c)
     check_shared(configs)
     root = Path(out)
     if not configs[0].resume and root.exists() and (not root.is_dir() or any(root.iterdir())):

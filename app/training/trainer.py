@@ -77,22 +77,27 @@ def train(config: TrainConfig) -> Path:
         dist.close()
 
 
-def adopt_resumed_batch(config: TrainConfig) -> None:
-    """On --resume, an auto --batch-size takes the batch of the run being resumed (runs started before the auto
-    rule used 4096), so the schedule and the data stream stay that run's. Call before anything reads the batch;
-    the first call decides (a sweep's runs are adopted before their Trainers are built)."""
-    if not (config.resume and getattr(config, "_auto_batch", False)):
+def adopt_resumed_auto(config: TrainConfig) -> None:
+    """On --resume, values the config chose by itself take those of the run being resumed: an auto --batch-size
+    its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
+    and an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x). Call before anything
+    reads them; the first call decides (a sweep's runs are adopted before their Trainers are built)."""
+    auto_batch, auto_reference = getattr(config, "_auto_batch", False), getattr(config, "_auto_b_dec", False)
+    if not (config.resume and (auto_batch or auto_reference)):
         return
-    config._auto_batch = False
+    config._auto_batch = config._auto_b_dec = False
     ckpt = latest_checkpoint(Path(config.out))
     if ckpt is None:
         return  # check_output says so
     try:
-        was = json.loads((ckpt / CONFIG_FILE).read_text()).get("batch_size")
+        saved = json.loads((ckpt / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return
-    if isinstance(was, int) and was > 0:
+    was = saved.get("batch_size")
+    if auto_batch and isinstance(was, int) and was > 0:
         config.batch_size = was
+    if auto_reference:
+        config.apply_b_dec_to_input = saved.get("apply_b_dec_to_input", _RESUME_LEGACY["apply_b_dec_to_input"]) is True
 
 
 def check_output(config: TrainConfig) -> Path | None:
@@ -121,7 +126,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, dist: DistContext, plan: DataPlan | None = None) -> None:
         self.config, self.dist = config, dist
         self._plan = plan  # a sweep passes each run its plan (one LM shared); None: built from the config
-        adopt_resumed_batch(config)
+        adopt_resumed_auto(config)
         self.sched = config.schedule()
         self.out = Path(config.out)
         self.device = dist.device

@@ -118,3 +118,24 @@ def test_default_is_on_for_a_linear_threshold_and_off_for_log_threshold() -> Non
     assert TrainConfig(**base, threshold_param="log").apply_b_dec_to_input is False
     assert TrainConfig(**base, threshold_param="log", apply_b_dec_to_input=True).apply_b_dec_to_input is True
     assert TrainConfig(**base, apply_b_dec_to_input=False).apply_b_dec_to_input is False
+
+
+def test_a_run_from_before_the_flag_resumes_as_it_began(runs) -> None:
+    """A checkpoint whose config has no apply_b_dec_to_input (runs before 2026-12-05 encoded x) resumes with the
+    encoder on x when the flag is left to its default, and equals a straight run with --apply-b-dec-to-input false;
+    naming the other value is refused."""
+    data, tmp = runs["data"], runs["tmp"]
+    straight = train(_cfg(data, tmp / "old_straight", apply_b_dec_to_input=False))
+    paused = train(_cfg(data, tmp / "old", apply_b_dec_to_input=False, stop_at_step=12))
+    for ckpt in list_checkpoints(paused):
+        path = ckpt / "train_config.json"
+        saved = json.loads(path.read_text())
+        del saved["apply_b_dec_to_input"]
+        path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="apply_b_dec_to_input is True but the run .* used False"):
+        check_output(_cfg(data, tmp / "old", resume=True, apply_b_dec_to_input=True))
+    resumed = train(_cfg(data, tmp / "old", resume=True, apply_b_dec_to_input=None))
+    assert json.loads((resumed / "train_config.json").read_text())["apply_b_dec_to_input"] is False
+    a = load_file(str(straight / "sae_weights.safetensors"))
+    b = load_file(str(resumed / "sae_weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
