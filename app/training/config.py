@@ -184,7 +184,7 @@ class TrainConfig:
         if self.threshold_step is None:
             self.threshold_step = auto_threshold_step(self.threshold_param)
         self._auto_b_dec = self.apply_b_dec_to_input is None  # remembered: --resume follows the resumed run's
-        if self.apply_b_dec_to_input is None:
+        if self._auto_b_dec:
             self.apply_b_dec_to_input = auto_apply_b_dec_to_input(self.threshold_param)
         if self.l0_reward is None:
             self.l0_reward = auto_l0_reward(self.frequency_coefficient)

@@ -93,8 +93,7 @@ def adopt_resumed_auto(config: TrainConfig) -> None:
         saved = json.loads((ckpt / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return
-    was = saved.get("batch_size")
-    if auto_batch and isinstance(was, int) and was > 0:
+    if auto_batch and isinstance(was := saved.get("batch_size"), int) and was > 0:
         config.batch_size = was
     if auto_reference:
         config.apply_b_dec_to_input = saved.get("apply_b_dec_to_input", _RESUME_LEGACY["apply_b_dec_to_input"]) is True
