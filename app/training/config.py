@@ -158,6 +158,10 @@ class TrainConfig:
                                         "uncorrelated planted dictionaries but costs SmolLM2 FVU and, on one "
                                         "seed, 8 % dead latents; docs/training.md, sixteenth pass)")
     threshold_boost_fraction: float = _doc(0.1, "the first fraction of the run over which --threshold-boost applies")
+    b_dec_lr_factor: float = _doc(1.0, "b_dec's LR is the biases' LR times this (0 freezes b_dec). Below 1 the "
+                                       "reference point the encoder reads x − b_dec from moves more slowly; 0.25 "
+                                       "recovered more of centred planted dictionaries (docs/training.md, "
+                                       "twenty-second pass), not yet the default")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
@@ -238,6 +242,8 @@ class TrainConfig:
              f"--threshold-boost must be in (0, 100], got {self.threshold_boost}"),
             (0 <= self.threshold_boost_fraction <= 1,
              f"--threshold-boost-fraction must be in [0, 1], got {self.threshold_boost_fraction}"),
+            (math.isfinite(self.b_dec_lr_factor) and 0 <= self.b_dec_lr_factor <= 100,
+             f"--b-dec-lr-factor must be in [0, 100], got {self.b_dec_lr_factor}"),
             (0 < self.threshold_init < 1e6, f"--threshold-init must be > 0, got {self.threshold_init}"),
             (self.bandwidth is None or 0 < self.bandwidth < 1e6, f"--bandwidth must be > 0, got {self.bandwidth}"),
             (0 <= self.adam_beta1 < 1 and (self.adam_beta2 is None or 0 <= self.adam_beta2 < 1),

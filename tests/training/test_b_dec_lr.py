@@ -1,0 +1,72 @@
+"""--b-dec-lr-factor: b_dec steps at the biases' LR times the factor, every other parameter as without it, and a
+run resumes with the factor it began with. The reference is Adam's first step, which moves each element by its LR
+times a quantity that does not depend on the LR: after one step from the same start, b_dec's move must scale with
+the factor and nothing else may move differently."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.training.activations import save_activation_file
+from app.training.checkpoint import list_checkpoints, load_checkpoint
+from app.training.config import TrainConfig
+from app.training.trainer import check_output, train
+
+OTHERS = ("sae.W_enc", "sae.W_dec", "sae.b_enc")
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(activations=str(data), d_sae=16, target_l0=3.0, tokens=64 * 40, batch_size=64, buffer_tokens=1000,
+                checkpoint_every=4, log_every=5, out=str(out), progress=False, seed=2, center=False,
+                apply_b_dec_to_input=True, lr_warmup_steps=4)
+    return TrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bdec_lr")
+    x = torch.randn(700, 8, generator=torch.Generator().manual_seed(3)) + torch.linspace(-2.0, 2.0, 8)
+    return save_activation_file(tmp / "x.safetensors", x), tmp
+
+
+def _after(data, tmp, name: str, steps: int, **kw) -> dict[str, torch.Tensor]:
+    out = train(_cfg(data, tmp / name, stop_at_step=steps, **kw))
+    return load_checkpoint(list_checkpoints(out)[-1])[0]
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_b_dec_moves_at_the_factor_times_the_biases_lr(data, steps) -> None:
+    path, tmp = data
+    start = _after(path, tmp, f"frozen{steps}", steps, b_dec_lr_factor=0.0)
+    assert start["sae.b_dec"].abs().max() == 0  # factor 0: b_dec stays at its init
+    one = _after(path, tmp, f"one{steps}", steps)
+    quarter = _after(path, tmp, f"quarter{steps}", steps, b_dec_lr_factor=0.25)
+    if steps == 1:  # Adam's first step: lr × m̂/(√v̂ + ε) from the same gradient in both runs
+        assert one["sae.b_dec"].abs().min() > 0
+        torch.testing.assert_close(quarter["sae.b_dec"], 0.25 * one["sae.b_dec"], rtol=1e-5, atol=0)
+        for key in OTHERS:  # the same start and the same gradient: the rest moved the same
+            torch.testing.assert_close(quarter[key], one[key], rtol=0, atol=0)
+            torch.testing.assert_close(start[key], one[key], rtol=0, atol=0)
+    else:  # later steps see b_dec's own history: the runs part, b_dec's move stays the smaller
+        assert quarter["sae.b_dec"].norm() < one["sae.b_dec"].norm()
+        assert not torch.equal(quarter["sae.W_enc"], one["sae.W_enc"])
+
+
+def test_a_run_resumes_with_its_factor_and_refuses_another(data) -> None:
+    path, tmp = data
+    straight = train(_cfg(path, tmp / "straight", b_dec_lr_factor=0.25))
+    paused = train(_cfg(path, tmp / "paused", b_dec_lr_factor=0.25, stop_at_step=13))
+    with pytest.raises(ValueError, match="b_dec_lr_factor is 1.0 but the run .* used 0.25"):
+        check_output(_cfg(path, paused, resume=True))
+    resumed = train(_cfg(path, paused, resume=True, b_dec_lr_factor=0.25))
+    a, _ = load_checkpoint(list_checkpoints(straight)[-1])
+    b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), 101.0])
+def test_an_out_of_range_factor_is_refused_with_one_line(data, bad) -> None:
+    path, tmp = data
+    with pytest.raises(ValueError, match=r"--b-dec-lr-factor must be in \[0, 100\]"):
+        _cfg(path, tmp / "bad", b_dec_lr_factor=bad)
