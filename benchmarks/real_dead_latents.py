@@ -113,13 +113,13 @@ def measure_sae(sae, activations: Path) -> dict[str, float]:
     n = 0
     acc = FVUAccumulator()
     with safe_open(str(activations), framework="pt") as fh:
-        total = fh.get_slice(ACTIVATIONS_KEY).get_shape()[0]
-    for lo in range(0, total, CHUNK_ROWS):
-        x = _read_rows(activations, lo, lo + CHUNK_ROWS)
-        f = sae.encode(x)
-        counts += (f > 0).sum(0, dtype=torch.float64)
-        n += x.shape[0]
-        acc.update(x, sae.decode(f).float())
+        sl = fh.get_slice(ACTIVATIONS_KEY)
+        for lo in range(0, sl.get_shape()[0], CHUNK_ROWS):
+            x = sl[lo: lo + CHUNK_ROWS].float()
+            f = sae.encode(x)
+            counts += (f > 0).sum(0, dtype=torch.float64)
+            n += x.shape[0]
+            acc.update(x, sae.decode(f).float())
     density = counts / max(n, 1)
     return {"dead": float((counts == 0).double().mean()), "dense": float((density > DENSE_DENSITY).double().mean()),
             "tokens": n, "l0": float(counts.sum()) / max(n, 1), "fvu": acc.fvu()}

@@ -160,8 +160,8 @@ class TrainConfig:
     threshold_boost_fraction: float = _doc(0.1, "the first fraction of the run over which --threshold-boost applies")
     b_dec_lr_factor: float = _doc(1.0, "b_dec's LR is the biases' LR times this (0 freezes b_dec). Below 1 the "
                                        "reference point the encoder reads x − b_dec from moves more slowly; 0.25 "
-                                       "recovered more of centred planted dictionaries (docs/training.md, "
-                                       "twenty-second pass), not yet the default")
+                                       "recovered more of centred planted dictionaries at d = 256 but not at d = 64 "
+                                       "(docs/training.md, twenty-second pass), so not the default")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
