@@ -143,6 +143,11 @@ class TrainConfig:
     aux_through_decay: bool = _doc(True, "AuxK (and its θ reset) run to the last step; false: they stop when the LR "
                                          "decay begins (the recipe before 2026-12-05; docs/training.md, "
                                          "fifteenth pass)")
+    split_jaccard: float = _doc(0.0, "split latents: every --split-every steps between the L0 warm-up and the LR "
+                                     "decay, of each pair of latents whose firing on the batch overlaps this much "
+                                     "(Jaccard index) the weaker is re-initialised at a poorly reconstructed token "
+                                     "(0 = off; app/training/resample.py, docs/training.md twenty-third pass)")
+    split_every: int = _doc(64, "split latents: steps between two checks for pairs (--split-jaccard)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
@@ -242,6 +247,9 @@ class TrainConfig:
              f"--threshold-boost must be in (0, 100], got {self.threshold_boost}"),
             (0 <= self.threshold_boost_fraction <= 1,
              f"--threshold-boost-fraction must be in [0, 1], got {self.threshold_boost_fraction}"),
+            (math.isfinite(self.split_jaccard) and 0 <= self.split_jaccard <= 1,
+             f"--split-jaccard must be in [0, 1], got {self.split_jaccard}"),
+            (self.split_every >= 1, f"--split-every must be >= 1, got {self.split_every}"),
             (math.isfinite(self.b_dec_lr_factor) and 0 <= self.b_dec_lr_factor <= 100,
              f"--b-dec-lr-factor must be in [0, 100], got {self.b_dec_lr_factor}"),
             (0 < self.threshold_init < 1e6, f"--threshold-init must be > 0, got {self.threshold_init}"),

@@ -37,6 +37,7 @@ from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fv
 from app.training.normalisation import input_stats
 from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
 from app.training.optim import SHARED_MOMENT, ThresholdAdam
+from app.training.resample import resample_splits
 from app.training.schedule import (
     GroupLRs,
     L0Controller,
@@ -59,13 +60,14 @@ _RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations
                 "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
                 "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
                 "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction", "center",
-                "apply_b_dec_to_input", "b_dec_lr_factor")
+                "apply_b_dec_to_input", "b_dec_lr_factor", "split_jaccard", "split_every")
 # A key missing from an older run's config: what it meant then.
 _RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
                   "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
                   "aux_dead_window": 65_536, "threshold_step": "per_latent",
                   "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1,
-                  "center": False, "apply_b_dec_to_input": False, "b_dec_lr_factor": 1.0}
+                  "center": False, "apply_b_dec_to_input": False, "b_dec_lr_factor": 1.0,
+                  "split_jaccard": 0.0, "split_every": 64}
 
 
 def train(config: TrainConfig) -> Path:
@@ -266,6 +268,10 @@ class Trainer:
                                 unit_decoder=c.decoder == "unit")
             if c.aux_threshold_reset and dead is not None and dead.numel():  # every rank lowers θ alike
                 lower_thresholds_(sae, dead, dist.all_reduce_max(dead_max_pre(sae, x, dead)))
+            splits_now = sched.l0_warmup <= step < sched.lr_decay_start and (step + 1) % c.split_every == 0
+            if c.split_jaccard > 0 and splits_now:  # app/training/resample.py
+                interval.split += resample_splits(sae, opt, x, out.x_hat.detach(), out.latents.detach(),
+                                                  c.split_jaccard, c.seed * 1_000_003 + step, dist)
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size
             l0_batch = float(counts.sum()) / n_global
@@ -389,7 +395,7 @@ class _Interval:
         self.reset()
 
     def reset(self) -> None:
-        self.n, self.loss, self.mse, self.l0 = 0, 0.0, 0.0, 0.0
+        self.n, self.loss, self.mse, self.l0, self.split = 0, 0.0, 0.0, 0.0, 0
         self.fvu = FVUAccumulator()
 
     def add(self, out, x: torch.Tensor, l0_batch: float) -> None:
@@ -405,6 +411,6 @@ class _Interval:
         total = dist.all_reduce_tensor(local)
         n = max(self.n, 1) * dist.world
         rec = {"loss": float(total[0]) / n, "mse": float(total[1]) / n, "l0": self.l0 / max(self.n, 1),
-               "fvu": finite_or_none(fvu_from_moment_sums(total[2:]))}
+               "fvu": finite_or_none(fvu_from_moment_sums(total[2:])), "split_resampled": self.split}
         self.reset()
         return rec

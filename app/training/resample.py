@@ -1,0 +1,184 @@
+"""Split latents: two latents that fire on the same tokens, and the re-initialisation of one of them.
+
+With d_sae close to the number of directions in the data, a direction can end up shared by two latents that
+fire on the same tokens (each its decoder row mostly along that direction, plus a part of some rarer direction),
+while the rarer directions get no latent of their own: a local optimum the gradient does not leave (planted s2,
+docs/training.md, twenty-third pass). The two latents' firing sets coincide, which a batch shows:
+
+    J(i, j) = |A_i ∩ A_j| / |A_i ∪ A_j|,   A_i = the tokens of the batch on which latent i fires.
+
+A pair with J ≥ the threshold and at least MIN_COFIRE shared tokens is a split; its weaker latent (the smaller
+Σ_t f_ti · ‖W_dec,i‖ over the batch) is moved where the dictionary fails most, as Anthropic's resampling does for
+dead latents: a token t drawn with probability ∝ ‖x_t − x̂_t‖², the latent's decoder row along the residual
+e_t = x_t − x̂_t (its norm kept), its encoder column along e_t at the mean norm of the others, b_enc 0, and θ at
+half its new pre-activation on t, so that it fires there and training decides the rest. Its Adam moments restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+
+from app.sae import JumpReLUSAE
+from app.training.distributed import DistContext
+
+log = logging.getLogger(__name__)
+
+MIN_COFIRE = 8  # shared firings a pair needs in the batch before its Jaccard index counts
+MIN_CORRELATION = 0.8  # a split pair's codes move together (one direction shared); two directions that merely
+#                        fire together (a parent and its child) have codes that vary apart
+THETA_SHARE = 0.5  # a re-initialised latent's θ as a share of its pre-activation on the token it was drawn at
+
+
+@torch.no_grad()
+def cofire_counts(active: torch.Tensor) -> torch.Tensor:
+    """|A_i ∩ A_j| for every pair of latents, as a sparse [d_sae, d_sae] tensor, from `active` [tokens, d_sae]
+    (bool): one sparse product, so the cost follows the active pairs, not d_sae²."""
+    idx = active.nonzero().t()
+    ones = torch.ones(idx.shape[1], dtype=torch.float32, device=active.device)
+    a = torch.sparse_coo_tensor(idx, ones, tuple(active.shape), check_invariants=False).coalesce()
+    with warnings.catch_warnings():  # torch announces its sparse CSR support as beta on first use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse.mm(a.t().coalesce(), a).coalesce()
+
+
+@torch.no_grad()
+def split_pairs(latents: torch.Tensor, jaccard: float, min_cofire: int = MIN_COFIRE,
+                min_correlation: float = MIN_CORRELATION) -> torch.Tensor:
+    """The pairs (i, j), i < j, of `latents` [tokens, d_sae] (the codes) that fire together on at least `min_cofire`
+    tokens with J(i, j) ≥ `jaccard` and whose codes on those tokens correlate at ≥ `min_correlation`, as a [k, 2]
+    long tensor; greedy by J (highest first) so that each latent is in at most one pair."""
+    active = latents > 0
+    co = cofire_counts(active)
+    (i, j), both = co.indices(), co.values()
+    counts = active.sum(0, dtype=torch.float32)
+    keep = (i < j) & (both >= min_cofire)
+    i, j, both = i[keep], j[keep], both[keep]
+    score = both / (counts[i] + counts[j] - both)
+    keep = score >= jaccard
+    i, j, score = i[keep], j[keep], score[keep]
+    keep = code_correlation(latents, i, j) >= min_correlation
+    i, j, score = i[keep], j[keep], score[keep]
+    taken: set[int] = set()
+    pairs = []
+    for k in score.argsort(descending=True, stable=True).tolist():
+        a, b = int(i[k]), int(j[k])
+        if a not in taken and b not in taken:
+            taken.update((a, b))
+            pairs.append((a, b))
+    return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+
+
+def code_correlation(latents: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """Pearson's r between the codes of latents i[k] and j[k] over the tokens where both fire (0 where it is
+    undefined: fewer than two such tokens, or a code that does not vary)."""
+    a, b = latents[:, i].float(), latents[:, j].float()
+    both = ((a > 0) & (b > 0)).float()
+    n = both.sum(0).clamp_min(1.0)
+    ma, mb = (a * both).sum(0) / n, (b * both).sum(0) / n
+    da, db = (a - ma) * both, (b - mb) * both
+    cov, va, vb = (da * db).sum(0), da.pow(2).sum(0), db.pow(2).sum(0)
+    r = cov / (va * vb).sqrt().clamp_min(1e-30)
+    return torch.where((both.sum(0) >= 2) & (va > 0) & (vb > 0), r, torch.zeros_like(r))
+
+
+@torch.no_grad()
+def weaker_latents(pairs: torch.Tensor, latents: torch.Tensor, sae: JumpReLUSAE) -> torch.Tensor:
+    """For each pair, the latent that contributes less to the batch's reconstruction (Σ_t f_ti · ‖W_dec,i‖); ties
+    go to the higher index."""
+    if pairs.numel() == 0:
+        return pairs.new_zeros(0)
+    pairs = pairs.to(latents.device)
+    weight = latents.float().sum(0) * sae.W_dec.float().norm(dim=1)
+    first_weaker = weight[pairs[:, 0]] < weight[pairs[:, 1]]
+    return torch.where(first_weaker, pairs[:, 0], pairs[:, 1])
+
+
+@torch.no_grad()
+def draw_tokens(errors: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` distinct rows of `errors` [tokens, d_in] (x − x̂), drawn with probability ∝ ‖e_t‖²."""
+    weights = errors.float().pow(2).sum(1).cpu()
+    if n > errors.shape[0] or not bool(torch.isfinite(weights).all()) or int((weights > 0).sum()) < n:
+        raise ValueError(f"cannot draw {n} tokens with a reconstruction error from {errors.shape[0]}")
+    return torch.multinomial(weights, n, replacement=False, generator=generator).to(errors.device)
+
+
+@torch.no_grad()
+def resample_splits(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, x_hat: torch.Tensor,
+                    latents: torch.Tensor, jaccard: float, seed: int, dist: DistContext) -> int:
+    """Find the split pairs of the batch (`latents` [tokens, d_sae], the training step's) and re-initialise the
+    weaker latent of each at a token drawn from ‖x − x̂‖² with a generator seeded by `seed`; returns how many.
+    Rank 0 decides and every rank applies the same change (so the replicas stay identical)."""
+    d_in = x.shape[-1]
+    x = x.reshape(-1, d_in).float()
+    errors = x - x_hat.reshape(-1, d_in).float()
+    weak = torch.zeros(0, dtype=torch.long, device=x.device)
+    residuals = tokens = x.new_zeros(0, d_in)
+    if dist.is_main:
+        weak = weaker_latents(split_pairs(latents, jaccard), latents, sae)
+        if weak.numel():
+            rows = draw_tokens(errors, weak.numel(), torch.Generator().manual_seed(seed))
+            residuals, tokens = errors[rows], x[rows]
+    if dist.enabled:  # one sum of a plan that is zero on every rank but 0
+        plan = x.new_zeros(sae.d_sae, 1 + 2 * d_in)
+        plan[weak, 0] = 1.0
+        plan[weak, 1:] = torch.cat([residuals, tokens], dim=1)
+        plan = dist.all_reduce_sum(plan)
+        weak = plan[:, 0].nonzero().squeeze(1)
+        residuals, tokens = plan[weak, 1:1 + d_in], plan[weak, 1 + d_in:]
+    reinitialise_(sae, opt, weak, residuals, tokens)
+    if weak.numel():
+        log.info("re-initialised %d split latents", weak.numel())
+    return int(weak.numel())
+
+
+@torch.no_grad()
+def reinitialise_(sae: JumpReLUSAE, opt: torch.optim.Optimizer, latents: torch.Tensor, residuals: torch.Tensor,
+                  tokens: torch.Tensor) -> None:
+    """Move each of `latents` onto its row of `residuals` (raw units) as the module docstring says; `tokens`
+    [n, d_in] (raw) are the inputs the residuals were drawn at, which set θ. Adam's state for those entries
+    restarts (first moments 0, per-element second moments at their tensor's mean)."""
+    if latents.numel() == 0:
+        return
+    latents = latents.to(sae.device)
+    unit = residuals.to(sae.device, sae.dtype)
+    unit = unit / unit.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    others = torch.ones(sae.d_sae, dtype=torch.bool, device=sae.device)
+    others[latents] = False
+    enc_norm = sae.W_enc[:, others].norm(dim=0).mean() if bool(others.any()) else sae.W_enc.norm(dim=0).mean()
+    sae.W_dec[latents] = unit * sae.W_dec[latents].norm(dim=1, keepdim=True)
+    sae.W_enc[:, latents] = unit.t() * enc_norm
+    sae.b_enc[latents] = 0.0
+    pre = torch.linalg.vecdot(_encoder_input(sae, tokens), sae.W_enc[:, latents].t())
+    theta = (THETA_SHARE * pre).clamp_min(0.0)
+    if sae.linear_threshold is not None:
+        sae.linear_threshold[latents] = theta
+    elif sae.log_threshold is not None:
+        sae.log_threshold[latents] = theta.clamp_min(1e-6).log()
+    else:
+        raise ValueError("the SAE's θ is stored, not trainable")
+    _restart_moments(opt, sae, latents)
+
+
+def _encoder_input(sae: JumpReLUSAE, x: torch.Tensor) -> torch.Tensor:
+    """What the encoder reads for raw inputs `x` (the input scale, and x − b_dec when the SAE does that)."""
+    x = x.to(sae.device, sae.dtype) * sae.input_scale
+    return x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
+
+
+def _restart_moments(opt: torch.optim.Optimizer, sae: JumpReLUSAE, latents: torch.Tensor) -> None:
+    """Zero Adam's first moments of the latents' entries and set their second moments to the tensor's mean."""
+    where = {id(sae.W_enc): (slice(None), latents), id(sae.W_dec): latents, id(sae.b_enc): latents,
+             id(sae.threshold_parameter): latents}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            index = where.get(id(p))
+            state = opt.state.get(p)
+            if index is None or not state:
+                continue
+            state["exp_avg"][index] = 0.0
+            sq = state["exp_avg_sq"]
+            if sq.dim():  # per element (a shared θ moment is one scalar and stays)
+                sq[index] = sq.mean()
