@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, get_type_hints
 
 from app.lm.hooks import HOOK_KINDS
 from app.training.auto import (
+    AUTO_SPLIT_JACCARD,
     auto_adam_beta2,
     auto_apply_b_dec_to_input,
     auto_bandwidth,
@@ -143,10 +144,12 @@ class TrainConfig:
     aux_through_decay: bool = _doc(True, "AuxK (and its θ reset) run to the last step; false: they stop when the LR "
                                          "decay begins (the recipe before 2026-12-05; docs/training.md, "
                                          "fifteenth pass)")
-    split_jaccard: float = _doc(0.0, "split latents: every --split-every steps between the L0 warm-up and the LR "
-                                     "decay, of each pair of latents whose firing on the batch overlaps this much "
-                                     "(Jaccard index) the weaker is re-initialised at a poorly reconstructed token "
-                                     "(0 = off; app/training/resample.py, docs/training.md twenty-third pass)")
+    split_jaccard: float | None = _doc(None, "split latents: every --split-every steps between the L0 warm-up and "
+                                             "the LR decay, of each pair of latents that fire on the same tokens of "
+                                             "the batch (Jaccard index ≥ this) with correlated codes, the weaker is "
+                                             "re-initialised at a poorly reconstructed token (default auto: 0.9; "
+                                             "0 = off, the recipe before 2026-12-06; app/training/resample.py, "
+                                             "docs/training.md twenty-third pass)")
     split_every: int = _doc(64, "split latents: steps between two checks for pairs (--split-jaccard)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
@@ -195,6 +198,9 @@ class TrainConfig:
         self._auto_b_dec = self.apply_b_dec_to_input is None  # remembered: --resume follows the resumed run's
         if self._auto_b_dec:
             self.apply_b_dec_to_input = auto_apply_b_dec_to_input(self.threshold_param)
+        self._auto_split = self.split_jaccard is None  # the same: --resume follows the resumed run's
+        if self._auto_split:
+            self.split_jaccard = AUTO_SPLIT_JACCARD
         if self.l0_reward is None:
             self.l0_reward = auto_l0_reward(self.frequency_coefficient)
         self._check_source()

@@ -82,12 +82,14 @@ def train(config: TrainConfig) -> Path:
 def adopt_resumed_auto(config: TrainConfig) -> None:
     """On --resume, values the config chose by itself take those of the run being resumed: an auto --batch-size
     its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
-    and an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x). Call before anything
-    reads them; the first call decides (a sweep's runs are adopted before their Trainers are built)."""
+    an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x) and an auto
+    --split-jaccard its value (0 before 2026-12-06). Call before anything reads them; the first call decides (a
+    sweep's runs are adopted before their Trainers are built)."""
     auto_batch, auto_reference = getattr(config, "_auto_batch", False), getattr(config, "_auto_b_dec", False)
-    if not (config.resume and (auto_batch or auto_reference)):
+    auto_split = getattr(config, "_auto_split", False)
+    if not (config.resume and (auto_batch or auto_reference or auto_split)):
         return
-    config._auto_batch = config._auto_b_dec = False
+    config._auto_batch = config._auto_b_dec = config._auto_split = False
     ckpt = latest_checkpoint(Path(config.out))
     if ckpt is None:
         return  # check_output says so
@@ -99,6 +101,8 @@ def adopt_resumed_auto(config: TrainConfig) -> None:
         config.batch_size = was
     if auto_reference:
         config.apply_b_dec_to_input = saved.get("apply_b_dec_to_input", _RESUME_LEGACY["apply_b_dec_to_input"]) is True
+    if auto_split and isinstance(was := saved.get("split_jaccard", _RESUME_LEGACY["split_jaccard"]), (int, float)):
+        config.split_jaccard = float(was)
 
 
 def check_output(config: TrainConfig) -> Path | None:

@@ -17,6 +17,7 @@ import torch
 
 from app.sae import JumpReLUSAE, SAEConfig
 from app.training.activations import save_activation_file
+from app.training.auto import AUTO_SPLIT_JACCARD
 from app.training.checkpoint import list_checkpoints, load_checkpoint
 from app.training.config import TrainConfig
 from app.training.distributed import init_distributed
@@ -286,3 +287,31 @@ def test_every_rank_applies_rank_zeros_resample(tmp_path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=os.getcwd())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "same True" in proc.stdout
+
+
+def test_the_default_is_on_and_an_explicit_value_wins() -> None:
+    base = {"activations": "a.safetensors", "out": "o", "d_sae": 8, "tokens": 4096}
+    assert TrainConfig(**base).split_jaccard == AUTO_SPLIT_JACCARD == 0.9
+    assert TrainConfig(**base, split_jaccard=0.0).split_jaccard == 0.0
+    assert TrainConfig(**base, split_jaccard=0.5).split_jaccard == 0.5
+
+
+def test_a_run_from_before_the_option_resumes_as_it_began(data) -> None:
+    """A checkpoint whose config has no split_jaccard (runs before 2026-12-06 never re-initialised split latents)
+    resumes without it when the option is left to its default, and equals a straight run with --split-jaccard 0;
+    naming another value is refused."""
+    path, tmp = data
+    straight = train(_cfg(path, tmp / "old_straight", split_jaccard=0.0))
+    paused = train(_cfg(path, tmp / "old", split_jaccard=0.0, stop_at_step=13))
+    for ckpt in list_checkpoints(paused):
+        saved_path = ckpt / "train_config.json"
+        saved = json.loads(saved_path.read_text())
+        del saved["split_jaccard"], saved["split_every"]
+        saved_path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="split_jaccard is 0.9 but the run .* used 0.0"):
+        check_output(_cfg(path, tmp / "old", resume=True, split_jaccard=0.9))
+    resumed = train(_cfg(path, tmp / "old", resume=True, split_jaccard=None, split_every=64))
+    assert json.loads((resumed / "train_config.json").read_text())["split_jaccard"] == 0.0
+    a, _ = load_checkpoint(list_checkpoints(straight)[-1])
+    b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
