@@ -7,11 +7,13 @@ docs/training.md, twenty-third pass). The two latents' firing sets coincide, whi
 
     J(i, j) = |A_i ∩ A_j| / |A_i ∪ A_j|,   A_i = the tokens of the batch on which latent i fires.
 
-A pair with J ≥ the threshold and at least MIN_COFIRE shared tokens is a split; its weaker latent (the smaller
-Σ_t f_ti · ‖W_dec,i‖ over the batch) is moved where the dictionary fails most, as Anthropic's resampling does for
-dead latents: a token t drawn with probability ∝ ‖x_t − x̂_t‖², the latent's decoder row along the residual
-e_t = x_t − x̂_t (its norm kept), its encoder column along e_t at the mean norm of the others, b_enc 0, and θ at
-half its new pre-activation on t, so that it fires there and training decides the rest. Its Adam moments restart.
+Their codes also move together (both follow the magnitude of the one direction), so a pair with J ≥ the threshold,
+at least MIN_COFIRE shared tokens and codes correlated at r ≥ MIN_CORRELATION on them is a split. Its weaker latent
+(the smaller Σ_t f_ti · ‖W_dec,i‖ over the batch) is moved where the dictionary fails most, as Anthropic's
+resampling does for dead latents: a token t drawn with probability ∝ ‖x_t − x̂_t‖², the latent's decoder row
+along the residual e_t = x_t − x̂_t (its norm kept), its encoder column along e_t at the mean norm of the others,
+b_enc 0, and θ at half its new pre-activation on t, so that it fires there and training decides the rest. Its Adam
+moments restart.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from app.training.distributed import DistContext
 log = logging.getLogger(__name__)
 
 MIN_COFIRE = 8  # shared firings a pair needs in the batch before its Jaccard index counts
-MIN_CORRELATION = 0.8  # a split pair's codes move together (one direction shared); two directions that merely
-#                        fire together (a parent and its child) have codes that vary apart
+MIN_CORRELATION = 0.8  # split pairs' codes: r 0.90-0.995 (planted s2); two directions that merely fire together
+#                        (siblings under one parent, planted s8h) mostly vary apart (r 0.12-0.83)
 THETA_SHARE = 0.5  # a re-initialised latent's θ as a share of its pre-activation on the token it was drawn at
 
 
@@ -118,6 +120,7 @@ def resample_splits(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tenso
     residuals = tokens = x.new_zeros(0, d_in)
     if dist.is_main:
         weak = weaker_latents(split_pairs(latents, jaccard), latents, sae)
+        weak = weak[:int((errors.pow(2).sum(1) > 0).sum())]  # at most one latent per token with an error
         if weak.numel():
             rows = draw_tokens(errors, weak.numel(), torch.Generator().manual_seed(seed))
             residuals, tokens = errors[rows], x[rows]
