@@ -1,7 +1,7 @@
-"""Split latents (app/training/resample.py): the pairs are those a brute-force Jaccard over the batch finds, the
-weaker latent of a pair is the one that contributes less, tokens are drawn in proportion to their squared error,
-a re-initialised latent points along its residual and fires on its token, and a run with the option on logs what
-it did and resumes bit for bit."""
+"""Split latents (app/training/resample.py): the pairs are those a brute-force Jaccard index and Pearson's r over
+the batch find, the weaker latent of a pair is the one that contributes less, tokens are drawn in proportion to
+their squared error, a re-initialised latent points along its residual and fires on its token, two ranks apply
+the same change, and a run with the option on logs what it did and resumes bit for bit."""
 
 from __future__ import annotations
 
