@@ -43,12 +43,12 @@ test-newest: install
 	rm -rf .venv-newest && $(PYTHON) -m venv .venv-newest
 	.venv-newest/bin/python $(PIP) install -c constraints-cpu.txt $(WHEELS) --upgrade ".[web,test,interop,gguf]"
 	.venv-newest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|tokenizers|safetensors|numpy|sae-lens|fastapi|gguf)=='
-	.venv-newest/bin/python -m pytest -q $(FAST)
+	.venv-newest/bin/python -m pytest -q $(FAST) && rm -rf .venv-newest
 
 # Every declared lower bound (sae-lens is absent there: it needs transformers 5, so interop tests skip).
 test-lowest: install
 	$(call locked_venv,.venv-lowest,requirements/lowest.lock)
-	JUMPSCOPE_NO_INTEROP=1 .venv-lowest/bin/python -m pytest -q $(FAST)
+	JUMPSCOPE_NO_INTEROP=1 .venv-lowest/bin/python -m pytest -q $(FAST) && rm -rf .venv-lowest
 
 # Property tests under 20 fresh Hypothesis seeds (CI runs them derandomised; this is where new examples come from).
 fuzz: install
