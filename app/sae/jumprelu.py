@@ -194,6 +194,17 @@ class JumpReLUSAE(nn.Module):
             self.linear_threshold.clamp_(min=0.0)
 
     @torch.no_grad()
+    def assign_threshold_(self, latents: torch.Tensor, theta: torch.Tensor) -> None:
+        """θ_i ← theta_i (≥ 0, activation units) for the `latents`, in whichever trainable parameter holds θ
+        (log θ takes θ = 0 as the smallest positive float, as `make_threshold_trainable` does)."""
+        if self.linear_threshold is not None:
+            self.linear_threshold[latents] = theta.to(self.dtype)
+        elif self.log_threshold is not None:
+            self.log_threshold[latents] = theta.to(self.dtype).clamp_min(torch.finfo(self.dtype).tiny).log()
+        else:
+            raise ValueError("the SAE's θ is stored, not trainable")
+
+    @torch.no_grad()
     def set_threshold(self, theta: torch.Tensor) -> None:
         """Store θ exactly (cast to the SAE's dtype only): encode then uses `pre > θ` with these very values.
 

@@ -148,14 +148,9 @@ def lower_thresholds_(sae: JumpReLUSAE, latents: torch.Tensor, top: torch.Tensor
     the latent's pre-activations: inside the straight-through window, so the reconstruction and the sparsity
     penalty decide again whether it fires. A latent whose pre-activation is ≤ 0 on every token is left to AuxK.
     """
-    reach = top > 0
-    idx, top = latents[reach], top[reach].to(sae.dtype)
-    if sae.linear_threshold is not None:
-        sae.linear_threshold[idx] = torch.minimum(sae.linear_threshold[idx], top)
-    elif sae.log_threshold is not None:
-        sae.log_threshold[idx] = torch.minimum(sae.log_threshold[idx], top.log())
-    else:
-        raise ValueError("the SAE's θ is stored, not trainable")
+    top = top.to(sae.device, sae.dtype)
+    lower = (top > 0) & (top < sae.threshold[latents])
+    sae.assign_threshold_(latents[lower], top[lower])
 
 
 def with_dead_aux(objective: LossFn | None, dead: torch.Tensor, coefficient: float, k: int) -> LossFn:

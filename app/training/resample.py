@@ -155,13 +155,7 @@ def reinitialise_(sae: JumpReLUSAE, opt: torch.optim.Optimizer, latents: torch.T
     sae.W_enc[:, latents] = unit.t() * enc_norm
     sae.b_enc[latents] = 0.0
     pre = torch.linalg.vecdot(_encoder_input(sae, tokens), sae.W_enc[:, latents].t())
-    theta = (THETA_SHARE * pre).clamp_min(0.0)
-    if sae.linear_threshold is not None:
-        sae.linear_threshold[latents] = theta
-    elif sae.log_threshold is not None:
-        sae.log_threshold[latents] = theta.clamp_min(1e-6).log()
-    else:
-        raise ValueError("the SAE's θ is stored, not trainable")
+    sae.assign_threshold_(latents, (THETA_SHARE * pre).clamp_min(0.0))
     _restart_moments(opt, sae, latents)
 
 

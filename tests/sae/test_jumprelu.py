@@ -176,3 +176,20 @@ def test_encode_on_cuda_matches_cpu():
     x = torch.randn(5, 8)
     ref = sae.encode(x)
     assert torch.allclose(sae.to_dtype_device(device="cuda").encode(x.cuda()).cpu(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("param", ["log", "linear"])
+def test_assign_threshold_writes_theta_for_the_chosen_latents_only(param):
+    sae = JumpReLUSAE.create(d_in=4, d_sae=6, threshold=0.3, seed=0)
+    if param == "linear":
+        sae.use_linear_threshold()
+    before = sae.threshold.detach().clone()
+    sae.assign_threshold_(torch.tensor([1, 4]), torch.tensor([0.7, 0.0]))
+    after = sae.threshold.detach()
+    assert float(after[1]) == pytest.approx(0.7, rel=1e-6)
+    assert float(after[4]) == 0.0 if param == "linear" else 0.0 < float(after[4]) < 1e-30  # log θ: smallest float
+    assert torch.equal(after[[0, 2, 3, 5]], before[[0, 2, 3, 5]])
+    assert sae.threshold_parameter.requires_grad  # still the parameter the optimiser holds
+    sae.set_threshold(before)
+    with pytest.raises(ValueError, match="stored"):
+        sae.assign_threshold_(torch.tensor([0]), torch.tensor([0.1]))
