@@ -21,6 +21,7 @@ from app.training.metrics import DENSE_DENSITY
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+L0_TOLERANCE = 0.10  # a run whose L0 ends further than this from its target (as a fraction) is flagged (issue 12)
 
 
 def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) 
         "tokens": sched.total_steps * c.batch_size,
         "resumed_at_step": start_step or None,
         "l0": rec.get("l0"),
+        "l0_ratio": l0_ratio(rec.get("l0"), c.target_l0),
         "fvu": rec.get("fvu"),
         "loss": rec.get("loss"),
         "dead_fraction": rec.get("dead_fraction"),
@@ -60,7 +62,28 @@ def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) 
                                              int(plan.metadata["context_size"]), batch_size=c.lm_batch_size)
     save_summary(trainer.out, summary)
     log.info("run summary (%s):\n%s", Path(trainer.out) / SUMMARY_FILE, format_run_summary(summary))
+    warning = off_target_warning(summary)
+    if warning:
+        log.warning(warning)
     return summary
+
+
+def l0_ratio(l0: float | None, target: float | None) -> float | None:
+    """The run's L0 ÷ its target L0 (None without a target, as with a fixed λ, or without an L0)."""
+    return None if l0 is None or not target else l0 / target
+
+
+def off_target_warning(summary: dict[str, Any]) -> str | None:
+    """One line when the run's L0 ended outside ±L0_TOLERANCE of its target, with what moves it; None otherwise."""
+    ratio = summary.get("l0_ratio")
+    if ratio is None or abs(ratio - 1.0) <= L0_TOLERANCE:
+        return None
+    side = "under" if ratio < 1 else "over"
+    reward = "; `--l0-reward 0.05` lifts an L0 that the reconstruction holds under it" if side == "under" else ""
+    return (f"L0 ended {side} its target: {summary['l0']:.2f} for {summary['target_l0']:g} ({ratio:.3f}×, outside "
+            f"±{L0_TOLERANCE:.0%}). On an LM run `jumpscope dial --sae {summary['out']} --target-l0 "
+            f"{summary['target_l0']:g} --save DIR` writes a copy with every θ scaled to the target{reward} "
+            "(docs/training.md)")
 
 
 def save_summary(folder: str | Path, summary: dict[str, Any]) -> Path:
@@ -80,7 +103,9 @@ def format_run_summary(s: dict[str, Any]) -> str:
         f"  trained {s['steps']} steps"
         + (f" of {s['batch_size']} tokens" if s.get("batch_size") else "") + f", {s['tokens']} tokens"
         + (f" (resumed at step {s['resumed_at_step']})" if s.get("resumed_at_step") else ""),
-        f"  L0 {_num(s.get('l0'), '.2f')}   FVU {_num(s.get('fvu'), '.4f')}   dead "
+        f"  L0 {_num(s.get('l0'), '.2f')}"
+        + (f" ({s['l0_ratio']:.3f}× the target)" if s.get("l0_ratio") is not None else "")
+        + f"   FVU {_num(s.get('fvu'), '.4f')}   dead "
         f"{_num(s.get('dead_fraction'), '.2%')} (never active over the last {s.get('dead_window')} tokens)   "
         f"dense {_num(s.get('dense_fraction'), '.2%')}"
         + (f" (active on > {DENSE_DENSITY:.0%} of the last {s['dense_tokens']} tokens)" if s.get("dense_tokens")
