@@ -64,7 +64,7 @@ def run_summary(trainer: Any, start_step: int, train_seconds: float, plan: Any) 
     log.info("run summary (%s):\n%s", Path(trainer.out) / SUMMARY_FILE, format_run_summary(summary))
     warning = off_target_warning(summary)
     if warning:
-        log.warning(warning)
+        log.warning("%s", warning)
     return summary
 
 
