@@ -154,15 +154,9 @@ def reinitialise_(sae: JumpReLUSAE, opt: torch.optim.Optimizer, latents: torch.T
     sae.W_dec[latents] = unit * sae.W_dec[latents].norm(dim=1, keepdim=True)
     sae.W_enc[:, latents] = unit.t() * enc_norm
     sae.b_enc[latents] = 0.0
-    pre = torch.linalg.vecdot(_encoder_input(sae, tokens), sae.W_enc[:, latents].t())
+    pre = sae.pre_acts(tokens.to(sae.device), latents).diagonal()  # b_enc is 0 now: latent k on its token k
     sae.assign_threshold_(latents, (THETA_SHARE * pre).clamp_min(0.0))
     _restart_moments(opt, sae, latents)
-
-
-def _encoder_input(sae: JumpReLUSAE, x: torch.Tensor) -> torch.Tensor:
-    """What the encoder reads for raw inputs `x` (the input scale, and x − b_dec when the SAE does that)."""
-    x = x.to(sae.device, sae.dtype) * sae.input_scale
-    return x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
 
 
 def _restart_moments(opt: torch.optim.Optimizer, sae: JumpReLUSAE, latents: torch.Tensor) -> None:
