@@ -135,19 +135,20 @@ def test_sessions_are_server_side_and_expire():
     from app.web.sessions import SessionStore
 
     store = SessionStore(ttl=auth.SESSION_TTL)
-    sid, session = store.create("tok", now=1000)
-    assert "tok" not in sid and len(sid) >= 40  # a random id; the cookie never holds the token
-    assert store.get(sid, "tok", now=1060) == session
+    sid, session = store.create(TOKEN, now=1000)
+    assert TOKEN not in sid and len(sid) >= 40  # a random id; the cookie never holds the token (TOKEN is too long to
+    # turn up by chance in it, as "tok" once did)
+    assert store.get(sid, TOKEN, now=1060) == session
     assert store.get(sid, "other-token", now=1060) is None  # a new token ends old sessions ...
-    assert store.get(sid, "tok", now=1060) is None  # ... for good
-    sid, _ = store.create("tok", now=1000)
-    assert store.get(sid, "tok", now=1000 + auth.SESSION_TTL + 1) is None  # expired
-    assert store.get(sid + "x", "tok", now=1060) is None and store.get(None, "tok") is None
-    a, sa = store.create("tok", now=1000)
-    b, sb = store.create("tok", now=1000)
+    assert store.get(sid, TOKEN, now=1060) is None  # ... for good
+    sid, _ = store.create(TOKEN, now=1000)
+    assert store.get(sid, TOKEN, now=1000 + auth.SESSION_TTL + 1) is None  # expired
+    assert store.get(sid + "x", TOKEN, now=1060) is None and store.get(None, TOKEN) is None
+    a, sa = store.create(TOKEN, now=1000)
+    b, sb = store.create(TOKEN, now=1000)
     assert sa.csrf != sb.csrf
     store.revoke(a)  # logout
-    assert store.get(a, "tok", now=1060) is None and store.get(b, "tok", now=1060) == sb
+    assert store.get(a, TOKEN, now=1060) is None and store.get(b, TOKEN, now=1060) == sb
 
 
 def test_tokens_compare_in_constant_time(monkeypatch):
