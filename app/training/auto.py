@@ -18,7 +18,9 @@ Defaults follow SPEC §2 (Gemma Scope / "Jumping Ahead") for long runs. Short ru
 - `threshold_step=None` means auto (`auto_threshold_step`): the shared second moment for a linear θ, torch Adam
   per latent for log θ (resolved on construction, so train_config.json names the one used);
 - `l0_reward=None` means auto (`auto_l0_reward`): 0.05 with the frequency penalty, else off (resolved on
-  construction).
+  construction);
+- `b_dec_lr_factor=None` means auto (`auto_b_dec_lr_factor`): 64 / d_in within [0.25, 1] (resolved by the trainer
+  once the activations' width is known, so train_config.json names the factor used).
 """
 
 from __future__ import annotations
@@ -153,3 +155,23 @@ def default_target_l0(d_sae: int) -> float:
 # split directions. Planted s2 at d = 256 (the issue's case): max-|cos| 0.979 → 0.996 at 4M tokens, 0.988 → 0.998
 # at 20M; s8h loses 0.015-0.02 of MCC; both real models unchanged (docs/training.md, twenty-third pass).
 AUTO_SPLIT_JACCARD = 0.9
+
+
+# --b-dec-lr-factor when not given (`auto_b_dec_lr_factor`): 1 up to B_DEC_LR_WIDTH, falling as 1 / d_in beyond it to
+# B_DEC_LR_MIN_FACTOR, the smallest factor measured (planted d = 256 and both real models; twenty-fifth pass).
+B_DEC_LR_WIDTH = 64
+B_DEC_LR_MIN_FACTOR = 0.25
+
+
+def auto_b_dec_lr_factor(d_in: int) -> float:
+    """b_dec's LR as a multiple of the biases' (lr/√d_in) when --b-dec-lr-factor is not given: B_DEC_LR_WIDTH / d_in
+    within [B_DEC_LR_MIN_FACTOR, 1], so b_dec steps at lr·64/d_in^1.5 (1 at d_in 64, 0.25 from d_in 256).
+
+    Why it falls with d_in: the encoder reads x − b_dec, so a step of b_dec moves every pre-activation at once by
+    W_enc·Δb_dec, and Adam moves each of b_dec's d_in coordinates by ~its LR whatever their scale. At d = 256 a
+    quarter of the biases' LR recovers more of the planted dictionaries that the run centres (s4c max-|cos| 0.9436 /
+    0.9473 → 0.9486 / 0.9596, seeds 0 / 1) and keeps the real models' FVU at the same L0 (Gemma 3 270M, SmolLM2-135M;
+    twenty-second pass); at d = 64 it costs them a little (mean 0.867 / 0.862 → 0.862 / 0.860). docs/training.md,
+    twenty-fifth pass.
+    """
+    return max(B_DEC_LR_MIN_FACTOR, min(1.0, B_DEC_LR_WIDTH / max(1, d_in)))

@@ -166,10 +166,10 @@ class TrainConfig:
                                         "uncorrelated planted dictionaries but costs SmolLM2 FVU and, on one "
                                         "seed, 8 % dead latents; docs/training.md, sixteenth pass)")
     threshold_boost_fraction: float = _doc(0.1, "the first fraction of the run over which --threshold-boost applies")
-    b_dec_lr_factor: float = _doc(1.0, "b_dec's LR is the biases' LR times this (0 freezes b_dec). Below 1 the "
-                                       "reference point the encoder reads x − b_dec from moves more slowly; 0.25 "
-                                       "recovered more of centred planted dictionaries at d = 256 but not at d = 64 "
-                                       "(docs/training.md, twenty-second pass), so not the default")
+    b_dec_lr_factor: float | None = _doc(None, "b_dec's LR is the biases' LR times this (0 freezes b_dec). Below 1 "
+                                               "the reference point the encoder reads x − b_dec from moves more "
+                                               "slowly (default auto: 64/d_in within [0.25, 1]; docs/training.md, "
+                                               "twenty-fifth pass)")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")
@@ -201,6 +201,8 @@ class TrainConfig:
         self._auto_split = self.split_jaccard is None  # the same: --resume follows the resumed run's
         if self._auto_split:
             self.split_jaccard = AUTO_SPLIT_JACCARD
+        # the same; the trainer resolves an auto --b-dec-lr-factor once it knows d_in (`auto_b_dec_lr_factor`)
+        self._auto_b_dec_lr = self.b_dec_lr_factor is None
         if self.l0_reward is None:
             self.l0_reward = auto_l0_reward(self.frequency_coefficient)
         self._check_source()
@@ -256,7 +258,8 @@ class TrainConfig:
             (math.isfinite(self.split_jaccard) and 0 <= self.split_jaccard <= 1,
              f"--split-jaccard must be in [0, 1], got {self.split_jaccard}"),
             (self.split_every >= 1, f"--split-every must be >= 1, got {self.split_every}"),
-            (math.isfinite(self.b_dec_lr_factor) and 0 <= self.b_dec_lr_factor <= 100,
+            (self.b_dec_lr_factor is None
+             or (math.isfinite(self.b_dec_lr_factor) and 0 <= self.b_dec_lr_factor <= 100),
              f"--b-dec-lr-factor must be in [0, 100], got {self.b_dec_lr_factor}"),
             (0 < self.threshold_init < 1e6, f"--threshold-init must be > 0, got {self.threshold_init}"),
             (self.bandwidth is None or 0 < self.bandwidth < 1e6, f"--bandwidth must be > 0, got {self.bandwidth}"),

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from app.fsio import atomic_write_text
 from app.sae import JumpReLUSAE
+from app.training.auto import auto_b_dec_lr_factor
 from app.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -82,14 +83,15 @@ def train(config: TrainConfig) -> Path:
 def adopt_resumed_auto(config: TrainConfig) -> None:
     """On --resume, values the config chose by itself take those of the run being resumed: an auto --batch-size
     its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
-    an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x) and an auto
-    --split-jaccard its value (0 before 2026-12-06). Call before anything reads them; the first call decides (a
-    sweep's runs are adopted before their Trainers are built)."""
+    an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x), an auto
+    --split-jaccard its value (0 before 2026-12-06) and an auto --b-dec-lr-factor its factor (1 for runs started
+    before the auto rule). Call before anything reads them; the first call decides (a sweep's runs are adopted
+    before their Trainers are built)."""
     auto_batch, auto_reference = getattr(config, "_auto_batch", False), getattr(config, "_auto_b_dec", False)
-    auto_split = getattr(config, "_auto_split", False)
-    if not (config.resume and (auto_batch or auto_reference or auto_split)):
+    auto_split, auto_b_dec_lr = getattr(config, "_auto_split", False), getattr(config, "_auto_b_dec_lr", False)
+    if not (config.resume and (auto_batch or auto_reference or auto_split or auto_b_dec_lr)):
         return
-    config._auto_batch = config._auto_b_dec = config._auto_split = False
+    config._auto_batch = config._auto_b_dec = config._auto_split = config._auto_b_dec_lr = False
     ckpt = latest_checkpoint(Path(config.out))
     if ckpt is None:
         return  # check_output says so
@@ -103,6 +105,9 @@ def adopt_resumed_auto(config: TrainConfig) -> None:
         config.apply_b_dec_to_input = saved.get("apply_b_dec_to_input", _RESUME_LEGACY["apply_b_dec_to_input"]) is True
     if auto_split and isinstance(was := saved.get("split_jaccard", _RESUME_LEGACY["split_jaccard"]), (int, float)):
         config.split_jaccard = float(was)
+    if auto_b_dec_lr and isinstance(was := saved.get("b_dec_lr_factor", _RESUME_LEGACY["b_dec_lr_factor"]),
+                                    (int, float)):
+        config.b_dec_lr_factor = float(was)
 
 
 def check_output(config: TrainConfig) -> Path | None:
@@ -116,6 +121,8 @@ def check_output(config: TrainConfig) -> Path | None:
         for key in _RESUME_KEYS:
             if key == "holdout_every" and config.corpus is None:
                 continue  # the document split only concerns corpus runs
+            if key == "b_dec_lr_factor" and config.b_dec_lr_factor is None:
+                continue  # auto, not yet adopted: adopt_resumed_auto follows the run's
             was = saved.get(key, _RESUME_LEGACY.get(key))
             if was != getattr(config, key):
                 raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used {was!r}")
@@ -148,6 +155,8 @@ class Trainer:
         plan = self._plan if self._plan is not None else build_data(self.config, self.dist)
         if self.config.d_in is not None and self.config.d_in != plan.d_in:
             raise ValueError(f"--d-in {self.config.d_in} does not match the activations' width {plan.d_in}")
+        if self.config.b_dec_lr_factor is None:  # auto, and not a resume (adopt_resumed_auto took the run's)
+            self.config.b_dec_lr_factor = auto_b_dec_lr_factor(plan.d_in)
         if ckpt is not None:
             saved_d_in = TrainConfig.load(ckpt).d_in
             if saved_d_in is not None and saved_d_in != plan.d_in:

@@ -1,16 +1,19 @@
 """--b-dec-lr-factor: b_dec steps at the biases' LR times the factor, every other parameter as without it, and a
 run resumes with the factor it began with. The reference is Adam's first step, which moves each element by its LR
 times a quantity that does not depend on the LR: after one step from the same start, b_dec's move must scale with
-the factor and nothing else may move differently."""
+the factor and nothing else may move differently. The auto factor (64/d_in within [0.25, 1]) is checked the same
+way, against runs that name the factor, at three widths."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
 from app.training.activations import save_activation_file
 from app.training.checkpoint import list_checkpoints, load_checkpoint
-from app.training.config import TrainConfig
+from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.trainer import check_output, train
 
 OTHERS = ("sae.W_enc", "sae.W_dec", "sae.b_enc")
@@ -40,7 +43,7 @@ def test_b_dec_moves_at_the_factor_times_the_biases_lr(data, steps) -> None:
     path, tmp = data
     start = _after(path, tmp, f"frozen{steps}", steps, b_dec_lr_factor=0.0)
     assert start["sae.b_dec"].abs().max() == 0  # factor 0: b_dec stays at its init
-    one = _after(path, tmp, f"one{steps}", steps)
+    one = _after(path, tmp, f"one{steps}", steps, b_dec_lr_factor=1.0)
     quarter = _after(path, tmp, f"quarter{steps}", steps, b_dec_lr_factor=0.25)
     if steps == 1:  # Adam's first step: lr × m̂/(√v̂ + ε) from the same gradient in both runs
         assert one["sae.b_dec"].abs().min() > 0
@@ -58,8 +61,40 @@ def test_a_run_resumes_with_its_factor_and_refuses_another(data) -> None:
     straight = train(_cfg(path, tmp / "straight", b_dec_lr_factor=0.25))
     paused = train(_cfg(path, tmp / "paused", b_dec_lr_factor=0.25, stop_at_step=13))
     with pytest.raises(ValueError, match="b_dec_lr_factor is 1.0 but the run .* used 0.25"):
-        check_output(_cfg(path, paused, resume=True))
-    resumed = train(_cfg(path, paused, resume=True, b_dec_lr_factor=0.25))
+        check_output(_cfg(path, paused, resume=True, b_dec_lr_factor=1.0))
+    resumed = train(_cfg(path, paused, resume=True))  # auto (d_in 8 would give 1) follows the run's 0.25
+    a, _ = load_checkpoint(list_checkpoints(straight)[-1])
+    b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("d_in", "factor"), [(8, 1.0), (128, 0.5), (512, 0.25)])
+def test_the_auto_factor_is_the_named_factor_for_the_width(tmp_path, d_in, factor) -> None:
+    """Auto at d_in 8, 128 and 512 trains bit for bit as the factor 1, 0.5 and 0.25 named (64/d_in within
+    [0.25, 1]), names it in train_config.json, and b_dec's first Adam step is that factor times the step at 1."""
+    x = torch.randn(300, d_in, generator=torch.Generator().manual_seed(d_in)) + 0.5
+    path = save_activation_file(tmp_path / "x.safetensors", x)
+    auto = _after(path, tmp_path, "auto", 1)
+    assert json.loads((tmp_path / "auto" / CONFIG_FILE).read_text())["b_dec_lr_factor"] == factor
+    named = _after(path, tmp_path, "named", 1, b_dec_lr_factor=factor)
+    assert all(torch.equal(auto[k], named[k]) for k in auto)
+    one = _after(path, tmp_path, "one", 1, b_dec_lr_factor=1.0)
+    torch.testing.assert_close(auto["sae.b_dec"], factor * one["sae.b_dec"], rtol=1e-5, atol=0)
+
+
+def test_a_run_from_before_the_auto_rule_resumes_at_factor_one(tmp_path) -> None:
+    """A checkpoint whose config has no b_dec_lr_factor (written before the option) resumed with the auto default
+    at d_in 256 (which alone would give 0.25) keeps factor 1 and its three Adam groups, bit for bit."""
+    x = torch.randn(700, 256, generator=torch.Generator().manual_seed(5))
+    path = save_activation_file(tmp_path / "x.safetensors", x)
+    straight = train(_cfg(path, tmp_path / "straight", b_dec_lr_factor=1.0))
+    paused = train(_cfg(path, tmp_path / "paused", b_dec_lr_factor=1.0, stop_at_step=13))
+    for ckpt in list_checkpoints(paused):  # as an older release wrote it
+        saved = json.loads((ckpt / CONFIG_FILE).read_text())
+        del saved["b_dec_lr_factor"]
+        (ckpt / CONFIG_FILE).write_text(json.dumps(saved))
+    resumed = train(_cfg(path, paused, resume=True))
+    assert json.loads((resumed / CONFIG_FILE).read_text())["b_dec_lr_factor"] == 1.0
     a, _ = load_checkpoint(list_checkpoints(straight)[-1])
     b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
