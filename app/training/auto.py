@@ -19,8 +19,9 @@ Defaults follow SPEC §2 (Gemma Scope / "Jumping Ahead") for long runs. Short ru
   per latent for log θ (resolved on construction, so train_config.json names the one used);
 - `l0_reward=None` means auto (`auto_l0_reward`): 0.05 with the frequency penalty, else off (resolved on
   construction);
-- `b_dec_lr_factor=None` means auto (`auto_b_dec_lr_factor`): 64 / d_in within [0.25, 1] (resolved by the trainer
-  once the activations' width is known, so train_config.json names the factor used).
+- `b_dec_lr_factor=None` means auto (`auto_b_dec_lr_factor`): 64 / d_in within [0.25, 1] when the encoder reads
+  x − b_dec, else 1 (resolved by the trainer once the activations' width is known, so train_config.json names the
+  factor used).
 """
 
 from __future__ import annotations
@@ -163,9 +164,11 @@ B_DEC_LR_WIDTH = 64
 B_DEC_LR_MIN_FACTOR = 0.25
 
 
-def auto_b_dec_lr_factor(d_in: int) -> float:
+def auto_b_dec_lr_factor(d_in: int, apply_b_dec_to_input: bool) -> float:
     """b_dec's LR as a multiple of the biases' (lr/√d_in) when --b-dec-lr-factor is not given: B_DEC_LR_WIDTH / d_in
-    within [B_DEC_LR_MIN_FACTOR, 1], so b_dec steps at lr·64/d_in^1.5 (1 at d_in 64, 0.25 from d_in 256).
+    within [B_DEC_LR_MIN_FACTOR, 1], so b_dec steps at lr·64/d_in^1.5 (1 at d_in 64, 0.25 from d_in 256), when the
+    encoder reads x − b_dec; 1 when it reads x (log θ's default), where b_dec only offsets the reconstruction and
+    nothing was measured.
 
     Why it falls with d_in: the encoder reads x − b_dec, so a step of b_dec moves every pre-activation at once by
     W_enc·Δb_dec, and Adam moves each of b_dec's d_in coordinates by ~its LR whatever their scale. At d = 256 a
@@ -174,4 +177,6 @@ def auto_b_dec_lr_factor(d_in: int) -> float:
     twenty-second pass); at d = 64 it costs them a little (mean 0.867 / 0.862 → 0.862 / 0.860). docs/training.md,
     twenty-fifth pass.
     """
+    if not apply_b_dec_to_input:
+        return 1.0
     return max(B_DEC_LR_MIN_FACTOR, min(1.0, B_DEC_LR_WIDTH / max(1, d_in)))

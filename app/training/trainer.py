@@ -156,7 +156,7 @@ class Trainer:
         if self.config.d_in is not None and self.config.d_in != plan.d_in:
             raise ValueError(f"--d-in {self.config.d_in} does not match the activations' width {plan.d_in}")
         if self.config.b_dec_lr_factor is None:  # auto, and not a resume (adopt_resumed_auto took the run's)
-            self.config.b_dec_lr_factor = auto_b_dec_lr_factor(plan.d_in)
+            self.config.b_dec_lr_factor = auto_b_dec_lr_factor(plan.d_in, self.config.apply_b_dec_to_input)
         if ckpt is not None:
             saved_d_in = TrainConfig.load(ckpt).d_in
             if saved_d_in is not None and saved_d_in != plan.d_in:

@@ -68,17 +68,21 @@ def test_a_run_resumes_with_its_factor_and_refuses_another(data) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize(("d_in", "factor"), [(8, 1.0), (128, 0.5), (512, 0.25)])
-def test_the_auto_factor_is_the_named_factor_for_the_width(tmp_path, d_in, factor) -> None:
+@pytest.mark.parametrize(("d_in", "reads_x_minus_b_dec", "factor"),
+                         [(8, True, 1.0), (128, True, 0.5), (512, True, 0.25), (512, False, 1.0)])
+def test_the_auto_factor_is_the_named_factor_for_the_width(tmp_path, d_in, reads_x_minus_b_dec, factor) -> None:
     """Auto at d_in 8, 128 and 512 trains bit for bit as the factor 1, 0.5 and 0.25 named (64/d_in within
-    [0.25, 1]), names it in train_config.json, and b_dec's first Adam step is that factor times the step at 1."""
+    [0.25, 1]; 1 when the encoder reads x), names it in train_config.json, and b_dec's first Adam step is that
+    factor times the step at 1."""
     x = torch.randn(300, d_in, generator=torch.Generator().manual_seed(d_in)) + 0.5
     path = save_activation_file(tmp_path / "x.safetensors", x)
-    auto = _after(path, tmp_path, "auto", 1)
+    kw = {"apply_b_dec_to_input": reads_x_minus_b_dec}
+    auto = _after(path, tmp_path, "auto", 1, **kw)
     assert json.loads((tmp_path / "auto" / CONFIG_FILE).read_text())["b_dec_lr_factor"] == factor
-    named = _after(path, tmp_path, "named", 1, b_dec_lr_factor=factor)
+    named = _after(path, tmp_path, "named", 1, b_dec_lr_factor=factor, **kw)
     assert all(torch.equal(auto[k], named[k]) for k in auto)
-    one = _after(path, tmp_path, "one", 1, b_dec_lr_factor=1.0)
+    one = _after(path, tmp_path, "one", 1, b_dec_lr_factor=1.0, **kw)
+    assert one["sae.b_dec"].abs().min() > 0
     torch.testing.assert_close(auto["sae.b_dec"], factor * one["sae.b_dec"], rtol=1e-5, atol=0)
 
 
