@@ -19,9 +19,9 @@ Defaults follow SPEC §2 (Gemma Scope / "Jumping Ahead") for long runs. Short ru
   per latent for log θ (resolved on construction, so train_config.json names the one used);
 - `l0_reward=None` means auto (`auto_l0_reward`): 0.05 with the frequency penalty, else off (resolved on
   construction);
-- `b_dec_lr_factor=None` means auto (`auto_b_dec_lr_factor`): 64 / d_in within [0.25, 1] when the encoder reads
-  x − b_dec, else 1 (resolved by the trainer once the activations' width is known, so train_config.json names the
-  factor used).
+- `b_dec_lr_factor=None` means auto (`auto_b_dec_lr_factor`): 64 / d_in within [0.25, 1] on a centred run whose
+  encoder reads x − b_dec, else 1 (resolved by the trainer once it knows d_in and whether it centres, so
+  train_config.json names the factor used).
 """
 
 from __future__ import annotations
@@ -158,25 +158,27 @@ def default_target_l0(d_sae: int) -> float:
 AUTO_SPLIT_JACCARD = 0.9
 
 
-# --b-dec-lr-factor when not given (`auto_b_dec_lr_factor`): 1 up to B_DEC_LR_WIDTH, falling as 1 / d_in beyond it to
-# B_DEC_LR_MIN_FACTOR, the smallest factor measured (planted d = 256 and both real models; twenty-fifth pass).
+# --b-dec-lr-factor when not given (`auto_b_dec_lr_factor`, centred runs): 1 up to B_DEC_LR_WIDTH, falling as 1 / d_in
+# beyond it to B_DEC_LR_MIN_FACTOR, the smallest factor measured (planted d = 256 and both real models).
 B_DEC_LR_WIDTH = 64
 B_DEC_LR_MIN_FACTOR = 0.25
 
 
-def auto_b_dec_lr_factor(d_in: int, apply_b_dec_to_input: bool) -> float:
+def auto_b_dec_lr_factor(d_in: int, apply_b_dec_to_input: bool, centred: bool) -> float:
     """b_dec's LR as a multiple of the biases' (lr/√d_in) when --b-dec-lr-factor is not given: B_DEC_LR_WIDTH / d_in
-    within [B_DEC_LR_MIN_FACTOR, 1], so b_dec steps at lr·64/d_in^1.5 (1 at d_in 64, 0.25 from d_in 256), when the
-    encoder reads x − b_dec; 1 when it reads x (log θ's default), where b_dec only offsets the reconstruction and
-    nothing was measured.
+    within [B_DEC_LR_MIN_FACTOR, 1] (1 at d_in 64, 0.25 from d_in 256) on a run that centres its inputs and whose
+    encoder reads x − b_dec; 1 otherwise.
 
-    Why it falls with d_in: the encoder reads x − b_dec, so a step of b_dec moves every pre-activation at once by
-    W_enc·Δb_dec, and Adam moves each of b_dec's d_in coordinates by ~its LR whatever their scale. At d = 256 a
-    quarter of the biases' LR recovers more of the planted dictionaries that the run centres (s4c max-|cos| 0.9436 /
-    0.9473 → 0.9486 / 0.9596, seeds 0 / 1) and keeps the real models' FVU at the same L0 (Gemma 3 270M, SmolLM2-135M;
-    twenty-second pass); at d = 64 it costs them a little (mean 0.867 / 0.862 → 0.862 / 0.860). docs/training.md,
-    twenty-fifth pass.
+    Why it falls with d_in: the encoder reads x − b_dec, so a step of b_dec moves every pre-activation at once, and
+    Adam moves each of b_dec's d_in coordinates by ~its LR whatever their scale. Why only on centred runs: there b_dec
+    starts at the data's mean, already a good reference point, which a slower b_dec keeps; an uncentred run's b_dec
+    has to travel to find one. Planted data at d = 256, 4M tokens (factor 1 → 0.25): the centred s4c 0.9450 / 0.9473
+    → 0.9486 / 0.9596 max-|cos| (seeds 0 / 1) and s16n 0.8306 / 0.8224 → 0.8372 / 0.8331, while the uncentred s2 at
+    the issue's 20M tokens lost (seed 0: 0.9984 → 0.9980, FVU 0.0093 → 0.0099); SmolLM2-135M (centred, d_in 576)
+    level at the same L0; at d = 64 a factor of 0.25 costs the centred settings a little (mean 0.867 / 0.862 →
+    0.862 / 0.860). With log θ the encoder reads x and b_dec only offsets the reconstruction: not measured, so 1.
+    docs/training.md, twenty-second and twenty-fifth passes.
     """
-    if not apply_b_dec_to_input:
+    if not (apply_b_dec_to_input and centred):
         return 1.0
     return max(B_DEC_LR_MIN_FACTOR, min(1.0, B_DEC_LR_WIDTH / max(1, d_in)))

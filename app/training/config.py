@@ -168,8 +168,9 @@ class TrainConfig:
     threshold_boost_fraction: float = _doc(0.1, "the first fraction of the run over which --threshold-boost applies")
     b_dec_lr_factor: float | None = _doc(None, "b_dec's LR is the biases' LR times this (0 freezes b_dec). Below 1 "
                                                "the reference point the encoder reads x − b_dec from moves more "
-                                               "slowly (default auto: 64/d_in within [0.25, 1] when the encoder "
-                                               "reads x − b_dec, else 1; docs/training.md, twenty-fifth pass)")
+                                               "slowly (default auto: 64/d_in within [0.25, 1] on a centred run "
+                                               "whose encoder reads x − b_dec, else 1; docs/training.md, "
+                                               "twenty-fifth pass)")
     lr_warmup_steps: int = _doc(1_000, "linear LR warm-up steps, at most --lr-warmup-fraction of the run")
     lr_warmup_fraction: float = _doc(0.05, "cap of the LR warm-up as a fraction of the run")
     lr_decay_fraction: float = _doc(0.2, "linear decay to 0 over this last fraction of the run")

@@ -155,8 +155,6 @@ class Trainer:
         plan = self._plan if self._plan is not None else build_data(self.config, self.dist)
         if self.config.d_in is not None and self.config.d_in != plan.d_in:
             raise ValueError(f"--d-in {self.config.d_in} does not match the activations' width {plan.d_in}")
-        if self.config.b_dec_lr_factor is None:  # auto, and not a resume (adopt_resumed_auto took the run's)
-            self.config.b_dec_lr_factor = auto_b_dec_lr_factor(plan.d_in, self.config.apply_b_dec_to_input)
         if ckpt is not None:
             saved_d_in = TrainConfig.load(ckpt).d_in
             if saved_d_in is not None and saved_d_in != plan.d_in:
@@ -221,7 +219,6 @@ class Trainer:
         torch.manual_seed(c.seed)
         sae = self._build_sae(plan)
         lrs = group_lrs(c, sched, plan.d_in)
-        opt = self._optimizer(sae, lrs)
         quadratic = c.objective == "quadratic"  # steers L0 through its own penalty: no controller
         controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 and not quadratic \
             else None
@@ -237,11 +234,16 @@ class Trainer:
         final_stats = LatentStats(c.d_sae, dead_window=sched.dead_window)  # densities for sparsity.safetensors
         aux_k = c.aux_k or max(1, plan.d_in // 2)  # AuxK's k, d_in / 2 by default
         start = 0
-        if ckpt is not None:
-            start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats, correction)
-        else:
+        if ckpt is None:
             self.input_mean, scale = input_stats(plan.buffer.source, c, self.dist)
             sae.input_scale.fill_(scale)
+        if c.b_dec_lr_factor is None:  # auto: a resume took the run's factor (adopt_resumed_auto), a new run decides
+            if ckpt is not None:
+                raise ValueError(f"--resume: cannot tell which --b-dec-lr-factor the run in {self.out} used; pass it")
+            c.b_dec_lr_factor = auto_b_dec_lr_factor(plan.d_in, c.apply_b_dec_to_input, self.input_mean is not None)
+        opt = self._optimizer(sae, lrs)
+        if ckpt is not None:
+            start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats, correction)
         mean = None if self.input_mean is None else self.input_mean.to(self.device)
         # `data_split` records which corpus documents training read; `jumpscope eval` scores the others.
         # `input_centred`: whether the run trained on x − μ (--center true, or auto and the mean large enough).

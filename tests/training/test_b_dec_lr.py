@@ -1,8 +1,8 @@
 """--b-dec-lr-factor: b_dec steps at the biases' LR times the factor, every other parameter as without it, and a
 run resumes with the factor it began with. The reference is Adam's first step, which moves each element by its LR
 times a quantity that does not depend on the LR: after one step from the same start, b_dec's move must scale with
-the factor and nothing else may move differently. The auto factor (64/d_in within [0.25, 1]) is checked the same
-way, against runs that name the factor, at three widths."""
+the factor and nothing else may move differently. The auto factor (64/d_in within [0.25, 1] on centred runs whose
+encoder reads x − b_dec, else 1) is checked the same way, against runs that name the factor."""
 
 from __future__ import annotations
 
@@ -68,17 +68,20 @@ def test_a_run_resumes_with_its_factor_and_refuses_another(data) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize(("d_in", "reads_x_minus_b_dec", "factor"),
-                         [(8, True, 1.0), (128, True, 0.5), (512, True, 0.25), (512, False, 1.0)])
-def test_the_auto_factor_is_the_named_factor_for_the_width(tmp_path, d_in, reads_x_minus_b_dec, factor) -> None:
-    """Auto at d_in 8, 128 and 512 trains bit for bit as the factor 1, 0.5 and 0.25 named (64/d_in within
-    [0.25, 1]; 1 when the encoder reads x), names it in train_config.json, and b_dec's first Adam step is that
-    factor times the step at 1."""
+@pytest.mark.parametrize(("d_in", "reads_x_minus_b_dec", "center", "factor"),
+                         [(8, True, True, 1.0), (128, True, True, 0.5), (512, True, True, 0.25),
+                          (512, True, None, 0.25), (512, True, False, 1.0), (512, False, True, 1.0)])
+def test_the_auto_factor_is_the_named_factor_for_the_run(tmp_path, d_in, reads_x_minus_b_dec, center, factor) -> None:
+    """Auto trains bit for bit as the factor named: 64/d_in within [0.25, 1] on a centred run whose encoder reads
+    x − b_dec (d_in 8, 128, 512: 1, 0.5, 0.25; centred by --center true or by the auto rule, the mean holding 20 %
+    of the energy here), 1 on an uncentred run or one whose encoder reads x. It names the factor in
+    train_config.json, and b_dec's first Adam step is that factor times the step at 1."""
     x = torch.randn(300, d_in, generator=torch.Generator().manual_seed(d_in)) + 0.5
     path = save_activation_file(tmp_path / "x.safetensors", x)
-    kw = {"apply_b_dec_to_input": reads_x_minus_b_dec}
+    kw = {"apply_b_dec_to_input": reads_x_minus_b_dec, "center": center}
     auto = _after(path, tmp_path, "auto", 1, **kw)
-    assert json.loads((tmp_path / "auto" / CONFIG_FILE).read_text())["b_dec_lr_factor"] == factor
+    config = json.loads((tmp_path / "auto" / CONFIG_FILE).read_text())
+    assert config["b_dec_lr_factor"] == factor and config["input_centred"] == (center is not False)
     named = _after(path, tmp_path, "named", 1, b_dec_lr_factor=factor, **kw)
     assert all(torch.equal(auto[k], named[k]) for k in auto)
     one = _after(path, tmp_path, "one", 1, b_dec_lr_factor=1.0, **kw)
@@ -88,16 +91,17 @@ def test_the_auto_factor_is_the_named_factor_for_the_width(tmp_path, d_in, reads
 
 def test_a_run_from_before_the_auto_rule_resumes_at_factor_one(tmp_path) -> None:
     """A checkpoint whose config has no b_dec_lr_factor (written before the option) resumed with the auto default
-    at d_in 256 (which alone would give 0.25) keeps factor 1 and its three Adam groups, bit for bit."""
+    on a centred run at d_in 256 (which alone would give 0.25) keeps factor 1 and its three Adam groups, bit for
+    bit."""
     x = torch.randn(700, 256, generator=torch.Generator().manual_seed(5))
     path = save_activation_file(tmp_path / "x.safetensors", x)
-    straight = train(_cfg(path, tmp_path / "straight", b_dec_lr_factor=1.0))
-    paused = train(_cfg(path, tmp_path / "paused", b_dec_lr_factor=1.0, stop_at_step=13))
+    straight = train(_cfg(path, tmp_path / "straight", b_dec_lr_factor=1.0, center=True))
+    paused = train(_cfg(path, tmp_path / "paused", b_dec_lr_factor=1.0, center=True, stop_at_step=13))
     for ckpt in list_checkpoints(paused):  # as an older release wrote it
         saved = json.loads((ckpt / CONFIG_FILE).read_text())
         del saved["b_dec_lr_factor"]
         (ckpt / CONFIG_FILE).write_text(json.dumps(saved))
-    resumed = train(_cfg(path, paused, resume=True))
+    resumed = train(_cfg(path, paused, resume=True, center=True))
     assert json.loads((resumed / CONFIG_FILE).read_text())["b_dec_lr_factor"] == 1.0
     a, _ = load_checkpoint(list_checkpoints(straight)[-1])
     b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
