@@ -173,11 +173,12 @@ def auto_b_dec_lr_factor(d_in: int, apply_b_dec_to_input: bool, centred: bool) -
     Adam moves each of b_dec's d_in coordinates by ~its LR whatever their scale. Why only on centred runs: there b_dec
     starts at the data's mean, already a good reference point, which a slower b_dec keeps; an uncentred run's b_dec
     has to travel to find one. Planted data at d = 256, 4M tokens (factor 1 → 0.25): the centred s4c 0.9450 / 0.9473
-    → 0.9486 / 0.9596 max-|cos| (seeds 0 / 1) and s16n 0.8306 / 0.8224 → 0.8372 / 0.8331, while the uncentred s2 at
-    the issue's 20M tokens lost (seed 0: 0.9984 → 0.9980, FVU 0.0093 → 0.0099); SmolLM2-135M (centred, d_in 576)
-    level at the same L0; at d = 64 a factor of 0.25 costs the centred settings a little (mean 0.867 / 0.862 →
-    0.862 / 0.860). With log θ the encoder reads x and b_dec only offsets the reconstruction: not measured, so 1.
-    docs/training.md, twenty-second and twenty-fifth passes.
+    → 0.9486 / 0.9596 max-|cos| (seeds 0 / 1) and s16n 0.8306 / 0.8224 → 0.8372 / 0.8331, while the uncentred s2
+    and s8h moved within the seeds' spread (s2 at the issue's 20M tokens: seed 0 lost 0.0004 and 6 % of FVU, seed 1
+    gained 0.0014); SmolLM2-135M (centred, d_in 576) level at the same L0; at d = 64 a factor of 0.25 costs the
+    centred settings a little (mean 0.867 / 0.862 → 0.862 / 0.860). The gains are consistent only where the run
+    centres, so only there. With log θ the encoder reads x and b_dec only offsets the reconstruction: not measured,
+    so 1. docs/training.md, twenty-second and twenty-fifth passes.
     """
     if not (apply_b_dec_to_input and centred):
         return 1.0
