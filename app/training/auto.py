@@ -175,7 +175,7 @@ def auto_b_dec_lr_factor(d_in: int, apply_b_dec_to_input: bool, centred: bool) -
     has to travel to find one. Planted data at d = 256, 4M tokens (factor 1 → 0.25): the centred s4c 0.9450 / 0.9473
     → 0.9486 / 0.9596 max-|cos| (seeds 0 / 1) and s16n 0.8306 / 0.8224 → 0.8372 / 0.8331, while the uncentred s2
     and s8h moved within the seeds' spread (s2 at the issue's 20M tokens: seed 0 lost 0.0004 and 6 % of FVU, seed 1
-    gained 0.0014); SmolLM2-135M (centred, d_in 576) level at the same L0; at d = 64 a factor of 0.25 costs the
+    gained 0.0024); SmolLM2-135M (centred, d_in 576) level at the same L0; at d = 64 a factor of 0.25 costs the
     centred settings a little (mean 0.867 / 0.862 → 0.862 / 0.860). The gains are consistent only where the run
     centres, so only there. With log θ the encoder reads x and b_dec only offsets the reconstruction: not measured,
     so 1. docs/training.md, twenty-second and twenty-fifth passes.

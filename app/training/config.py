@@ -202,7 +202,7 @@ class TrainConfig:
         self._auto_split = self.split_jaccard is None  # the same: --resume follows the resumed run's
         if self._auto_split:
             self.split_jaccard = AUTO_SPLIT_JACCARD
-        # the same; the trainer resolves an auto --b-dec-lr-factor once it knows d_in (`auto_b_dec_lr_factor`)
+        # the same; the trainer decides an auto --b-dec-lr-factor once it knows d_in and whether the run centres
         self._auto_b_dec_lr = self.b_dec_lr_factor is None
         if self.l0_reward is None:
             self.l0_reward = auto_l0_reward(self.frequency_coefficient)
