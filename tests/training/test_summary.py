@@ -12,7 +12,7 @@ from app.sae import load_sae
 from app.training.activations import save_activation_file
 from app.training.config import TrainConfig
 from app.training.metrics import DENSE_DENSITY
-from app.training.summary import SUMMARY_FILE, format_run_summary, off_target_warning
+from app.training.summary import SUMMARY_FILE, format_run_summary, l0_ratio, off_target_warning
 from benchmarks.synthetic_data import SETTINGS, PlantedDictionary
 
 
@@ -47,8 +47,8 @@ def test_dense_latents_are_those_of_the_trained_sae_not_of_the_dense_start(tmp_p
 
 def _summary(l0: float | None, target: float | None) -> dict:
     return {"out": "runs/x", "hook_name": None, "d_sae": 64, "target_l0": target, "l0_coefficient": 0.1,
-            "steps": 10, "batch_size": 8, "tokens": 80, "l0": l0, "l0_ratio": None if l0 is None or not target
-            else l0 / target, "fvu": 0.1, "dead_fraction": 0.0, "dead_window": 80, "dense_fraction": 0.0}
+            "steps": 10, "batch_size": 8, "tokens": 80, "l0": l0, "l0_ratio": l0_ratio(l0, target), "fvu": 0.1,
+            "dead_fraction": 0.0, "dead_window": 80, "dense_fraction": 0.0}
 
 
 def test_off_target_warning_only_outside_ten_percent_and_says_which_side() -> None:
