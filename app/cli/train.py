@@ -53,7 +53,7 @@ def _listed(typ: type):
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a JumpReLU SAE (from an LM + corpus, or an activation file)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from app.training.config import train_options
+    from app.training.options import train_options
 
     for option in train_options():  # default None: an unset flag keeps TrainConfig's default
         axis = option.name in _sweep_axes()
@@ -96,7 +96,7 @@ def configs_from_args(args: argparse.Namespace) -> list:
 
 def _values(args: argparse.Namespace) -> dict:
     """TrainConfig keyword values from parsed flags (sweep axes may hold lists)."""
-    from app.training.config import train_options
+    from app.training.options import train_options
 
     values = {o.name: getattr(args, o.name) for o in train_options()}
     values = {k: v for k, v in values.items() if v is not None}

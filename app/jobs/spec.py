@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.lm.hooks import HOOK_KINDS, HookKind  # noqa: F401  (HOOK_KINDS re-exported for callers of the spec)
 from app.training.auto import LONG_RUN_BATCH, default_target_l0
-from app.training.config import TrainConfig, field_help
+from app.training.config import TrainConfig
+from app.training.options import field_help
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A Hugging Face hub id: "gpt2" or "org/name"; never a path.

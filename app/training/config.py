@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, NamedTuple, get_type_hints
+from typing import Any
 
 from app.lm.hooks import HOOK_KINDS
 from app.training.auto import (
@@ -61,8 +61,8 @@ def _doc(default: Any, help: str, *, cli: bool = True) -> Any:
 class TrainConfig:
     """Everything that defines an SAE training run. Validated on construction; bad values raise ValueError.
 
-    Each field's `_doc` text is its documentation and the help of its `jumpscope train` flag (`train_options()`;
-    same name with dashes, the default appended when it is not None).
+    Each field's `_doc` text is its documentation and the help of its `jumpscope train` flag
+    (`app.training.options.train_options()`; same name with dashes, the default appended when it is not None).
     """
 
     # --- where the activations come from: an LM + corpus, or an activation file ----------------------------
@@ -377,42 +377,3 @@ class TrainConfig:
             return cls.from_json(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: cannot read training config ({e})") from None
-
-
-class TrainOption(NamedTuple):
-    """One documented TrainConfig field as a command-line option."""
-
-    name: str  # the field name
-    flag: str  # --name-with-dashes
-    type: type  # int, float, str or bool (None-able fields: the non-None type)
-    default: Any  # the field default (None: decided at run time, the help says how)
-    help: str  # the field's documentation, with the default appended when it is not None
-
-
-def _base_type(hint: Any) -> type:
-    """`int | None` → int; a plain type as is."""
-    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
-    return args[0] if args else hint
-
-
-def _shown_default(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def field_help(name: str) -> str:
-    """The documentation of TrainConfig field `name` (shared with the job form's descriptions)."""
-    return TrainConfig.__dataclass_fields__[name].metadata["help"]
-
-
-def train_options() -> list[TrainOption]:
-    """The `jumpscope train` options generated from TrainConfig's documented fields, in field order."""
-    hints = get_type_hints(TrainConfig)
-    options = []
-    for f in fields(TrainConfig):
-        if not f.metadata.get("cli"):
-            continue
-        required = "(required)" in f.metadata["help"]
-        shown = "" if f.default is None or required else f" (default {_shown_default(f.default)})"
-        options.append(TrainOption(f.name, "--" + f.name.replace("_", "-"), _base_type(hints[f.name]), f.default,
-                                   f.metadata["help"] + shown))
-    return options

@@ -126,7 +126,8 @@ def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
 
     from app.training.data import build_lm_data
     from app.training.distributed import init_distributed
-    from app.training.trainer import Trainer, adopt_resumed_auto, check_output
+    from app.training.resume import adopt_resumed_auto, check_output
+    from app.training.trainer import Trainer
 
     for c in configs:
         adopt_resumed_auto(c)

@@ -23,7 +23,6 @@ from app.fsio import atomic_write_text
 from app.sae import JumpReLUSAE
 from app.training.auto import auto_b_dec_lr_factor
 from app.training.checkpoint import (
-    latest_checkpoint,
     load_checkpoint,
     load_optimizer_tensors,
     optimizer_tensors,
@@ -39,6 +38,7 @@ from app.training.normalisation import input_stats
 from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
 from app.training.optim import SHARED_MOMENT, ThresholdAdam
 from app.training.resample import resample_splits
+from app.training.resume import adopt_resumed_auto, check_output
 from app.training.schedule import (
     GroupLRs,
     L0Controller,
@@ -55,22 +55,6 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 INPUT_MEAN = "input_mean"  # --center's μ (raw units) in a training checkpoint
-# Fields that must match between a run and its --resume (the rest, e.g. logging cadence, may change).
-_RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
-                "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
-                "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
-                "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
-                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction", "center",
-                "apply_b_dec_to_input", "b_dec_lr_factor", "split_jaccard", "split_every")
-# A key missing from an older run's config: what it meant then.
-_RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
-                  "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
-                  "aux_dead_window": 65_536, "threshold_step": "per_latent",
-                  "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1,
-                  "center": False, "apply_b_dec_to_input": False, "b_dec_lr_factor": 1.0,
-                  "split_jaccard": 0.0, "split_every": 64}
-
-
 def train(config: TrainConfig) -> Path:
     """Train an SAE as `config` says and return its folder (loadable with `app.sae.load_sae`)."""
     dist = init_distributed(config.device)
@@ -78,58 +62,6 @@ def train(config: TrainConfig) -> Path:
         return Trainer(config, dist).run()
     finally:
         dist.close()
-
-
-def adopt_resumed_auto(config: TrainConfig) -> None:
-    """On --resume, values the config chose by itself take those of the run being resumed: an auto --batch-size
-    its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
-    an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x), an auto
-    --split-jaccard its value (0 before 2026-12-06) and an auto --b-dec-lr-factor its factor (1 for runs started
-    before the auto rule). Call before anything reads them; the first call decides (a sweep's runs are adopted
-    before their Trainers are built)."""
-    auto_batch, auto_reference = getattr(config, "_auto_batch", False), getattr(config, "_auto_b_dec", False)
-    auto_split, auto_b_dec_lr = getattr(config, "_auto_split", False), getattr(config, "_auto_b_dec_lr", False)
-    if not (config.resume and (auto_batch or auto_reference or auto_split or auto_b_dec_lr)):
-        return
-    config._auto_batch = config._auto_b_dec = config._auto_split = config._auto_b_dec_lr = False
-    ckpt = latest_checkpoint(Path(config.out))
-    if ckpt is None:
-        return  # check_output says so
-    try:
-        saved = json.loads((ckpt / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return
-    if auto_batch and isinstance(was := saved.get("batch_size"), int) and was > 0:
-        config.batch_size = was
-    if auto_reference:
-        config.apply_b_dec_to_input = saved.get("apply_b_dec_to_input", _RESUME_LEGACY["apply_b_dec_to_input"]) is True
-    if auto_split and isinstance(was := saved.get("split_jaccard", _RESUME_LEGACY["split_jaccard"]), (int, float)):
-        config.split_jaccard = float(was)
-    if auto_b_dec_lr and isinstance(was := saved.get("b_dec_lr_factor", _RESUME_LEGACY["b_dec_lr_factor"]),
-                                    (int, float)):
-        config.b_dec_lr_factor = float(was)
-
-
-def check_output(config: TrainConfig) -> Path | None:
-    """Validate --out/--resume before any work; returns the checkpoint to resume from (or None)."""
-    out = Path(config.out)
-    if config.resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out}/checkpoints to resume from")
-        saved = json.loads((ckpt / CONFIG_FILE).read_text())
-        for key in _RESUME_KEYS:
-            if key == "holdout_every" and config.corpus is None:
-                continue  # the document split only concerns corpus runs
-            if key == "b_dec_lr_factor" and config.b_dec_lr_factor is None:
-                continue  # auto, not yet adopted: adopt_resumed_auto follows the run's
-            was = saved.get(key, _RESUME_LEGACY.get(key))
-            if was != getattr(config, key):
-                raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used {was!r}")
-        return ckpt
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"--out {out} already exists; pick a new folder or pass --resume")
-    return None
 
 
 class Trainer:

@@ -14,7 +14,8 @@ import torch
 from app.training.activations import save_activation_file
 from app.training.checkpoint import list_checkpoints, load_checkpoint
 from app.training.config import CONFIG_FILE, TrainConfig
-from app.training.trainer import check_output, train
+from app.training.resume import check_output
+from app.training.trainer import train
 
 OTHERS = ("sae.W_enc", "sae.W_dec", "sae.b_enc")
 

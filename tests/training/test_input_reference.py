@@ -16,7 +16,8 @@ from app.training.checkpoint import list_checkpoints, load_checkpoint
 from app.training.config import TrainConfig
 from app.training.distributed import DistContext
 from app.training.metrics import LatentStats
-from app.training.trainer import INPUT_MEAN, Trainer, check_output, train
+from app.training.resume import check_output
+from app.training.trainer import INPUT_MEAN, Trainer, train
 
 # An offset 1-4× the spread, left in the inputs (--center false), so b_dec has a long way to travel.
 OFFSET = torch.tensor([2.0, -3.5, 0.25, 1.25, -0.75, 4.0, 0.5, -1.75])

@@ -16,7 +16,8 @@ from app.training.checkpoint import list_checkpoints, load_checkpoint
 from app.training.config import TrainConfig
 from app.training.distributed import DistContext
 from app.training.normalisation import CENTER_ABOVE, MEAN_DOMINATES, input_stats, mean_energy_fraction
-from app.training.trainer import INPUT_MEAN, check_output, train
+from app.training.resume import check_output
+from app.training.trainer import INPUT_MEAN, train
 
 # A mean 10-40× the spread of every dimension, as in Gemma 3 270M's layer 9 (93 % of E‖x‖² in the mean).
 MEAN = torch.tensor([20.0, -35.5, 3.25, 12.0, -8.75, 40.0, 0.5, -17.0])

@@ -34,7 +34,8 @@ from app.training.resample import (
     split_pairs,
     weaker_latents,
 )
-from app.training.trainer import check_output, train
+from app.training.resume import check_output
+from app.training.trainer import train
 
 
 def _codes(seed: int = 0, tokens: int = 300, d_sae: int = 12) -> torch.Tensor:

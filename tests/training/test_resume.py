@@ -62,7 +62,7 @@ def test_final_folder_loads_with_normalisation_folded(tmp_path) -> None:
 
 def test_resume_of_a_run_from_before_the_document_split(tmp_path) -> None:
     """A checkpoint whose config has no holdout_every (older runs used every document) resumes as such."""
-    from app.training.trainer import check_output
+    from app.training.resume import check_output
 
     data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8))
     out = train(_cfg(data, tmp_path / "o", stop_at_step=3))
@@ -126,7 +126,7 @@ def test_resume_on_the_sparse_path_takes_it_again(tmp_path) -> None:
 def test_resume_of_a_run_from_before_a_recipe_key(tmp_path, key: str, old, new, extra: dict) -> None:
     """A checkpoint whose config lacks a recipe key that came later ran the old recipe: it resumes only as such
     (the error names the key), and then as the same run straight through."""
-    from app.training.trainer import check_output
+    from app.training.resume import check_output
 
     data = save_activation_file(tmp_path / "acts.safetensors", torch.randn(500, 8))
     out = train(_cfg(data, tmp_path / "o", stop_at_step=3, **{key: old}, **extra))

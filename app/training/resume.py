@@ -1,0 +1,81 @@
+"""--resume: which settings must match the run being resumed, and which auto settings take that run's values.
+
+`check_output` validates --out/--resume before any work; `adopt_resumed_auto` makes the auto fields (decided at run
+time, app/training/auto.py) follow the resumed run so its schedule, data stream and optimiser groups stay as they were.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.training.checkpoint import latest_checkpoint
+from app.training.config import CONFIG_FILE, TrainConfig
+
+# Fields that must match between a run and its --resume (the rest, e.g. logging cadence, may change).
+RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations", "d_sae", "tokens",
+                "batch_size", "l0_coefficient", "target_l0", "seed", "lr", "threshold_lr", "buffer_tokens",
+                "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
+                "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
+                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction", "center",
+                "apply_b_dec_to_input", "b_dec_lr_factor", "split_jaccard", "split_every")
+# A key missing from an older run's config: what it meant then.
+RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
+                  "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
+                  "aux_dead_window": 65_536, "threshold_step": "per_latent",
+                  "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1,
+                  "center": False, "apply_b_dec_to_input": False, "b_dec_lr_factor": 1.0,
+                  "split_jaccard": 0.0, "split_every": 64}
+
+
+
+def adopt_resumed_auto(config: TrainConfig) -> None:
+    """On --resume, values the config chose by itself take those of the run being resumed: an auto --batch-size
+    its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
+    an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x), an auto
+    --split-jaccard its value (0 before 2026-12-06) and an auto --b-dec-lr-factor its factor (1 for runs started
+    before the auto rule). Call before anything reads them; the first call decides (a sweep's runs are adopted
+    before their Trainers are built)."""
+    auto_batch, auto_reference = getattr(config, "_auto_batch", False), getattr(config, "_auto_b_dec", False)
+    auto_split, auto_b_dec_lr = getattr(config, "_auto_split", False), getattr(config, "_auto_b_dec_lr", False)
+    if not (config.resume and (auto_batch or auto_reference or auto_split or auto_b_dec_lr)):
+        return
+    config._auto_batch = config._auto_b_dec = config._auto_split = config._auto_b_dec_lr = False
+    ckpt = latest_checkpoint(Path(config.out))
+    if ckpt is None:
+        return  # check_output says so
+    try:
+        saved = json.loads((ckpt / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if auto_batch and isinstance(was := saved.get("batch_size"), int) and was > 0:
+        config.batch_size = was
+    if auto_reference:
+        config.apply_b_dec_to_input = saved.get("apply_b_dec_to_input", RESUME_LEGACY["apply_b_dec_to_input"]) is True
+    if auto_split and isinstance(was := saved.get("split_jaccard", RESUME_LEGACY["split_jaccard"]), (int, float)):
+        config.split_jaccard = float(was)
+    if auto_b_dec_lr and isinstance(was := saved.get("b_dec_lr_factor", RESUME_LEGACY["b_dec_lr_factor"]),
+                                    (int, float)):
+        config.b_dec_lr_factor = float(was)
+
+
+def check_output(config: TrainConfig) -> Path | None:
+    """Validate --out/--resume before any work; returns the checkpoint to resume from (or None)."""
+    out = Path(config.out)
+    if config.resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out}/checkpoints to resume from")
+        saved = json.loads((ckpt / CONFIG_FILE).read_text())
+        for key in RESUME_KEYS:
+            if key == "holdout_every" and config.corpus is None:
+                continue  # the document split only concerns corpus runs
+            if key == "b_dec_lr_factor" and config.b_dec_lr_factor is None:
+                continue  # auto, not yet adopted: adopt_resumed_auto follows the run's
+            was = saved.get(key, RESUME_LEGACY.get(key))
+            if was != getattr(config, key):
+                raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used {was!r}")
+        return ckpt
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out} already exists; pick a new folder or pass --resume")
+    return None
