@@ -51,6 +51,23 @@ def live_server(app) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@contextmanager
+def watched_page(browser, height: int) -> Iterator:
+    """A page 1280 px wide in a fresh context; its `console_errors` collect console errors and uncaught exceptions
+    (tests assert it stays empty). Creates ARTIFACTS for screenshots; closes the context afterwards."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1280, "height": height})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.console_errors = errors
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
 def launch_chromium(playwright):
     """Debian's chromium through playwright, with the flags this machine needs."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)

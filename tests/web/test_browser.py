@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.web.browser_support import ARTIFACTS, MARKS, live_server, wait_until
+from tests.web.browser_support import ARTIFACTS, MARKS, live_server, wait_until, watched_page
 
 pytestmark = MARKS
 
@@ -31,15 +31,8 @@ def server(services, tmp_path_factory):
 
 @pytest.fixture
 def page(browser):
-    ARTIFACTS.mkdir(exist_ok=True)
-    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.console_errors = errors
-    yield pg
-    ctx.close()
+    with watched_page(browser, 860) as pg:
+        yield pg
 
 
 def test_type_a_prompt_and_see_latents(page, server):

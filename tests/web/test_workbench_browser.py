@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web.browser_support import ARTIFACTS, MARKS, live_server, wait_until
+from tests.web.browser_support import ARTIFACTS, MARKS, live_server, wait_until, watched_page
 
 pytestmark = MARKS
 
@@ -21,15 +21,8 @@ def server(services, tmp_path_factory):
 
 @pytest.fixture
 def page(browser):
-    ARTIFACTS.mkdir(exist_ok=True)
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.console_errors = errors
-    yield pg
-    ctx.close()
+    with watched_page(browser, 900) as pg:
+        yield pg
 
 
 def test_theta_slider_updates_the_whatif(page, server):
