@@ -52,6 +52,15 @@ def test_the_truth_decoder_run_keeps_the_planted_directions_while_the_encoder_tr
     assert _best_cos(truth.dirs, w_enc).min() < 1 - 1e-4  # the encoder did train
 
 
+def test_the_truth_decoder_run_keeps_the_planted_directions_through_split_checks(planted) -> None:
+    truth, x = planted
+    # a split check every step with a low Jaccard bar re-initialises latents of a free run; the held run has none
+    kw = {"split_every": "1", "split_jaccard": "0.05"}
+    held = train_jumpscope(x, truth.dirs.shape[0], 3.0, 8192, 256, seed=0, overrides=kw, start=truth.dirs, hold=True)
+    w_held = held.W_dec.detach()
+    assert torch.allclose(w_held / w_held.norm(dim=1, keepdim=True), truth.dirs, atol=1e-5)
+
+
 def test_the_ceiling_run_refuses_directions_of_the_wrong_shape(planted) -> None:
     truth, x = planted
     with pytest.raises(ValueError, match="start directions"):
