@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 INPUT_MEAN = "input_mean"  # --center's μ (raw units) in a training checkpoint
+
+
 def train(config: TrainConfig) -> Path:
     """Train an SAE as `config` says and return its folder (loadable with `app.sae.load_sae`)."""
     dist = init_distributed(config.device)
