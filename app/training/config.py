@@ -126,9 +126,11 @@ class TrainConfig:
                                                      "default 1/d_in)")
     quadratic_side: str = _doc("over", "quadratic: over (penalise only tokens whose L0 is above the target) | "
                                        "both (every token's distance to it, Gemma Scope 2 as published)")
-    l0_correction: float = _doc(0.002, "quadratic: rate of the integral correction that moves the penalty's target "
-                                       "so the batch L0 settles on --target-l0 (after the L0 warm-up; 0 = off, "
-                                       "Gemma Scope 2 as published)")
+    l0_correction: float | None = _doc(None, "quadratic: rate of the integral correction that moves the penalty's "
+                                             "target so the batch L0 settles on --target-l0 (after the L0 warm-up; "
+                                             "0 = off, Gemma Scope 2 as published; default auto: 0.002 up to d_in "
+                                             "64, 0.01 from 256, linear between; docs/training.md, twenty-seventh "
+                                             "pass)")
     frequency_coefficient: float = _doc(0.0, "quadratic: weight λ_f of the firing-frequency penalty")
     l0_reward: float | None = _doc(None, "quadratic: rate of the L0 reward that lifts an L0 pushed under --target-l0 "
                                          "(after the L0 warm-up; default auto: 0.05 with --frequency-coefficient "
@@ -204,6 +206,7 @@ class TrainConfig:
             self.split_jaccard = AUTO_SPLIT_JACCARD
         # the same; the trainer decides an auto --b-dec-lr-factor once it knows d_in and whether the run centres
         self._auto_b_dec_lr = self.b_dec_lr_factor is None
+        self._auto_l0_correction = self.l0_correction is None  # the same, by d_in
         if self.l0_reward is None:
             self.l0_reward = auto_l0_reward(self.frequency_coefficient)
         self._check_source()
@@ -293,7 +296,7 @@ class TrainConfig:
             (self.quadratic_coefficient is None
              or (math.isfinite(self.quadratic_coefficient) and self.quadratic_coefficient > 0),
              f"--quadratic-coefficient must be > 0, got {self.quadratic_coefficient}"),
-            (math.isfinite(self.l0_correction) and 0 <= self.l0_correction <= 1,
+            (self.l0_correction is None or (math.isfinite(self.l0_correction) and 0 <= self.l0_correction <= 1),
              f"--l0-correction must be in [0, 1], got {self.l0_correction}"),
             (math.isfinite(self.l0_reward) and 0 <= self.l0_reward <= 1,
              f"--l0-reward must be in [0, 1], got {self.l0_reward}"),

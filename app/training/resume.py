@@ -25,7 +25,7 @@ RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "lo
                  "aux_dead_window": 65_536, "threshold_step": "per_latent",
                  "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1,
                  "center": False, "apply_b_dec_to_input": False, "b_dec_lr_factor": 1.0,
-                 "split_jaccard": 0.0, "split_every": 64}
+                 "split_jaccard": 0.0, "split_every": 64, "l0_correction": 0.0}
 
 
 def adopt_resumed_auto(config: TrainConfig) -> None:
@@ -33,13 +33,16 @@ def adopt_resumed_auto(config: TrainConfig) -> None:
     its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
     an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x), an auto
     --split-jaccard its value (0 before 2026-12-06) and an auto --b-dec-lr-factor its factor (1 for runs started
-    before the auto rule). Call before anything reads them; the first call decides (a sweep's runs are adopted
+    before the auto rule) and an auto --l0-correction its rate (0.002 for runs started before the auto rule, 0
+    before the correction). Call before anything reads them; the first call decides (a sweep's runs are adopted
     before their Trainers are built)."""
     auto_batch, auto_reference = getattr(config, "_auto_batch", False), getattr(config, "_auto_b_dec", False)
     auto_split, auto_b_dec_lr = getattr(config, "_auto_split", False), getattr(config, "_auto_b_dec_lr", False)
-    if not (config.resume and (auto_batch or auto_reference or auto_split or auto_b_dec_lr)):
+    auto_correction = getattr(config, "_auto_l0_correction", False)
+    if not (config.resume and (auto_batch or auto_reference or auto_split or auto_b_dec_lr or auto_correction)):
         return
     config._auto_batch = config._auto_b_dec = config._auto_split = config._auto_b_dec_lr = False
+    config._auto_l0_correction = False
     ckpt = latest_checkpoint(Path(config.out))
     if ckpt is None:
         return  # check_output says so
@@ -56,6 +59,8 @@ def adopt_resumed_auto(config: TrainConfig) -> None:
     if auto_b_dec_lr and isinstance(was := saved.get("b_dec_lr_factor", RESUME_LEGACY["b_dec_lr_factor"]),
                                     (int, float)):
         config.b_dec_lr_factor = float(was)
+    if auto_correction and isinstance(was := saved.get("l0_correction", RESUME_LEGACY["l0_correction"]), (int, float)):
+        config.l0_correction = float(was)
 
 
 def check_output(config: TrainConfig) -> Path | None:

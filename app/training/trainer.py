@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from app.fsio import atomic_write_text
 from app.sae import JumpReLUSAE
-from app.training.auto import auto_b_dec_lr_factor
+from app.training.auto import auto_b_dec_lr_factor, auto_l0_correction
 from app.training.checkpoint import (
     load_checkpoint,
     load_optimizer_tensors,
@@ -156,6 +156,8 @@ class Trainer:
         quadratic = c.objective == "quadratic"  # steers L0 through its own penalty: no controller
         controller = L0Controller(c.target_l0, sched.l0_warmup, c.controller_rate) if c.target_l0 and not quadratic \
             else None
+        if c.l0_correction is None:  # auto: a resume took the run's rate (adopt_resumed_auto), a new run decides
+            c.l0_correction = auto_l0_correction(plan.d_in)
         correction = TargetCorrection(c.target_l0, sched.l0_warmup, c.l0_correction, c.quadratic_side,
                                       c.l0_reward) if quadratic and (c.l0_correction > 0 or c.l0_reward) else None
         def objective_for(target: float | None, reward: float = 0.0):

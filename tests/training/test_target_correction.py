@@ -12,6 +12,8 @@ import torch
 
 from app.sae import load_sae
 from app.training.activations import save_activation_file
+from app.training.auto import auto_l0_correction
+from app.training.checkpoint import list_checkpoints
 from app.training.config import TrainConfig
 from app.training.schedule import TargetCorrection
 from app.training.trainer import train
@@ -200,3 +202,56 @@ def test_auto_l0_reward_and_its_validation() -> None:
     for bad in (-0.1, 2.0, float("nan")):
         with pytest.raises(ValueError, match="--l0-reward must be in"):
             TrainConfig(**base, l0_reward=bad)
+
+
+def _short_run(data, out, **kw) -> tuple[dict, list[dict]]:
+    """A 40-step quadratic run on `data`: its final weights (none when paused) and its metrics rows."""
+    base = dict(activations=str(data), d_sae=16, target_l0=3.0, tokens=64 * 40, batch_size=64, buffer_tokens=1000,
+                checkpoint_every=4, log_every=1, out=str(out), progress=False, seed=2, lr_warmup_steps=4)
+    train(TrainConfig(**(base | kw)))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return ({} if kw.get("stop_at_step") else dict(load_sae(out).state_dict())), rows
+
+
+@pytest.mark.parametrize(("d_in", "rate"), [(8, 0.002), (64, 0.002), (160, 0.006), (512, 0.01)])
+def test_the_auto_rate_is_the_named_rate_for_the_run(tmp_path, d_in, rate) -> None:
+    """Auto trains bit for bit as the rate named: 0.002 up to d_in 64, 0.01 from 256, linear between (written out
+    here per width),
+    and names it in train_config.json. Where the correction acts, a run at 0.002 moves T_pen differently."""
+    x = torch.randn(700, d_in, generator=torch.Generator().manual_seed(d_in))
+    data = save_activation_file(tmp_path / "x.safetensors", x)
+    auto, rows = _short_run(data, tmp_path / "auto")
+    assert json.loads((tmp_path / "auto" / "train_config.json").read_text())["l0_correction"] == rate
+    named, named_rows = _short_run(data, tmp_path / "named", l0_correction=rate)
+    assert all(torch.equal(auto[k], named[k]) for k in auto)
+    assert [r["penalty_target"] for r in rows] == [r["penalty_target"] for r in named_rows]
+    if rate != 0.002:
+        _, slow = _short_run(data, tmp_path / "slow", l0_correction=0.002)
+        moved = [r["penalty_target"] for r in rows if r["penalty_target"] != 3.0]
+        assert moved and [r["penalty_target"] for r in slow] != [r["penalty_target"] for r in rows]
+
+
+def test_the_auto_rate_is_flat_outside_the_widths_measured() -> None:
+    """0.002 up to d_in 64, 0.01 from d_in 256 (the widths measured; docs/training.md, twenty-seventh pass), a
+    straight line between."""
+    assert [auto_l0_correction(d) for d in (1, 32, 64, 112, 208, 256, 576, 2304, 10**6)] == pytest.approx(
+        [0.002, 0.002, 0.002, 0.004, 0.008, 0.01, 0.01, 0.01, 0.01], rel=1e-12)
+
+
+@pytest.mark.parametrize(("saved", "rate"), [(None, 0.0), (0.002, 0.002)])
+def test_a_run_resumes_with_its_rate(tmp_path, saved, rate) -> None:
+    """A run from before the auto rule, resumed with the auto default at d_in 512 (which alone would give 0.01),
+    keeps its rate bit for bit: 0.002 as its config names it, 0 when the config has no l0_correction (written before
+    the correction existed)."""
+    x = torch.randn(700, 512, generator=torch.Generator().manual_seed(5))
+    data = save_activation_file(tmp_path / "x.safetensors", x)
+    straight, _ = _short_run(data, tmp_path / "straight", l0_correction=rate)
+    _short_run(data, tmp_path / "paused", l0_correction=rate, stop_at_step=13)
+    for ckpt in list_checkpoints(tmp_path / "paused"):  # as an older release wrote it
+        config = json.loads((ckpt / "train_config.json").read_text())
+        if saved is None:
+            del config["l0_correction"]
+        (ckpt / "train_config.json").write_text(json.dumps(config))
+    resumed, _ = _short_run(data, tmp_path / "paused", resume=True)
+    assert json.loads((tmp_path / "paused" / "train_config.json").read_text())["l0_correction"] == rate
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
