@@ -14,7 +14,7 @@ from app.sae import load_sae
 from app.training.activations import save_activation_file
 from app.training.auto import auto_l0_correction
 from app.training.checkpoint import list_checkpoints
-from app.training.config import TrainConfig
+from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.schedule import TargetCorrection
 from app.training.trainer import train
 from benchmarks.synthetic_data import SETTINGS, PlantedDictionary
@@ -216,12 +216,12 @@ def _short_run(data, out, **kw) -> tuple[dict, list[dict]]:
 @pytest.mark.parametrize(("d_in", "rate"), [(8, 0.002), (64, 0.002), (160, 0.006), (512, 0.01)])
 def test_the_auto_rate_is_the_named_rate_for_the_run(tmp_path, d_in, rate) -> None:
     """Auto trains bit for bit as the rate named: 0.002 up to d_in 64, 0.01 from 256, linear between (written out
-    here per width),
-    and names it in train_config.json. Where the correction acts, a run at 0.002 moves T_pen differently."""
+    here per width), and names it in train_config.json. Where the correction acts, a run at 0.002 moves T_pen
+    differently."""
     x = torch.randn(700, d_in, generator=torch.Generator().manual_seed(d_in))
     data = save_activation_file(tmp_path / "x.safetensors", x)
     auto, rows = _short_run(data, tmp_path / "auto")
-    assert json.loads((tmp_path / "auto" / "train_config.json").read_text())["l0_correction"] == rate
+    assert json.loads((tmp_path / "auto" / CONFIG_FILE).read_text())["l0_correction"] == rate
     named, named_rows = _short_run(data, tmp_path / "named", l0_correction=rate)
     assert all(torch.equal(auto[k], named[k]) for k in auto)
     assert [r["penalty_target"] for r in rows] == [r["penalty_target"] for r in named_rows]
@@ -248,10 +248,12 @@ def test_a_run_resumes_with_its_rate(tmp_path, saved, rate) -> None:
     straight, _ = _short_run(data, tmp_path / "straight", l0_correction=rate)
     _short_run(data, tmp_path / "paused", l0_correction=rate, stop_at_step=13)
     for ckpt in list_checkpoints(tmp_path / "paused"):  # as an older release wrote it
-        config = json.loads((ckpt / "train_config.json").read_text())
+        config = json.loads((ckpt / CONFIG_FILE).read_text())
         if saved is None:
             del config["l0_correction"]
-        (ckpt / "train_config.json").write_text(json.dumps(config))
+        (ckpt / CONFIG_FILE).write_text(json.dumps(config))
     resumed, _ = _short_run(data, tmp_path / "paused", resume=True)
-    assert json.loads((tmp_path / "paused" / "train_config.json").read_text())["l0_correction"] == rate
+    assert json.loads((tmp_path / "paused" / CONFIG_FILE).read_text())["l0_correction"] == rate
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    auto, _ = _short_run(data, tmp_path / "auto")  # the rate the rule alone gives here trains another run
+    assert not all(torch.equal(straight[k], auto[k]) for k in straight)
