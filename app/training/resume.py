@@ -28,21 +28,25 @@ RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "lo
                  "split_jaccard": 0.0, "split_every": 64, "l0_correction": 0.0}
 
 
+# An auto field → the flag TrainConfig sets when the field was left to decide by itself (app/training/config.py).
+AUTO_FLAGS = {"batch_size": "_auto_batch", "apply_b_dec_to_input": "_auto_b_dec", "split_jaccard": "_auto_split",
+              "b_dec_lr_factor": "_auto_b_dec_lr", "l0_correction": "_auto_l0_correction"}
+AUTO_NUMBERS = ("split_jaccard", "b_dec_lr_factor", "l0_correction")  # adopted as the resumed run's float
+
+
 def adopt_resumed_auto(config: TrainConfig) -> None:
     """On --resume, values the config chose by itself take those of the run being resumed: an auto --batch-size
     its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
     an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x), an auto
     --split-jaccard its value (0 before 2026-12-06) and an auto --b-dec-lr-factor its factor (1 for runs started
     before the auto rule) and an auto --l0-correction its rate (0.002 for runs started before the auto rule, 0
-    before the correction). Call before anything reads them; the first call decides (a sweep's runs are adopted
-    before their Trainers are built)."""
-    auto_batch, auto_reference = getattr(config, "_auto_batch", False), getattr(config, "_auto_b_dec", False)
-    auto_split, auto_b_dec_lr = getattr(config, "_auto_split", False), getattr(config, "_auto_b_dec_lr", False)
-    auto_correction = getattr(config, "_auto_l0_correction", False)
-    if not (config.resume and (auto_batch or auto_reference or auto_split or auto_b_dec_lr or auto_correction)):
+    before the correction; RESUME_LEGACY names what a missing key meant). Call before anything reads them; the
+    first call decides (a sweep's runs are adopted before their Trainers are built)."""
+    auto = {key for key, flag in AUTO_FLAGS.items() if getattr(config, flag, False)}
+    if not (config.resume and auto):
         return
-    config._auto_batch = config._auto_b_dec = config._auto_split = config._auto_b_dec_lr = False
-    config._auto_l0_correction = False
+    for flag in AUTO_FLAGS.values():
+        setattr(config, flag, False)
     ckpt = latest_checkpoint(Path(config.out))
     if ckpt is None:
         return  # check_output says so
@@ -50,17 +54,13 @@ def adopt_resumed_auto(config: TrainConfig) -> None:
         saved = json.loads((ckpt / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return
-    if auto_batch and isinstance(was := saved.get("batch_size"), int) and was > 0:
+    if "batch_size" in auto and isinstance(was := saved.get("batch_size"), int) and was > 0:
         config.batch_size = was
-    if auto_reference:
+    if "apply_b_dec_to_input" in auto:
         config.apply_b_dec_to_input = saved.get("apply_b_dec_to_input", RESUME_LEGACY["apply_b_dec_to_input"]) is True
-    if auto_split and isinstance(was := saved.get("split_jaccard", RESUME_LEGACY["split_jaccard"]), (int, float)):
-        config.split_jaccard = float(was)
-    if auto_b_dec_lr and isinstance(was := saved.get("b_dec_lr_factor", RESUME_LEGACY["b_dec_lr_factor"]),
-                                    (int, float)):
-        config.b_dec_lr_factor = float(was)
-    if auto_correction and isinstance(was := saved.get("l0_correction", RESUME_LEGACY["l0_correction"]), (int, float)):
-        config.l0_correction = float(was)
+    for key in AUTO_NUMBERS:
+        if key in auto and isinstance(was := saved.get(key, RESUME_LEGACY[key]), (int, float)):
+            setattr(config, key, float(was))
 
 
 def check_output(config: TrainConfig) -> Path | None:
