@@ -153,6 +153,9 @@ class TrainConfig:
                                              "0 = off, the recipe before 2026-12-06; app/training/resample.py, "
                                              "docs/training.md twenty-third pass)")
     split_every: int = _doc(64, "split latents: steps between two checks for pairs (--split-jaccard)")
+    collapse_share: float = _doc(0.0, "collapsed latents: at each --split-every check, a latent whose encoder column "
+                                      "is shorter than this share of the median column is re-initialised at a "
+                                      "poorly reconstructed token (0 = off; app/training/resample.py)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
@@ -262,6 +265,8 @@ class TrainConfig:
             (math.isfinite(self.split_jaccard) and 0 <= self.split_jaccard <= 1,
              f"--split-jaccard must be in [0, 1], got {self.split_jaccard}"),
             (self.split_every >= 1, f"--split-every must be >= 1, got {self.split_every}"),
+            (math.isfinite(self.collapse_share) and 0 <= self.collapse_share < 1,
+             f"--collapse-share must be in [0, 1), got {self.collapse_share}"),
             (self.b_dec_lr_factor is None
              or (math.isfinite(self.b_dec_lr_factor) and 0 <= self.b_dec_lr_factor <= 100),
              f"--b-dec-lr-factor must be in [0, 100], got {self.b_dec_lr_factor}"),

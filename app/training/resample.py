@@ -1,4 +1,4 @@
-"""Split latents: two latents that fire on the same tokens, and the re-initialisation of one of them.
+"""Split latents (two latents that fire on the same tokens) and collapsed latents, and their re-initialisation.
 
 With d_sae close to the number of directions in the data, a direction can end up shared by two latents that
 fire on the same tokens (each its decoder row mostly along that direction, plus a part of some rarer direction),
@@ -14,12 +14,20 @@ resampling does for dead latents: a token t drawn with probability ∝ ‖x_t �
 along the residual e_t = x_t − x̂_t (its norm kept), its encoder column along e_t at the mean norm of the others,
 b_enc 0, and θ at half its new pre-activation on t, so that it fires there and training decides the rest. Its Adam
 moments restart.
+
+Collapsed latents (--collapse-share S, off by default): on planted s16n most latents that hold no planted direction
+have a gain g_i = ‖W_enc,i‖·‖W_dec,i‖ about a sixth of the others' (tiny codes, θ kept low by the dead-latent θ
+reset), so they fire now and then, are never dead for AuxK and learn nothing (docs/training.md, twenty-eighth
+pass). Only the product is a property of the latent: scaling its encoder column (b_enc and θ) by c and its decoder
+row by 1/c computes the same x̂. A latent with g_i < S · median(g) is re-initialised as a split latent is, but its
+decoder row takes the others' mean norm, since the short row is what collapsed.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -108,18 +116,43 @@ def draw_tokens(errors: torch.Tensor, n: int, generator: torch.Generator) -> tor
 
 
 @torch.no_grad()
+def collapsed_latents(sae: JumpReLUSAE, share: float) -> torch.Tensor:
+    """The latents whose encoder column is shorter than `share` × the median column (module docstring)."""
+    norms = sae.W_enc.float().norm(dim=0) * sae.W_dec.float().norm(dim=1)
+    return (norms < share * norms.median()).nonzero().squeeze(1)
+
+
+@torch.no_grad()
 def resample_splits(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, x_hat: torch.Tensor,
                     latents: torch.Tensor, jaccard: float, seed: int, dist: DistContext) -> int:
     """Find the split pairs of the batch (`latents` [tokens, d_sae], the training step's) and re-initialise the
     weaker latent of each at a token drawn from ‖x − x̂‖² with a generator seeded by `seed`; returns how many.
     Rank 0 decides and every rank applies the same change (so the replicas stay identical)."""
+    return _resample(sae, opt, x, x_hat, lambda: weaker_latents(split_pairs(latents, jaccard), latents, sae),
+                     seed, dist, "split", keep_decoder_norm=True)
+
+
+@torch.no_grad()
+def resample_collapsed(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, x_hat: torch.Tensor,
+                       share: float, seed: int, dist: DistContext) -> int:
+    """Re-initialise the collapsed latents (`collapsed_latents`) at tokens drawn from ‖x − x̂‖², as
+    `resample_splits` does its weaker latents; returns how many."""
+    return _resample(sae, opt, x, x_hat, lambda: collapsed_latents(sae, share), seed, dist, "collapsed",
+                     keep_decoder_norm=False)
+
+
+def _resample(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, x_hat: torch.Tensor,
+              choose: Callable[[], torch.Tensor], seed: int, dist: DistContext, kind: str,
+              keep_decoder_norm: bool) -> int:
+    """Re-initialise the latents `choose()` names on rank 0 (at most one per token with an error) at tokens drawn
+    from ‖x − x̂‖² (`reinitialise_`); every rank applies rank 0's plan."""
     d_in = x.shape[-1]
     x = x.reshape(-1, d_in).float()
     errors = x - x_hat.reshape(-1, d_in).float()
     weak = torch.zeros(0, dtype=torch.long, device=x.device)
     residuals = tokens = x.new_zeros(0, d_in)
     if dist.is_main:
-        weak = weaker_latents(split_pairs(latents, jaccard), latents, sae)
+        weak = choose().to(x.device)
         weak = weak[:int((errors.pow(2).sum(1) > 0).sum())]  # at most one latent per token with an error
         if weak.numel():
             rows = draw_tokens(errors, weak.numel(), torch.Generator().manual_seed(seed))
@@ -131,18 +164,19 @@ def resample_splits(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tenso
         plan = dist.all_reduce_sum(plan)
         weak = plan[:, 0].nonzero().squeeze(1)
         residuals, tokens = plan[weak, 1:1 + d_in], plan[weak, 1 + d_in:]
-    reinitialise_(sae, opt, weak, residuals, tokens)
+    reinitialise_(sae, opt, weak, residuals, tokens, keep_decoder_norm)
     if weak.numel():
-        log.info("re-initialised %d split latents", weak.numel())
+        log.info("re-initialised %d %s latents", weak.numel(), kind)
     return int(weak.numel())
 
 
 @torch.no_grad()
 def reinitialise_(sae: JumpReLUSAE, opt: torch.optim.Optimizer, latents: torch.Tensor, residuals: torch.Tensor,
-                  tokens: torch.Tensor) -> None:
+                  tokens: torch.Tensor, keep_decoder_norm: bool = True) -> None:
     """Move each of `latents` onto its row of `residuals` (raw units) as the module docstring says; `tokens`
-    [n, d_in] (raw) are the inputs the residuals were drawn at, which set θ. Adam's state for those entries
-    restarts (first moments 0, per-element second moments at their tensor's mean)."""
+    [n, d_in] (raw) are the inputs the residuals were drawn at, which set θ. The decoder rows keep their norms, or
+    (`keep_decoder_norm` false: a collapsed latent's row is short) take the others' mean. Adam's state for those
+    entries restarts (first moments 0, per-element second moments at their tensor's mean)."""
     if latents.numel() == 0:
         return
     latents = latents.to(sae.device)
@@ -150,8 +184,11 @@ def reinitialise_(sae: JumpReLUSAE, opt: torch.optim.Optimizer, latents: torch.T
     unit = unit / unit.norm(dim=1, keepdim=True).clamp_min(1e-12)
     others = torch.ones(sae.d_sae, dtype=torch.bool, device=sae.device)
     others[latents] = False
-    enc_norm = sae.W_enc[:, others].norm(dim=0).mean() if bool(others.any()) else sae.W_enc.norm(dim=0).mean()
-    sae.W_dec[latents] = unit * sae.W_dec[latents].norm(dim=1, keepdim=True)
+    some = bool(others.any())  # else (every latent moves) the means are over all of them
+    enc_norm = (sae.W_enc[:, others] if some else sae.W_enc).norm(dim=0).mean()
+    dec_norm = (sae.W_dec[latents].norm(dim=1, keepdim=True) if keep_decoder_norm
+                else (sae.W_dec[others] if some else sae.W_dec).norm(dim=1).mean())
+    sae.W_dec[latents] = unit * dec_norm
     sae.W_enc[:, latents] = unit.t() * enc_norm
     sae.b_enc[latents] = 0.0
     pre = sae.pre_acts(tokens.to(sae.device), latents).diagonal()  # b_enc is 0 now: latent k on its token k

@@ -37,7 +37,7 @@ from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fv
 from app.training.normalisation import input_stats
 from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
 from app.training.optim import SHARED_MOMENT, ThresholdAdam
-from app.training.resample import resample_splits
+from app.training.resample import resample_collapsed, resample_splits
 from app.training.resume import adopt_resumed_auto, check_output
 from app.training.schedule import (
     GroupLRs,
@@ -223,6 +223,9 @@ class Trainer:
             if c.split_jaccard > 0 and splits_now:  # app/training/resample.py
                 interval.split += resample_splits(sae, opt, x, out.x_hat.detach(), out.latents.detach(),
                                                   c.split_jaccard, c.seed * 1_000_003 + step, dist)
+            if c.collapse_share > 0 and splits_now:  # the same cadence, after the splits
+                interval.collapsed += resample_collapsed(sae, opt, x, out.x_hat.detach(), c.collapse_share,
+                                                     c.seed * 1_000_003 + step + 500_009, dist)
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size
             l0_batch = float(counts.sum()) / n_global
@@ -346,7 +349,7 @@ class _Interval:
         self.reset()
 
     def reset(self) -> None:
-        self.n, self.loss, self.mse, self.l0, self.split = 0, 0.0, 0.0, 0.0, 0
+        self.n, self.loss, self.mse, self.l0, self.split, self.collapsed = 0, 0.0, 0.0, 0.0, 0, 0
         self.fvu = FVUAccumulator()
 
     def add(self, out, x: torch.Tensor, l0_batch: float) -> None:
@@ -362,6 +365,7 @@ class _Interval:
         total = dist.all_reduce_tensor(local)
         n = max(self.n, 1) * dist.world
         rec = {"loss": float(total[0]) / n, "mse": float(total[1]) / n, "l0": self.l0 / max(self.n, 1),
-               "fvu": finite_or_none(fvu_from_moment_sums(total[2:])), "split_resampled": self.split}
+               "fvu": finite_or_none(fvu_from_moment_sums(total[2:])), "split_resampled": self.split,
+               "collapse_resampled": self.collapsed}
         self.reset()
         return rec

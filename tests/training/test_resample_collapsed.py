@@ -1,0 +1,154 @@
+"""Collapsed latents (app/training/resample.py, --collapse-share): the latents picked are those a per-latent
+brute force of ‖W_enc,i‖·‖W_dec,i‖ against the median picks, the pick ignores how a latent's gain is split between
+its encoder and its decoder, a resample moves exactly those latents, and a run with the option on logs what it did,
+differs from one without it and resumes bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from app.sae import JumpReLUSAE, SAEConfig
+from app.training.activations import save_activation_file
+from app.training.checkpoint import list_checkpoints, load_checkpoint
+from app.training.config import TrainConfig
+from app.training.distributed import init_distributed
+from app.training.optim import ThresholdAdam
+from app.training.resample import collapsed_latents, resample_collapsed
+from app.training.resume import check_output
+from app.training.trainer import train
+
+
+def _sae(d_in: int = 6, d_sae: int = 10) -> tuple[JumpReLUSAE, ThresholdAdam]:
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(SAEConfig(d_in=d_in, d_sae=d_sae))
+    sae.use_linear_threshold()
+    with torch.no_grad():
+        sae.W_enc.normal_()
+        sae.W_dec.normal_()
+        sae.linear_threshold.fill_(0.05)
+    opt = ThresholdAdam([{"params": [sae.W_enc, sae.W_dec]}, {"params": [sae.b_enc, sae.b_dec]},
+                         {"params": [sae.threshold_parameter]}], lr=1e-2)
+    sae(torch.randn(32, d_in), 0.1).loss.backward()
+    opt.step()
+    return sae, opt
+
+
+def _brute(sae: JumpReLUSAE, share: float) -> tuple[set[int], set[int]]:
+    """(surely in, surely out): the latents whose gain, in float64 one latent at a time, is below / above `share` ×
+    the median by more than float32's rounding."""
+    w_enc, w_dec = sae.W_enc.detach().double(), sae.W_dec.detach().double()
+    gains = [float(w_enc[:, i].norm()) * float(w_dec[i].norm()) for i in range(sae.d_sae)]
+    median = sorted(gains)[(len(gains) - 1) // 2]  # torch's median: the lower of the two middle values
+    cut = share * median
+    return ({i for i, g in enumerate(gains) if g < cut * (1 - 1e-5)},
+            {i for i, g in enumerate(gains) if g > cut * (1 + 1e-5)})
+
+
+@pytest.mark.parametrize("share", [0.05, 0.33, 0.6, 0.99])
+def test_collapsed_latents_match_a_brute_force(share) -> None:
+    sae, _ = _sae()
+    with torch.no_grad():
+        sae.W_enc[:, 2] *= 0.1  # a short encoder column
+        sae.W_dec[7] *= 0.05  # a short decoder row (a free decoder's collapse)
+        sae.W_enc[:, 4] *= 0.5
+    inside, outside = _brute(sae, share)
+    picked = set(collapsed_latents(sae, share).tolist())
+    assert inside <= picked and not picked & outside and len(inside) + len(outside) == sae.d_sae
+    assert {2, 7} <= set(collapsed_latents(sae, 0.33).tolist())
+
+
+def test_the_pick_ignores_how_the_gain_is_split_between_encoder_and_decoder() -> None:
+    """The SAE computes the same x̂ when latent i's encoder column is scaled by c and its decoder row by 1/c (θ_i
+    and b_enc,i by c); such a latent is neither more nor less collapsed."""
+    sae, _ = _sae()
+    with torch.no_grad():
+        sae.W_dec[5] *= 0.1
+    before = collapsed_latents(sae, 0.33).tolist()
+    x = torch.randn(50, 6)
+    with torch.no_grad():
+        x_hat = sae.decode(sae.encode(x))
+        for i, c in ((5, 8.0), (1, 0.125)):  # latent 5 regains its encoder's length, latent 1 loses it
+            sae.W_enc[:, i] *= c
+            sae.b_enc[i] *= c
+            sae.linear_threshold[i] *= c
+            sae.W_dec[i] /= c
+        torch.testing.assert_close(sae.decode(sae.encode(x)), x_hat)
+    assert 5 in before
+    assert collapsed_latents(sae, 0.33).tolist() == before
+
+
+def test_resample_collapsed_moves_exactly_the_collapsed_latents() -> None:
+    sae, opt = _sae()
+    with torch.no_grad():
+        sae.W_dec[3] *= 0.05
+        sae.W_enc[:, 8] *= 0.05
+    picked = collapsed_latents(sae, 0.33).tolist()
+    assert {3, 8} <= set(picked)
+    before = {k: v.detach().clone() for k, v in sae.state_dict().items()}
+    x = torch.randn(300, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x_hat = sae.decode(sae.encode(x))
+    dist = init_distributed("cpu")
+    try:
+        n = resample_collapsed(sae, opt, x, x_hat, 0.33, seed=3, dist=dist)
+    finally:
+        dist.close()
+    assert n == len(picked)
+    others = [i for i in range(sae.d_sae) if i not in picked]
+    assert torch.equal(sae.W_dec[others], before["W_dec"][others])
+    assert torch.equal(sae.W_enc[:, others], before["W_enc"][:, others])
+    errors = x - x_hat
+    for i in picked:  # each now points along the residual of some token of the batch, encoder and decoder alike
+        cos = torch.nn.functional.cosine_similarity(sae.W_dec[i].detach().unsqueeze(0), errors, dim=1)
+        torch.testing.assert_close(cos.max(), torch.tensor(1.0))
+        enc = torch.nn.functional.cosine_similarity(sae.W_dec[i], sae.W_enc[:, i], dim=0)
+        torch.testing.assert_close(enc, torch.tensor(1.0))
+    assert collapsed_latents(sae, 0.33).numel() < len(picked)  # at the others' mean encoder norm again
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(activations=str(data), d_sae=16, target_l0=3.0, tokens=64 * 40, batch_size=64, buffer_tokens=1000,
+                checkpoint_every=4, log_every=5, out=str(out), progress=False, seed=2, split_jaccard=0.0,
+                split_every=2, collapse_share=0.9)
+    return TrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("collapse")
+    x = torch.randn(700, 8, generator=torch.Generator().manual_seed(3))
+    return save_activation_file(tmp / "x.safetensors", x), tmp
+
+
+def test_a_run_logs_its_resamples_and_resumes_bit_for_bit(data) -> None:
+    path, tmp = data
+    straight = train(_cfg(path, tmp / "straight"))
+    lines = [json.loads(s) for s in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["collapse_resampled"] for r in lines) > 0
+    assert sum(r["split_resampled"] for r in lines) == 0
+    off = train(_cfg(path, tmp / "off", collapse_share=0.0))
+    assert sum(json.loads(s)["collapse_resampled"] for s in (off / "metrics.jsonl").read_text().splitlines()) == 0
+    paused = train(_cfg(path, tmp / "paused", stop_at_step=13))
+    with pytest.raises(ValueError, match="collapse_share is 0.0 but the run .* used 0.9"):
+        check_output(_cfg(path, paused, resume=True, collapse_share=0.0))
+    resumed = train(_cfg(path, paused, resume=True))
+    a, _ = load_checkpoint(list_checkpoints(straight)[-1])
+    b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c, _ = load_checkpoint(list_checkpoints(off)[-1])
+    assert not torch.equal(a["sae.W_dec"], c["sae.W_dec"])
+
+
+def test_the_default_is_off() -> None:
+    base = {"activations": "a.safetensors", "out": "o", "d_sae": 8, "tokens": 4096}
+    assert TrainConfig(**base).collapse_share == 0.0
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan")])
+def test_a_bad_share_is_refused_with_one_line(data, bad) -> None:
+    path, tmp = data
+    with pytest.raises(ValueError, match=r"--collapse-share must be in \[0, 1\)"):
+        _cfg(path, tmp / "bad", collapse_share=bad)
