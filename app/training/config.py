@@ -153,9 +153,10 @@ class TrainConfig:
                                              "0 = off, the recipe before 2026-12-06; app/training/resample.py, "
                                              "docs/training.md twenty-third pass)")
     split_every: int = _doc(64, "split latents: steps between two checks for pairs (--split-jaccard)")
-    collapse_share: float = _doc(0.0, "collapsed latents: at each --split-every check, a latent whose encoder column "
-                                      "is shorter than this share of the median column is re-initialised at a "
-                                      "poorly reconstructed token (0 = off; app/training/resample.py)")
+    collapse_share: float = _doc(0.0, "collapsed latents: at each --split-every check, a latent whose gain "
+                                      "‖W_enc,i‖·‖W_dec,i‖ is under this share of the median is re-initialised at a "
+                                      "poorly reconstructed token (0 = off; app/training/resample.py, "
+                                      "docs/training.md twenty-eighth pass)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
