@@ -217,17 +217,23 @@ def data(tmp_path_factory):
     return save_activation_file(tmp / "x.safetensors", x), tmp
 
 
-def test_a_run_logs_its_resamples_and_resumes_bit_for_bit(data) -> None:
+@pytest.mark.parametrize(("key", "on", "logged", "silent", "extra"), [
+    ("split_jaccard", 0.3, "split_resampled", "collapse_resampled", {}),
+    ("collapse_share", 0.9, "collapse_resampled", "split_resampled", {"split_jaccard": 0.0}),  # resample_collapsed
+])
+def test_a_run_logs_its_resamples_and_resumes_bit_for_bit(data, key, on, logged, silent, extra) -> None:
     path, tmp = data
-    straight = train(_cfg(path, tmp / "straight"))
+    kw = {**extra, key: on}
+    straight = train(_cfg(path, tmp / f"{key}_straight", **kw))
     lines = [json.loads(s) for s in (straight / "metrics.jsonl").read_text().splitlines()]
-    assert sum(r["split_resampled"] for r in lines) > 0
-    off = train(_cfg(path, tmp / "off", split_jaccard=0.0))
-    assert sum(json.loads(s)["split_resampled"] for s in (off / "metrics.jsonl").read_text().splitlines()) == 0
-    paused = train(_cfg(path, tmp / "paused", stop_at_step=13))
-    with pytest.raises(ValueError, match="split_jaccard is 0.0 but the run .* used 0.3"):
-        check_output(_cfg(path, paused, resume=True, split_jaccard=0.0))
-    resumed = train(_cfg(path, paused, resume=True))
+    assert sum(r[logged] for r in lines) > 0
+    assert sum(r[silent] for r in lines) == 0
+    off = train(_cfg(path, tmp / f"{key}_off", **{**kw, key: 0.0}))
+    assert sum(json.loads(s)[logged] for s in (off / "metrics.jsonl").read_text().splitlines()) == 0
+    paused = train(_cfg(path, tmp / f"{key}_paused", stop_at_step=13, **kw))
+    with pytest.raises(ValueError, match=f"{key} is 0.0 but the run .* used {on}"):
+        check_output(_cfg(path, paused, resume=True, **{**kw, key: 0.0}))
+    resumed = train(_cfg(path, paused, resume=True, **kw))
     a, _ = load_checkpoint(list_checkpoints(straight)[-1])
     b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -237,7 +243,9 @@ def test_a_run_logs_its_resamples_and_resumes_bit_for_bit(data) -> None:
 
 @pytest.mark.parametrize(("key", "bad", "message"), [("split_jaccard", 1.5, r"--split-jaccard must be in \[0, 1\]"),
                                                      ("split_jaccard", float("nan"), "--split-jaccard"),
-                                                     ("split_every", 0, "--split-every must be >= 1")])
+                                                     ("split_every", 0, "--split-every must be >= 1"),
+                                                     *(("collapse_share", bad, r"--collapse-share must be in \[0, 1\)")
+                                                       for bad in (1.0, -0.1, float("nan")))])
 def test_bad_split_options_are_refused_with_one_line(data, key, bad, message) -> None:
     path, tmp = data
     with pytest.raises(ValueError, match=message):

@@ -1,24 +1,18 @@
 """Collapsed latents (app/training/resample.py, --collapse-share): the latents picked are those a per-latent
 brute force of ‖W_enc,i‖·‖W_dec,i‖ against the median picks, the pick ignores how a latent's gain is split between
-its encoder and its decoder, a resample moves exactly those latents, and a run with the option on logs what it did,
-differs from one without it and resumes bit for bit."""
+its encoder and its decoder, and a resample moves exactly those latents. A run with the option on (logs, resume bit
+for bit, refused values) is tested beside the split check's in test_resample.py."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
 from app.sae import JumpReLUSAE, SAEConfig
-from app.training.activations import save_activation_file
-from app.training.checkpoint import list_checkpoints, load_checkpoint
 from app.training.config import TrainConfig
 from app.training.distributed import init_distributed
 from app.training.optim import ThresholdAdam
 from app.training.resample import collapsed_latents, resample_collapsed
-from app.training.resume import check_output
-from app.training.trainer import train
 
 
 def _sae(d_in: int = 6, d_sae: int = 10) -> tuple[JumpReLUSAE, ThresholdAdam]:
@@ -109,46 +103,6 @@ def test_resample_collapsed_moves_exactly_the_collapsed_latents() -> None:
     assert collapsed_latents(sae, 0.33).numel() < len(picked)  # at the others' mean encoder norm again
 
 
-def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(activations=str(data), d_sae=16, target_l0=3.0, tokens=64 * 40, batch_size=64, buffer_tokens=1000,
-                checkpoint_every=4, log_every=5, out=str(out), progress=False, seed=2, split_jaccard=0.0,
-                split_every=2, collapse_share=0.9)
-    return TrainConfig(**(base | kw))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("collapse")
-    x = torch.randn(700, 8, generator=torch.Generator().manual_seed(3))
-    return save_activation_file(tmp / "x.safetensors", x), tmp
-
-
-def test_a_run_logs_its_resamples_and_resumes_bit_for_bit(data) -> None:
-    path, tmp = data
-    straight = train(_cfg(path, tmp / "straight"))
-    lines = [json.loads(s) for s in (straight / "metrics.jsonl").read_text().splitlines()]
-    assert sum(r["collapse_resampled"] for r in lines) > 0
-    assert sum(r["split_resampled"] for r in lines) == 0
-    off = train(_cfg(path, tmp / "off", collapse_share=0.0))
-    assert sum(json.loads(s)["collapse_resampled"] for s in (off / "metrics.jsonl").read_text().splitlines()) == 0
-    paused = train(_cfg(path, tmp / "paused", stop_at_step=13))
-    with pytest.raises(ValueError, match="collapse_share is 0.0 but the run .* used 0.9"):
-        check_output(_cfg(path, paused, resume=True, collapse_share=0.0))
-    resumed = train(_cfg(path, paused, resume=True))
-    a, _ = load_checkpoint(list_checkpoints(straight)[-1])
-    b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    c, _ = load_checkpoint(list_checkpoints(off)[-1])
-    assert not torch.equal(a["sae.W_dec"], c["sae.W_dec"])
-
-
 def test_the_default_is_off() -> None:
     base = {"activations": "a.safetensors", "out": "o", "d_sae": 8, "tokens": 4096}
     assert TrainConfig(**base).collapse_share == 0.0
-
-
-@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan")])
-def test_a_bad_share_is_refused_with_one_line(data, bad) -> None:
-    path, tmp = data
-    with pytest.raises(ValueError, match=r"--collapse-share must be in \[0, 1\)"):
-        _cfg(path, tmp / "bad", collapse_share=bad)
