@@ -155,8 +155,10 @@ class TrainConfig:
     split_every: int = _doc(64, "split latents: steps between two checks for pairs (--split-jaccard)")
     collapse_share: float = _doc(0.0, "collapsed latents: at each --split-every check, a latent whose gain "
                                       "‖W_enc,i‖·‖W_dec,i‖ is under this share of the median is re-initialised at a "
-                                      "poorly reconstructed token (0 = off; app/training/resample.py, "
-                                      "docs/training.md twenty-eighth pass)")
+                                      "poorly reconstructed token (0 = off; on planted data 0.33 helps many "
+                                      "directions per dimension and costs correlated or narrow ones: "
+                                      "app/training/resample.py, docs/training.md twenty-eighth and "
+                                      "twenty-ninth passes)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
