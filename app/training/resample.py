@@ -118,8 +118,8 @@ def draw_tokens(errors: torch.Tensor, n: int, generator: torch.Generator) -> tor
 @torch.no_grad()
 def collapsed_latents(sae: JumpReLUSAE, share: float) -> torch.Tensor:
     """The latents whose gain ‖W_enc,i‖·‖W_dec,i‖ is under `share` × the median gain (module docstring)."""
-    norms = sae.W_enc.float().norm(dim=0) * sae.W_dec.float().norm(dim=1)
-    return (norms < share * norms.median()).nonzero().squeeze(1)
+    gains = sae.W_enc.float().norm(dim=0) * sae.W_dec.float().norm(dim=1)
+    return (gains < share * gains.median()).nonzero().squeeze(1)
 
 
 @torch.no_grad()
