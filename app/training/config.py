@@ -143,6 +143,10 @@ class TrainConfig:
                                         "(65,536 before 2026-12-04; docs/training.md, ninth pass)")
     aux_threshold_reset: bool = _doc(True, "AuxK: after each step, lower each dead latent's θ to its largest "
                                            "pre-activation in the batch when that is > 0 (while AuxK runs)")
+    aux_collapse_share: float = _doc(0.33, "AuxK also trains the collapsed latents: those whose gain "
+                                           "‖W_enc,i‖·‖W_dec,i‖ is under this share of the median, which fire now "
+                                           "and then with tiny codes and so are never dead (0 = dead latents only, "
+                                           "the recipe before 2026-12-07; docs/training.md, thirtieth pass)")
     aux_through_decay: bool = _doc(True, "AuxK (and its θ reset) run to the last step; false: they stop when the LR "
                                          "decay begins (the recipe before 2026-12-05; docs/training.md, "
                                          "fifteenth pass)")
@@ -270,6 +274,8 @@ class TrainConfig:
             (self.split_every >= 1, f"--split-every must be >= 1, got {self.split_every}"),
             (math.isfinite(self.collapse_share) and 0 <= self.collapse_share < 1,
              f"--collapse-share must be in [0, 1), got {self.collapse_share}"),
+            (math.isfinite(self.aux_collapse_share) and 0 <= self.aux_collapse_share < 1,
+             f"--aux-collapse-share must be in [0, 1), got {self.aux_collapse_share}"),
             (self.b_dec_lr_factor is None
              or (math.isfinite(self.b_dec_lr_factor) and 0 <= self.b_dec_lr_factor <= 100),
              f"--b-dec-lr-factor must be in [0, 100], got {self.b_dec_lr_factor}"),

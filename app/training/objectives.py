@@ -24,6 +24,10 @@ Any objective can add AuxK for dead latents (`with_dead_aux`, --aux-coefficient 
 active over the last --aux-dead-window tokens reconstruct the residual e = x − x̂ with each token's top-k of their
 ReLU pre-activations, loss += α·‖e − ê‖²/‖e‖² (OpenAI's "Scaling and evaluating sparse autoencoders", there for
 TopK SAEs). The trainer applies it to the last step (--aux-through-decay; false: until the LR decay begins).
+AuxK's set also takes the collapsed latents (`aux_latents`, --aux-collapse-share S, 0.33 by default): those whose
+gain ‖W_enc,i‖·‖W_dec,i‖ is under S × the median. They fire now and then with tiny codes (kept alive by the dead
+latents' θ reset), so they are never dead and the reconstruction teaches them almost nothing; AuxK aligns them with
+what the others miss (docs/training.md, thirtieth pass).
 
 "tanh" runs the dense path (it needs every pre-activation); "step" and "quadratic" (with or without the frequency
 penalty, which needs only each latent's count of active tokens: it ran dense until 2026-12-04) take the SAE's
@@ -39,6 +43,7 @@ import torch
 from app.sae import JumpReLUSAE, SAEOutput
 from app.sae.ste import jumprelu
 from app.training.config import QUADRATIC_SIDES
+from app.training.resample import collapsed_latents
 
 OBJECTIVES = ("step", "quadratic", "tanh")
 
@@ -132,6 +137,15 @@ def dead_aux_loss(sae: JumpReLUSAE, x: torch.Tensor, x_hat_n: torch.Tensor, dead
     top = pre.topk(min(k, dead.numel()), dim=-1)
     e_hat = torch.zeros_like(pre).scatter(-1, top.indices, top.values) @ sae.W_dec[dead]
     return (e - e_hat).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+
+
+@torch.no_grad()
+def aux_latents(sae: JumpReLUSAE, dead: torch.Tensor, collapse_share: float) -> torch.Tensor:
+    """The latents AuxK trains: `dead` (indices) and, with `collapse_share` > 0, the collapsed latents
+    (`collapsed_latents`: gain under that share of the median), sorted, each once."""
+    if collapse_share <= 0:
+        return dead
+    return torch.unique(torch.cat([dead, collapsed_latents(sae, collapse_share).to(dead.device)]))
 
 
 @torch.no_grad()

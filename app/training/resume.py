@@ -18,7 +18,8 @@ RESUME_KEYS = ("model", "hook", "layer", "corpus", "context_size", "activations"
                "bandwidth", "threshold_init", "normalize", "holdout_every", "objective", "threshold_param", "decoder",
                "decoder_init_norm", "quadratic_coefficient", "aux_coefficient", "aux_k", "aux_dead_window",
                "threshold_step", "aux_through_decay", "threshold_boost", "threshold_boost_fraction", "center",
-               "apply_b_dec_to_input", "b_dec_lr_factor", "split_jaccard", "split_every", "collapse_share")
+               "apply_b_dec_to_input", "b_dec_lr_factor", "split_jaccard", "split_every", "collapse_share",
+               "aux_collapse_share")
 # A key missing from an older run's config: what it meant then.
 RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "log", "decoder": "unit",
                  "decoder_init_norm": 0.1, "quadratic_coefficient": 0.1, "aux_coefficient": 0.0, "aux_k": None,
@@ -26,7 +27,7 @@ RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "lo
                  "aux_through_decay": False, "threshold_boost": 1.0, "threshold_boost_fraction": 0.1,
                  "center": False, "apply_b_dec_to_input": False, "b_dec_lr_factor": 1.0,
                  "split_jaccard": 0.0, "split_every": 64, "l0_correction": 0.0,
-                 "collapse_share": 0.0}
+                 "collapse_share": 0.0, "aux_collapse_share": 0.0}
 
 
 # An auto field → the flag TrainConfig sets when the field was left to decide by itself (app/training/config.py).

@@ -35,7 +35,7 @@ from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
 from app.training.normalisation import input_stats
-from app.training.objectives import dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
+from app.training.objectives import aux_latents, dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
 from app.training.optim import SHARED_MOMENT, ThresholdAdam
 from app.training.resample import resample_collapsed, resample_splits
 from app.training.resume import adopt_resumed_auto, check_output
@@ -212,8 +212,10 @@ class Trainer:
             # AuxK: to the last step, or (--aux-through-decay false) until the LR decay begins
             if c.aux_coefficient > 0 and (c.aux_through_decay or step < sched.lr_decay_start):
                 dead = (stats.since_fired >= c.aux_dead_window).nonzero().squeeze(1).to(self.device)
-                if dead.numel():
-                    step_loss = with_dead_aux(objective, dead, c.aux_coefficient, aux_k)
+                trained = aux_latents(sae, dead, c.aux_collapse_share)  # the dead and the collapsed
+                interval.aux_collapsed = trained.numel() - dead.numel()
+                if trained.numel():
+                    step_loss = with_dead_aux(objective, trained, c.aux_coefficient, aux_k)
             out = training_step(sae, opt, x, lam, grad_clip=c.grad_clip, autocast=self._autocast(),
                                 average_gradients=lambda: dist.average_gradients(weights), loss_fn=step_loss,
                                 unit_decoder=c.decoder == "unit")
@@ -350,6 +352,7 @@ class _Interval:
 
     def reset(self) -> None:
         self.n, self.loss, self.mse, self.l0, self.split, self.collapsed = 0, 0.0, 0.0, 0.0, 0, 0
+        self.aux_collapsed = 0  # at the interval's last step: latents AuxK trained as collapsed, not dead
         self.fvu = FVUAccumulator()
 
     def add(self, out, x: torch.Tensor, l0_batch: float) -> None:
@@ -366,6 +369,6 @@ class _Interval:
         n = max(self.n, 1) * dist.world
         rec = {"loss": float(total[0]) / n, "mse": float(total[1]) / n, "l0": self.l0 / max(self.n, 1),
                "fvu": finite_or_none(fvu_from_moment_sums(total[2:])), "split_resampled": self.split,
-               "collapse_resampled": self.collapsed}
+               "collapse_resampled": self.collapsed, "aux_collapsed": self.aux_collapsed}
         self.reset()
         return rec

@@ -1,4 +1,5 @@
-"""AuxK for dead latents (app/training/objectives.py: dead_aux_loss, with_dead_aux) against a per-token brute force."""
+"""AuxK for dead and collapsed latents (app/training/objectives.py: dead_aux_loss, with_dead_aux, aux_latents) against
+brute forces."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from app.sae import JumpReLUSAE
 from app.training import TrainConfig, train
 from app.training import trainer as trainer_module
 from app.training.activations import save_activation_file
-from app.training.objectives import dead_aux_loss, dead_max_pre, lower_thresholds_, quadratic_loss, with_dead_aux
+from app.training.objectives import (
+    aux_latents,
+    dead_aux_loss,
+    dead_max_pre,
+    lower_thresholds_,
+    quadratic_loss,
+    with_dead_aux,
+)
 from tests.training.planted import planted_activations
 
 
@@ -68,28 +76,67 @@ def test_with_dead_aux_adds_alpha_times_auxk_to_the_objective() -> None:
     assert own.loss.item() == pytest.approx((sae(x, 0.5).loss + 0.25 * aux).item(), rel=1e-12)
 
 
-@pytest.mark.parametrize("through_decay", [True, False])
-def test_the_trainer_applies_auxk_to_dead_latents_only(tmp_path, monkeypatch, through_decay: bool) -> None:
-    """AuxK reaches dead latents only; to the last step by default, or until the LR decay begins."""
+def _gain_brute(sae: JumpReLUSAE, share: float) -> tuple[set[int], set[int]]:
+    """(surely collapsed, surely not): ‖W_enc,i‖·‖W_dec,i‖ in float64, latent by latent, below / above `share` ×
+    the median (the lower of the two middle values, as torch's) by more than float32's rounding."""
+    w_enc, w_dec = sae.W_enc.detach().double(), sae.W_dec.detach().double()
+    gains = [float(w_enc[:, i].norm()) * float(w_dec[i].norm()) for i in range(sae.d_sae)]
+    cut = share * sorted(gains)[(len(gains) - 1) // 2]
+    return ({i for i, g in enumerate(gains) if g < cut * (1 - 1e-5)},
+            {i for i, g in enumerate(gains) if g > cut * (1 + 1e-5)})
+
+
+@pytest.mark.parametrize("share", [0.0, 0.33, 0.8])
+def test_aux_latents_are_the_dead_and_the_collapsed(share: float) -> None:
+    sae, _ = _sae(seed=5)
+    with torch.no_grad():
+        sae.W_dec[2] *= 0.05  # a short decoder row: collapsed at any share above 0.05 × ...
+        sae.W_enc[:, 6] *= 0.1  # ... and a short encoder column
+    dead = torch.tensor([0, 2, 9])
+    got = aux_latents(sae, dead, share).tolist()
+    assert got == sorted(set(got))  # each once, sorted
+    if share == 0:
+        assert got == dead.tolist()
+        return
+    inside, outside = _gain_brute(sae, share)
+    assert (inside | set(dead.tolist())) <= set(got)
+    assert not (set(got) - set(dead.tolist())) & outside
+    assert {2, 6} <= set(got)
+
+
+@pytest.mark.parametrize(("through_decay", "share"), [(True, 0.33), (False, 0.33), (True, 0.0)])
+def test_the_trainer_applies_auxk_to_the_dead_and_collapsed_latents_only(tmp_path, monkeypatch, through_decay: bool,
+                                                                         share: float) -> None:
+    """AuxK reaches the latents silent for its window and, with --aux-collapse-share, those whose gain is under
+    that share of the median (checked against a float64 brute force at each step); to the last step by default,
+    or until the LR decay begins."""
     x, _, planted = planted_activations(20_000, d_in=8, n_true=12, l0=2.0, seed=4)
     data = save_activation_file(tmp_path / "acts.safetensors", x)
     calls: list[tuple[int, torch.Tensor]] = []
+    collapsed: list[int] = []  # latents AuxK trained that were not dead, per step
     real = trainer_module.with_dead_aux
 
-    def spy(objective, dead, coefficient, k):
-        calls.append((sys._getframe(1).f_locals["step"], dead.clone()))  # the trainer loop's step
-        return real(objective, dead, coefficient, k)
+    def spy(objective, latents, coefficient, k):
+        frame = sys._getframe(1).f_locals  # the trainer loop's step, SAE and stats
+        dead = set((frame["stats"].since_fired >= 1024).nonzero().squeeze(1).tolist())
+        inside, outside = _gain_brute(frame["sae"], share) if share else (set(), set(range(64)))
+        assert (dead | inside) <= set(latents.tolist())
+        assert not (set(latents.tolist()) - dead) & outside
+        calls.append((frame["step"], latents.clone()))
+        collapsed.append(len(set(latents.tolist()) - dead))
+        return real(objective, latents, coefficient, k)
 
     monkeypatch.setattr(trainer_module, "with_dead_aux", spy)
     cfg = TrainConfig(activations=str(data), out=str(tmp_path / "sae"), d_sae=64, target_l0=planted,
                       tokens=512 * 60, batch_size=512, progress=False, device="cpu", checkpoint_every=0,
-                      aux_dead_window=1024, aux_through_decay=through_decay)
+                      aux_dead_window=1024, aux_through_decay=through_decay, aux_collapse_share=share)
     train(cfg)
     sched = cfg.schedule()
     assert calls  # 64 latents for 12 planted directions: some go quiet
     last = max(step for step, _ in calls)  # dead latents stay to the run's end, so AuxK reaches its last step
     assert last == sched.total_steps - 1 if through_decay else last < sched.lr_decay_start
-    assert all(dead.numel() and int(dead.max()) < 64 for _, dead in calls)
+    assert all(latents.numel() and int(latents.max()) < 64 for _, latents in calls)
+    assert (max(collapsed) > 0) == (share > 0)  # this run has collapsed latents (up to 4 at a time)
     calls.clear()
     train(dataclasses.replace(cfg, out=str(tmp_path / "off"), aux_coefficient=0.0))
     assert not calls
@@ -161,6 +208,8 @@ def test_the_trainer_lowers_only_dead_thresholds_and_only_while_auxk_runs(tmp_pa
 def test_auxk_options_are_validated() -> None:
     base = dict(activations="a", out="o", d_sae=8, tokens=4096, target_l0=2.0)
     for key, value, flag in (("aux_coefficient", -1.0, "--aux-coefficient"), ("aux_k", 0, "--aux-k"),
-                             ("aux_dead_window", 0, "--aux-dead-window")):
+                             ("aux_dead_window", 0, "--aux-dead-window"),
+                             *(("aux_collapse_share", bad, r"--aux-collapse-share must be in \[0, 1\)")
+                               for bad in (1.0, -0.1, float("nan")))):
         with pytest.raises(ValueError, match=flag):
             TrainConfig(**base, **{key: value})

@@ -220,6 +220,7 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize(("key", "on", "logged", "silent", "extra"), [
     ("split_jaccard", 0.3, "split_resampled", "collapse_resampled", {}),
     ("collapse_share", 0.9, "collapse_resampled", "split_resampled", {"split_jaccard": 0.0}),  # resample_collapsed
+    ("aux_collapse_share", 0.9, "aux_collapsed", "collapse_resampled", {"split_jaccard": 0.0}),  # aux_latents
 ])
 def test_a_run_logs_its_resamples_and_resumes_bit_for_bit(data, key, on, logged, silent, extra) -> None:
     path, tmp = data
