@@ -143,10 +143,11 @@ class TrainConfig:
                                         "(65,536 before 2026-12-04; docs/training.md, ninth pass)")
     aux_threshold_reset: bool = _doc(True, "AuxK: after each step, lower each dead latent's θ to its largest "
                                            "pre-activation in the batch when that is > 0 (while AuxK runs)")
-    aux_collapse_share: float = _doc(0.33, "AuxK also trains the collapsed latents: those whose gain "
-                                           "‖W_enc,i‖·‖W_dec,i‖ is under this share of the median, which fire now "
-                                           "and then with tiny codes and so are never dead (0 = dead latents only, "
-                                           "the recipe before 2026-12-07; docs/training.md, thirtieth pass)")
+    aux_collapse_share: float = _doc(0.0, "AuxK also trains the collapsed latents: those whose gain "
+                                          "‖W_enc,i‖·‖W_dec,i‖ is under this share of the median, which fire now "
+                                          "and then with tiny codes and so are never dead (0 = off, dead latents "
+                                          "only; on planted data 0.33 helps narrow dictionaries and costs many "
+                                          "directions per dimension: docs/training.md, thirtieth pass)")
     aux_through_decay: bool = _doc(True, "AuxK (and its θ reset) run to the last step; false: they stop when the LR "
                                          "decay begins (the recipe before 2026-12-05; docs/training.md, "
                                          "fifteenth pass)")

@@ -24,10 +24,11 @@ Any objective can add AuxK for dead latents (`with_dead_aux`, --aux-coefficient 
 active over the last --aux-dead-window tokens reconstruct the residual e = x − x̂ with each token's top-k of their
 ReLU pre-activations, loss += α·‖e − ê‖²/‖e‖² (OpenAI's "Scaling and evaluating sparse autoencoders", there for
 TopK SAEs). The trainer applies it to the last step (--aux-through-decay; false: until the LR decay begins).
-AuxK's set also takes the collapsed latents (`aux_latents`, --aux-collapse-share S, 0.33 by default): those whose
-gain ‖W_enc,i‖·‖W_dec,i‖ is under S × the median. They fire now and then with tiny codes (kept alive by the dead
-latents' θ reset), so they are never dead and the reconstruction teaches them almost nothing; AuxK aligns them with
-what the others miss (docs/training.md, thirtieth pass).
+With --aux-collapse-share S > 0 (off by default) AuxK's set also takes the collapsed latents (`aux_latents`): those
+whose gain ‖W_enc,i‖·‖W_dec,i‖ is under S × the median. They fire now and then with tiny codes (kept alive by the
+dead latents' θ reset), so they are never dead and the reconstruction teaches them almost nothing; AuxK aligns them
+with what the others miss. On planted data that helps where few latents collapse and costs where a quarter of them
+do (docs/training.md, thirtieth pass).
 
 "tanh" runs the dense path (it needs every pre-activation); "step" and "quadratic" (with or without the frequency
 penalty, which needs only each latent's count of active tokens: it ran dense until 2026-12-04) take the SAE's

@@ -207,6 +207,7 @@ def test_the_trainer_lowers_only_dead_thresholds_and_only_while_auxk_runs(tmp_pa
 
 def test_auxk_options_are_validated() -> None:
     base = dict(activations="a", out="o", d_sae=8, tokens=4096, target_l0=2.0)
+    assert TrainConfig(**base).aux_collapse_share == 0.0  # off by default: AuxK trains the dead latents only
     for key, value, flag in (("aux_coefficient", -1.0, "--aux-coefficient"), ("aux_k", 0, "--aux-k"),
                              ("aux_dead_window", 0, "--aux-dead-window"),
                              *(("aux_collapse_share", bad, r"--aux-collapse-share must be in \[0, 1\)")
