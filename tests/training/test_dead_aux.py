@@ -21,6 +21,7 @@ from app.training.objectives import (
     quadratic_loss,
     with_dead_aux,
 )
+from tests.training.gains import gain_brute
 from tests.training.planted import planted_activations
 
 
@@ -76,16 +77,6 @@ def test_with_dead_aux_adds_alpha_times_auxk_to_the_objective() -> None:
     assert own.loss.item() == pytest.approx((sae(x, 0.5).loss + 0.25 * aux).item(), rel=1e-12)
 
 
-def _gain_brute(sae: JumpReLUSAE, share: float) -> tuple[set[int], set[int]]:
-    """(surely collapsed, surely not): ‖W_enc,i‖·‖W_dec,i‖ in float64, latent by latent, below / above `share` ×
-    the median (the lower of the two middle values, as torch's) by more than float32's rounding."""
-    w_enc, w_dec = sae.W_enc.detach().double(), sae.W_dec.detach().double()
-    gains = [float(w_enc[:, i].norm()) * float(w_dec[i].norm()) for i in range(sae.d_sae)]
-    cut = share * sorted(gains)[(len(gains) - 1) // 2]
-    return ({i for i, g in enumerate(gains) if g < cut * (1 - 1e-5)},
-            {i for i, g in enumerate(gains) if g > cut * (1 + 1e-5)})
-
-
 @pytest.mark.parametrize("share", [0.0, 0.33, 0.8])
 def test_aux_latents_are_the_dead_and_the_collapsed(share: float) -> None:
     sae, _ = _sae(seed=5)
@@ -98,7 +89,7 @@ def test_aux_latents_are_the_dead_and_the_collapsed(share: float) -> None:
     if share == 0:
         assert got == dead.tolist()
         return
-    inside, outside = _gain_brute(sae, share)
+    inside, outside = gain_brute(sae, share)
     assert (inside | set(dead.tolist())) <= set(got)
     assert not (set(got) - set(dead.tolist())) & outside
     assert {2, 6} <= set(got)
@@ -119,7 +110,7 @@ def test_the_trainer_applies_auxk_to_the_dead_and_collapsed_latents_only(tmp_pat
     def spy(objective, latents, coefficient, k):
         frame = sys._getframe(1).f_locals  # the trainer loop's step, SAE and stats
         dead = set((frame["stats"].since_fired >= 1024).nonzero().squeeze(1).tolist())
-        inside, outside = _gain_brute(frame["sae"], share) if share else (set(), set(range(64)))
+        inside, outside = gain_brute(frame["sae"], share) if share else (set(), set(range(64)))
         assert (dead | inside) <= set(latents.tolist())
         assert not (set(latents.tolist()) - dead) & outside
         calls.append((frame["step"], latents.clone()))

@@ -13,6 +13,7 @@ from app.training.config import TrainConfig
 from app.training.distributed import init_distributed
 from app.training.optim import ThresholdAdam
 from app.training.resample import collapsed_latents, resample_collapsed
+from tests.training.gains import gain_brute
 
 
 def _sae(d_in: int = 6, d_sae: int = 10) -> tuple[JumpReLUSAE, ThresholdAdam]:
@@ -30,17 +31,6 @@ def _sae(d_in: int = 6, d_sae: int = 10) -> tuple[JumpReLUSAE, ThresholdAdam]:
     return sae, opt
 
 
-def _brute(sae: JumpReLUSAE, share: float) -> tuple[set[int], set[int]]:
-    """(surely in, surely out): the latents whose gain, in float64 one latent at a time, is below / above `share` ×
-    the median by more than float32's rounding."""
-    w_enc, w_dec = sae.W_enc.detach().double(), sae.W_dec.detach().double()
-    gains = [float(w_enc[:, i].norm()) * float(w_dec[i].norm()) for i in range(sae.d_sae)]
-    median = sorted(gains)[(len(gains) - 1) // 2]  # torch's median: the lower of the two middle values
-    cut = share * median
-    return ({i for i, g in enumerate(gains) if g < cut * (1 - 1e-5)},
-            {i for i, g in enumerate(gains) if g > cut * (1 + 1e-5)})
-
-
 @pytest.mark.parametrize("share", [0.05, 0.33, 0.6, 0.99])
 def test_collapsed_latents_match_a_brute_force(share) -> None:
     sae, _ = _sae()
@@ -48,7 +38,7 @@ def test_collapsed_latents_match_a_brute_force(share) -> None:
         sae.W_enc[:, 2] *= 0.1  # a short encoder column
         sae.W_dec[7] *= 0.05  # a short decoder row (a free decoder's collapse)
         sae.W_enc[:, 4] *= 0.5
-    inside, outside = _brute(sae, share)
+    inside, outside = gain_brute(sae, share)
     picked = set(collapsed_latents(sae, share).tolist())
     assert inside <= picked and not picked & outside and len(inside) + len(outside) == sae.d_sae
     assert {2, 7} <= set(collapsed_latents(sae, 0.33).tolist())
