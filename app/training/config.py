@@ -15,6 +15,7 @@ from typing import Any
 
 from app.lm.hooks import HOOK_KINDS
 from app.training.auto import (
+    AUTO_COLLAPSE_SHARE,
     AUTO_SPLIT_JACCARD,
     auto_adam_beta2,
     auto_apply_b_dec_to_input,
@@ -158,12 +159,12 @@ class TrainConfig:
                                              "0 = off, the recipe before 2026-12-06; app/training/resample.py, "
                                              "docs/training.md twenty-third pass)")
     split_every: int = _doc(64, "split latents: steps between two checks for pairs (--split-jaccard)")
-    collapse_share: float = _doc(0.0, "collapsed latents: at each --split-every check, a latent whose gain "
-                                      "‖W_enc,i‖·‖W_dec,i‖ is under this share of the median is re-initialised at a "
-                                      "poorly reconstructed token (0 = off; on planted data 0.33 helps many "
-                                      "directions per dimension and costs correlated or narrow ones: "
-                                      "app/training/resample.py, docs/training.md twenty-eighth and "
-                                      "twenty-ninth passes)")
+    collapse_share: float | None = _doc(None, "collapsed latents: at each --split-every check, the latents whose "
+                                              "gain ‖W_enc,i‖·‖W_dec,i‖ is under this share of the median move onto "
+                                              "the directions the dictionary misses, read off the residuals of the "
+                                              "steps before the check (default auto: 0.33; 0 = off, the recipe "
+                                              "before 2026-12-07; app/training/missing_directions.py, "
+                                              "docs/training.md thirty-second pass)")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
@@ -215,6 +216,9 @@ class TrainConfig:
         self._auto_split = self.split_jaccard is None  # the same: --resume follows the resumed run's
         if self._auto_split:
             self.split_jaccard = AUTO_SPLIT_JACCARD
+        self._auto_collapse = self.collapse_share is None  # the same
+        if self._auto_collapse:
+            self.collapse_share = AUTO_COLLAPSE_SHARE
         # the same; the trainer decides an auto --b-dec-lr-factor once it knows d_in and whether the run centres
         self._auto_b_dec_lr = self.b_dec_lr_factor is None
         self._auto_l0_correction = self.l0_correction is None  # the same, by d_in

@@ -15,12 +15,17 @@ along the residual e_t = x_t − x̂_t (its norm kept), its encoder column along
 b_enc 0, and θ at half its new pre-activation on t, so that it fires there and training decides the rest. Its Adam
 moments restart.
 
-Collapsed latents (--collapse-share S, off by default): on planted s16n most latents that hold no planted direction
-have a gain g_i = ‖W_enc,i‖·‖W_dec,i‖ about a sixth of the others' (tiny codes, θ kept low by the dead-latent θ
-reset), so they fire now and then, are never dead for AuxK and learn nothing (docs/training.md, twenty-eighth
-pass). Only the product is a property of the latent: scaling its encoder column (b_enc and θ) by c and its decoder
-row by 1/c computes the same x̂. A latent with g_i < S · median(g) is re-initialised as a split latent is, but its
-decoder row takes the others' mean norm, since the short row is what collapsed.
+Collapsed latents (--collapse-share S): on planted s16n most latents that hold no planted direction have a gain
+g_i = ‖W_enc,i‖·‖W_dec,i‖ about a sixth of the others' (tiny codes, θ kept low by the dead-latent θ reset), so they
+fire now and then, are never dead for AuxK and learn nothing (docs/training.md, twenty-eighth pass). Only the
+product is a property of the latent: scaling its encoder column (b_enc and θ) by c and its decoder row by 1/c
+computes the same x̂. The latents with g_i < S · median(g) are moved onto the directions the dictionary misses
+(app/training/missing_directions.py: recurring directions of the residuals of the last steps, matched to the
+collapsed latents by cosine), as many as there are such directions, each re-initialised as a split latent is along
+its direction (θ from the pooled input its cluster was seeded at), its decoder row at the others' mean norm, since
+the short row is what collapsed. Collapsed latents left without a direction stay as they are (thirty-second pass;
+before it each moved to the residual of one token drawn ∝ ‖x − x̂‖², which also moved slow latents that would have
+got somewhere onto mixtures).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 
 from app.sae import JumpReLUSAE
 from app.training.distributed import DistContext
+from app.training.missing_directions import ResidualPool, match, missing_directions, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +139,16 @@ def resample_splits(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tenso
 
 
 @torch.no_grad()
-def resample_collapsed(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, x_hat: torch.Tensor,
-                       share: float, seed: int, dist: DistContext) -> int:
-    """Re-initialise the collapsed latents (`collapsed_latents`) at tokens drawn from ‖x − x̂‖², as
-    `resample_splits` does its weaker latents; returns how many."""
-    return _resample(sae, opt, x, x_hat, lambda: collapsed_latents(sae, share), seed, dist, "collapsed",
-                     keep_decoder_norm=False)
+def resample_collapsed(sae: JumpReLUSAE, opt: torch.optim.Optimizer, pool: ResidualPool, share: float,
+                       dist: DistContext) -> int:
+    """Move the collapsed latents (`collapsed_latents`) onto the missing directions of `pool`
+    (`missing_directions`), paired by cosine (`match`); returns how many moved. Rank 0 decides from its pool."""
+    def plan() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        collapsed = collapsed_latents(sae, share)
+        directions, inputs = missing_directions(pool, sae, collapsed, collapsed.numel())
+        k, j = match(unit_rows(sae.W_dec.detach()[collapsed].float()).cpu(), directions.cpu())
+        return collapsed[k.to(collapsed.device)], directions[j.to(directions.device)], inputs[j.to(inputs.device)]
+    return _apply(sae, opt, plan, dist, "collapsed", keep_decoder_norm=False)
 
 
 def _resample(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, x_hat: torch.Tensor,
@@ -149,21 +159,35 @@ def _resample(sae: JumpReLUSAE, opt: torch.optim.Optimizer, x: torch.Tensor, x_h
     d_in = x.shape[-1]
     x = x.reshape(-1, d_in).float()
     errors = x - x_hat.reshape(-1, d_in).float()
-    weak = torch.zeros(0, dtype=torch.long, device=x.device)
-    residuals = tokens = x.new_zeros(0, d_in)
-    if dist.is_main:
+
+    def plan() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         weak = choose().to(x.device)
         weak = weak[:int((errors.pow(2).sum(1) > 0).sum())]  # at most one latent per token with an error
-        if weak.numel():
-            rows = draw_tokens(errors, weak.numel(), torch.Generator().manual_seed(seed))
-            residuals, tokens = errors[rows], x[rows]
+        if not weak.numel():
+            return weak, x.new_zeros(0, d_in), x.new_zeros(0, d_in)
+        rows = draw_tokens(errors, weak.numel(), torch.Generator().manual_seed(seed))
+        return weak, errors[rows], x[rows]
+    return _apply(sae, opt, plan, dist, kind, keep_decoder_norm)
+
+
+def _apply(sae: JumpReLUSAE, opt: torch.optim.Optimizer,
+           plan: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], dist: DistContext, kind: str,
+           keep_decoder_norm: bool) -> int:
+    """Rank 0 makes the `plan` (latents, the directions they move along, the inputs that set their θ); every rank
+    applies it (`reinitialise_`), so the replicas stay identical."""
+    d_in, device = sae.cfg.d_in, sae.W_dec.device
+    weak = torch.zeros(0, dtype=torch.long, device=device)
+    residuals = tokens = torch.zeros(0, d_in, device=device)
+    if dist.is_main:
+        weak, residuals, tokens = (t.to(device) for t in plan())
+        residuals, tokens = residuals.float(), tokens.float()
     if dist.enabled:  # one sum of a plan that is zero on every rank but 0
-        plan = x.new_zeros(sae.d_sae, 1 + 2 * d_in)
-        plan[weak, 0] = 1.0
-        plan[weak, 1:] = torch.cat([residuals, tokens], dim=1)
-        plan = dist.all_reduce_sum(plan)
-        weak = plan[:, 0].nonzero().squeeze(1)
-        residuals, tokens = plan[weak, 1:1 + d_in], plan[weak, 1 + d_in:]
+        spread = torch.zeros(sae.d_sae, 1 + 2 * d_in, device=device)
+        spread[weak, 0] = 1.0
+        spread[weak, 1:] = torch.cat([residuals, tokens], dim=1)
+        spread = dist.all_reduce_sum(spread)
+        weak = spread[:, 0].nonzero().squeeze(1)
+        residuals, tokens = spread[weak, 1:1 + d_in], spread[weak, 1 + d_in:]
     reinitialise_(sae, opt, weak, residuals, tokens, keep_decoder_norm)
     if weak.numel():
         log.info("re-initialised %d %s latents", weak.numel(), kind)

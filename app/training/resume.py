@@ -32,17 +32,19 @@ RESUME_LEGACY = {"holdout_every": 0, "objective": "step", "threshold_param": "lo
 
 # An auto field → the flag TrainConfig sets when the field was left to decide by itself (app/training/config.py).
 AUTO_FLAGS = {"batch_size": "_auto_batch", "apply_b_dec_to_input": "_auto_b_dec", "split_jaccard": "_auto_split",
-              "b_dec_lr_factor": "_auto_b_dec_lr", "l0_correction": "_auto_l0_correction"}
-AUTO_NUMBERS = ("split_jaccard", "b_dec_lr_factor", "l0_correction")  # adopted as the resumed run's float
+              "b_dec_lr_factor": "_auto_b_dec_lr", "l0_correction": "_auto_l0_correction",
+              "collapse_share": "_auto_collapse"}
+AUTO_NUMBERS = ("split_jaccard", "b_dec_lr_factor", "l0_correction", "collapse_share")  # taken as the run's float
 
 
 def adopt_resumed_auto(config: TrainConfig) -> None:
     """On --resume, values the config chose by itself take those of the run being resumed: an auto --batch-size
     its batch (runs started before the auto rule used 4096), so the schedule and the data stream stay that run's,
     an auto --apply-b-dec-to-input its choice (runs started before 2026-12-05 encoded x), an auto
-    --split-jaccard its value (0 before 2026-12-06) and an auto --b-dec-lr-factor its factor (1 for runs started
-    before the auto rule) and an auto --l0-correction its rate (0.002 for runs started before the auto rule, 0
-    before the correction; RESUME_LEGACY names what a missing key meant). Call before anything reads them; the
+    --split-jaccard its value (0 before 2026-12-06), an auto --b-dec-lr-factor its factor (1 for runs started
+    before the auto rule), an auto --l0-correction its rate (0.002 for runs started before the auto rule, 0
+    before the correction) and an auto --collapse-share its share (0 before 2026-12-07; RESUME_LEGACY names what a
+    missing key meant). Call before anything reads them; the
     first call decides (a sweep's runs are adopted before their Trainers are built)."""
     auto = {key for key, flag in AUTO_FLAGS.items() if getattr(config, flag, False)}
     if not (config.resume and auto):

@@ -34,6 +34,7 @@ from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.data import DataPlan, build_data
 from app.training.distributed import DistContext, init_distributed
 from app.training.metrics import FVUAccumulator, LatentStats, finite_or_none, fvu_from_moment_sums
+from app.training.missing_directions import ResidualPool, pools_at
 from app.training.normalisation import input_stats
 from app.training.objectives import aux_latents, dead_max_pre, loss_fn, lower_thresholds_, with_dead_aux
 from app.training.optim import SHARED_MOMENT, ThresholdAdam
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 INPUT_MEAN = "input_mean"  # --center's μ (raw units) in a training checkpoint
+POOL = "collapse_pool"  # --collapse-share's pooled residuals in a training checkpoint
 
 
 def train(config: TrainConfig) -> Path:
@@ -178,8 +180,9 @@ class Trainer:
                 raise ValueError(f"--resume: cannot tell which --b-dec-lr-factor the run in {self.out} used; pass it")
             c.b_dec_lr_factor = auto_b_dec_lr_factor(plan.d_in, c.apply_b_dec_to_input, self.input_mean is not None)
         opt = self._optimizer(sae, lrs)
+        pool = ResidualPool()  # --collapse-share: the residuals the next check reads
         if ckpt is not None:
-            start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats, correction)
+            start = self._restore(ckpt, sae, opt, plan, controller, stats, final_stats, correction, pool)
         mean = None if self.input_mean is None else self.input_mean.to(self.device)
         # `data_split` records which corpus documents training read; `jumpscope eval` scores the others.
         # `input_centred`: whether the run trained on x − μ (--center true, or auto and the mean large enough).
@@ -225,9 +228,11 @@ class Trainer:
             if c.split_jaccard > 0 and splits_now:  # app/training/resample.py
                 interval.split += resample_splits(sae, opt, x, out.x_hat.detach(), out.latents.detach(),
                                                   c.split_jaccard, c.seed * 1_000_003 + step, dist)
+            if c.collapse_share > 0 and pools_at(step, c.split_every, sched.l0_warmup, sched.lr_decay_start):
+                pool.add(x, out.x_hat.detach())
             if c.collapse_share > 0 and splits_now:  # the same cadence, after the splits
-                interval.collapsed += resample_collapsed(sae, opt, x, out.x_hat.detach(), c.collapse_share,
-                                                     c.seed * 1_000_003 + step + 500_009, dist)
+                interval.collapsed += resample_collapsed(sae, opt, pool, c.collapse_share, dist)
+                pool.clear()
             counts = dist.all_reduce_sum((out.latents.detach() > 0).sum(0, dtype=torch.float32))
             n_global = c.batch_size
             l0_batch = float(counts.sum()) / n_global
@@ -263,7 +268,8 @@ class Trainer:
                     self._log_metrics(record)
             pause = c.stop_at_step is not None and done == c.stop_at_step and done < sched.total_steps
             if (sched.checkpoint_every and done % sched.checkpoint_every == 0 and done < sched.total_steps) or pause:
-                self._checkpoint(done, sae, opt, plan, controller, stats, final_stats, config_json, correction)
+                self._checkpoint(done, sae, opt, plan, controller, stats, final_stats, config_json, correction,
+                                 pool)
             if pause:
                 bar.close()
                 log.info("paused at step %d; continue with --resume", done)
@@ -311,13 +317,15 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("saved SAE to %s", self.out)
 
-    def _checkpoint(self, step, sae, opt, plan, controller, stats, final_stats, config_json, correction) -> None:
+    def _checkpoint(self, step, sae, opt, plan, controller, stats, final_stats, config_json, correction,
+                    pool) -> None:
         if not self.dist.is_main:
             return
         opt_t, opt_meta = optimizer_tensors(opt)
         tensors = {f"sae.{k}": v for k, v in sae.state_dict().items()} | opt_t | rng_tensors()
         tensors |= {f"stats.{k}": v for k, v in stats.state_dict().items()}
         tensors |= {f"final_stats.{k}": v for k, v in final_stats.state_dict().items()}
+        tensors |= {f"{POOL}.{k}": v for k, v in pool.tensors().items()}
         if self.input_mean is not None:
             tensors[INPUT_MEAN] = self.input_mean
         state = {"step": step, "tokens": step * self.config.batch_size, "buffer": plan.buffer.state_dict(),
@@ -326,12 +334,13 @@ class Trainer:
                  "active_fraction": sae.active_fraction}  # the next step's path (dense or sparse)
         save_checkpoint(self.out, step, tensors, state, config_json, keep=self.config.keep_checkpoints)
 
-    def _restore(self, ckpt, sae, opt, plan, controller, stats, final_stats, correction) -> int:
+    def _restore(self, ckpt, sae, opt, plan, controller, stats, final_stats, correction, pool) -> int:
         tensors, state = load_checkpoint(ckpt)
         sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
         load_optimizer_tensors(opt, tensors, state["optimizer"])
         stats.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("stats.")})
         final_stats.load_state_dict({k[12:]: v for k, v in tensors.items() if k.startswith("final_stats.")})
+        pool.load({k[len(POOL) + 1:]: v for k, v in tensors.items() if k.startswith(f"{POOL}.")}, self.device)
         if controller and state.get("controller"):
             controller.load_state_dict(state["controller"])
         if correction and state.get("target_correction"):  # a checkpoint from before the correction: T_pen = T

@@ -218,9 +218,10 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("key", "on", "logged", "silent", "extra"), [
-    ("split_jaccard", 0.3, "split_resampled", "collapse_resampled", {}),
+    ("split_jaccard", 0.3, "split_resampled", "collapse_resampled", {"collapse_share": 0.0}),
     ("collapse_share", 0.9, "collapse_resampled", "split_resampled", {"split_jaccard": 0.0}),  # resample_collapsed
-    ("aux_collapse_share", 0.9, "aux_collapsed", "collapse_resampled", {"split_jaccard": 0.0}),  # aux_latents
+    ("aux_collapse_share", 0.9, "aux_collapsed", "collapse_resampled", {"split_jaccard": 0.0,  # aux_latents
+                                                                        "collapse_share": 0.0}),
 ])
 def test_a_run_logs_its_resamples_and_resumes_bit_for_bit(data, key, on, logged, silent, extra) -> None:
     path, tmp = data
@@ -314,8 +315,8 @@ def test_a_run_from_before_the_option_resumes_as_it_began(data) -> None:
     resumes without it when the option is left to its default, and equals a straight run with --split-jaccard 0;
     naming another value is refused."""
     path, tmp = data
-    straight = train(_cfg(path, tmp / "old_straight", split_jaccard=0.0))
-    paused = train(_cfg(path, tmp / "old", split_jaccard=0.0, stop_at_step=13))
+    straight = train(_cfg(path, tmp / "old_straight", split_jaccard=0.0, collapse_share=0.0))
+    paused = train(_cfg(path, tmp / "old", split_jaccard=0.0, collapse_share=0.0, stop_at_step=13))
     for ckpt in list_checkpoints(paused):
         saved_path = ckpt / "train_config.json"
         saved = json.loads(saved_path.read_text())
@@ -325,6 +326,26 @@ def test_a_run_from_before_the_option_resumes_as_it_began(data) -> None:
         check_output(_cfg(path, tmp / "old", resume=True, split_jaccard=0.9))
     resumed = train(_cfg(path, tmp / "old", resume=True, split_jaccard=None, split_every=64))
     assert json.loads((resumed / "train_config.json").read_text())["split_jaccard"] == 0.0
+    a, _ = load_checkpoint(list_checkpoints(straight)[-1])
+    b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_from_before_the_collapse_default_resumes_as_it_began(data) -> None:
+    """Runs before 2026-12-07 had --collapse-share 0 (or no such key): left to its default, a resume adopts the
+    run's share and equals a straight run with it; naming another share is refused."""
+    path, tmp = data
+    straight = train(_cfg(path, tmp / "c_straight", collapse_share=0.0))
+    paused = train(_cfg(path, tmp / "c_old", collapse_share=0.0, stop_at_step=13))
+    for ckpt in list_checkpoints(paused):
+        saved_path = ckpt / "train_config.json"
+        saved = json.loads(saved_path.read_text())
+        del saved["collapse_share"]
+        saved_path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="collapse_share is 0.33 but the run .* used 0.0"):
+        check_output(_cfg(path, paused, resume=True, collapse_share=0.33))
+    resumed = train(_cfg(path, paused, resume=True))
+    assert json.loads((resumed / "train_config.json").read_text())["collapse_share"] == 0.0
     a, _ = load_checkpoint(list_checkpoints(straight)[-1])
     b, _ = load_checkpoint(list_checkpoints(resumed)[-1])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
