@@ -178,7 +178,8 @@ def _train_sae(root: Path, final_root: Path, cfg: BuildConfig, stages: _Stages) 
                      out=str(sae_dir), device="cpu", seed=cfg.seed, checkpoint_every=0, progress=False,
                      # the recipe the demo world was tuned and measured with (docs/demo.md), not the newer default
                      objective="step", threshold_param="log", threshold_step="per_latent", decoder="unit",
-                     adam_beta1=0.0, adam_beta2=0.999, aux_coefficient=0.0, center=False, split_jaccard=0.0)
+                     adam_beta1=0.0, adam_beta2=0.999, aux_coefficient=0.0, center=False, split_jaccard=0.0,
+                     collapse_share=0.0)
     stages.report("sae", f"training a {cfg.d_sae}-latent JumpReLU SAE on blocks.{cfg.layer}.hook_resid_post",
                   0.0)
     train(tc)

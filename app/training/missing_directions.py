@@ -87,6 +87,7 @@ def residual_clusters(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """The greedy clusters of the module docstring: (unit centres [k, d], index of each cluster's seed)."""
     u = unit_rows(residuals.float())
     near = (u @ u.t()) >= TAU
+    near &= near.t().clone()  # symmetric to the last bit, so a row holds what a column does (rows are contiguous)
     counts = near.sum(1)
     free = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
     centres, seeds = [], []
@@ -105,7 +106,7 @@ def residual_clusters(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         centres.append(centre)
         seeds.append(seed)
         free &= ~taken
-        counts = counts - near[:, taken].sum(1)
+        counts = counts - near[taken].sum(0)
     if not centres:
         return residuals.new_zeros(0, residuals.shape[1]), torch.zeros(0, dtype=torch.long, device=u.device)
     return torch.stack(centres), torch.tensor(seeds, dtype=torch.long, device=u.device)
