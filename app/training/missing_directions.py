@@ -79,6 +79,7 @@ class ResidualPool:
 
 
 def unit_rows(v: torch.Tensor) -> torch.Tensor:
+    """`v` with each row (last dimension) scaled to unit norm; zero rows stay zero."""
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
