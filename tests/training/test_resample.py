@@ -310,6 +310,16 @@ def test_the_default_is_on_and_an_explicit_value_wins() -> None:
     assert TrainConfig(**base, split_jaccard=0.5).split_jaccard == 0.5
 
 
+def _forget(run, *keys: str) -> None:
+    """Drop `keys` from every checkpoint's saved config of `run`, as a run from before those options wrote it."""
+    for ckpt in list_checkpoints(run):
+        saved_path = ckpt / "train_config.json"
+        saved = json.loads(saved_path.read_text())
+        for key in keys:
+            del saved[key]
+        saved_path.write_text(json.dumps(saved))
+
+
 def test_a_run_from_before_the_option_resumes_as_it_began(data) -> None:
     """A checkpoint whose config has no split_jaccard (runs before 2026-12-06 never re-initialised split latents)
     resumes without it when the option is left to its default, and equals a straight run with --split-jaccard 0;
@@ -317,11 +327,7 @@ def test_a_run_from_before_the_option_resumes_as_it_began(data) -> None:
     path, tmp = data
     straight = train(_cfg(path, tmp / "old_straight", split_jaccard=0.0, collapse_share=0.0))
     paused = train(_cfg(path, tmp / "old", split_jaccard=0.0, collapse_share=0.0, stop_at_step=13))
-    for ckpt in list_checkpoints(paused):
-        saved_path = ckpt / "train_config.json"
-        saved = json.loads(saved_path.read_text())
-        del saved["split_jaccard"], saved["split_every"]
-        saved_path.write_text(json.dumps(saved))
+    _forget(paused, "split_jaccard", "split_every")
     with pytest.raises(ValueError, match="split_jaccard is 0.9 but the run .* used 0.0"):
         check_output(_cfg(path, tmp / "old", resume=True, split_jaccard=0.9))
     resumed = train(_cfg(path, tmp / "old", resume=True, split_jaccard=None, split_every=64))
@@ -337,11 +343,7 @@ def test_a_run_from_before_the_collapse_default_resumes_as_it_began(data) -> Non
     path, tmp = data
     straight = train(_cfg(path, tmp / "c_straight", collapse_share=0.0))
     paused = train(_cfg(path, tmp / "c_old", collapse_share=0.0, stop_at_step=13))
-    for ckpt in list_checkpoints(paused):
-        saved_path = ckpt / "train_config.json"
-        saved = json.loads(saved_path.read_text())
-        del saved["collapse_share"]
-        saved_path.write_text(json.dumps(saved))
+    _forget(paused, "collapse_share")
     with pytest.raises(ValueError, match="collapse_share is 0.33 but the run .* used 0.0"):
         check_output(_cfg(path, paused, resume=True, collapse_share=0.33))
     resumed = train(_cfg(path, paused, resume=True))
