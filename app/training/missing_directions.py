@@ -31,6 +31,7 @@ MIN_MEMBERS = 4  # residuals a seed needs (itself included) before it starts a c
 REFINE = 2  # mean-shift passes of a centre
 SUPPORT_COS, MIN_SUPPORT = 0.7, 3  # (a) supported: this many residuals of the pool this close to the centre
 NOVELTY_ROWS, NOVELTY = 3, 0.7  # (b) new: the norm left after this many other latents' decoder rows
+BLOCK = 1024  # rows of the pool's cosine matrix computed at a time (`near_pairs`)
 
 
 def pools_at(step: int, every: int, first: int, end: int) -> bool:
@@ -84,12 +85,30 @@ def unit_rows(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def near_pairs(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For unit rows `u` [n, d]: (near [n, n], near[i, j] = u_i·u_j ≥ TAU; counts [n], its row sums). Each pair's
+    cosine is computed once, a BLOCK of rows against the rows from there on, and written to both places, so `near`
+    is symmetric to the last bit (a row holds what a column does) at half a full Gram matrix's cost."""
+    n = u.shape[0]
+    near = torch.empty(n, n, dtype=torch.bool, device=u.device)
+    counts = torch.zeros(n, dtype=torch.long, device=u.device)
+    for i in range(0, n, BLOCK):
+        j = min(i + BLOCK, n)
+        block = (u[i:j] @ u[i:].t()) >= TAU  # [j − i, n − i]: rows i..j against rows i..n
+        own = block[:, :j - i]
+        own &= own.t().clone()  # the diagonal block holds both orders of its pairs: keep them equal
+        near[i:j, i:] = block
+        near[j:, i:j] = block[:, j - i:].t()
+        counts[i:j] += block.sum(1)
+        counts[j:] += block[:, j - i:].sum(0)
+    return near, counts
+
+
+@torch.no_grad()
 def residual_clusters(residuals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The greedy clusters of the module docstring: (unit centres [k, d], index of each cluster's seed)."""
     u = unit_rows(residuals.float())
-    near = (u @ u.t()) >= TAU
-    near &= near.t().clone()  # symmetric to the last bit, so a row holds what a column does (rows are contiguous)
-    counts = near.sum(1)
+    near, counts = near_pairs(u)
     free = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
     centres, seeds = [], []
     while True:
@@ -123,17 +142,15 @@ def support(residuals: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 def novelty(centres: torch.Tensor, rows: torch.Tensor, n_rows: int = NOVELTY_ROWS) -> torch.Tensor:
     """Per unit centre, the norm of what is left after projecting it on the `n_rows` unit `rows` that orthogonal
     matching pursuit picks for it (1 = orthogonal to every row, 0 = in the span of n_rows of them)."""
-    out = torch.ones(centres.shape[0], device=centres.device)
-    if rows.shape[0] == 0:
-        return out
-    for i, c in enumerate(centres.float()):
-        left, picked = c, []
-        for _ in range(min(n_rows, rows.shape[0])):
-            picked.append(int((rows @ left).abs().argmax()))
-            basis = rows[picked].t()  # [d, k]
-            left = c - basis @ torch.linalg.lstsq(basis, c.unsqueeze(1)).solution.squeeze(1)
-        out[i] = left.norm()
-    return out
+    c = centres.float()
+    if rows.shape[0] == 0 or c.shape[0] == 0:
+        return torch.ones(c.shape[0], device=c.device)
+    left, picked = c, c.new_zeros(c.shape[0], 0, dtype=torch.long)
+    for _ in range(min(n_rows, rows.shape[0])):  # every centre at once: [k, ...]
+        picked = torch.cat([picked, (left @ rows.t()).abs().argmax(1, keepdim=True)], dim=1)
+        basis = rows[picked].transpose(1, 2)  # [k, d, t]
+        left = c - (basis @ torch.linalg.lstsq(basis, c.unsqueeze(2)).solution).squeeze(2)
+    return left.norm(dim=1)
 
 
 @torch.no_grad()

@@ -74,12 +74,27 @@ def _clusters_brute(residuals: torch.Tensor) -> tuple[list[list[float]], list[in
     return centres, seeds
 
 
-def test_clusters_match_a_brute_force() -> None:
+@pytest.mark.parametrize("block", [1024, 50, 16])  # one block, and blocks that do not divide the 156 residuals
+def test_clusters_match_a_brute_force(block, monkeypatch) -> None:
+    monkeypatch.setattr(md, "BLOCK", block)
     _, residuals = _planted(d=16, n_dirs=4, per_dir=9, scatter=120, seed=3)
     centres, seeds = residual_clusters(residuals)
     want_centres, want_seeds = _clusters_brute(residuals)
     assert seeds.tolist() == want_seeds and len(want_seeds) >= 4
     torch.testing.assert_close(centres, torch.tensor(want_centres, dtype=torch.float32), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("block", [1024, 7])
+def test_near_pairs_is_the_thresholded_cosine_matrix_symmetric_with_its_row_sums(block, monkeypatch) -> None:
+    monkeypatch.setattr(md, "BLOCK", block)
+    _, residuals = _planted(d=6, n_dirs=2, per_dir=5, scatter=40, seed=2)  # low d: many pairs on either side of TAU
+    u = torch.nn.functional.normalize(residuals.double(), dim=1)
+    cos = u @ u.t()
+    near, counts = md.near_pairs(md.unit_rows(residuals))
+    clear = (cos - md.TAU).abs() > 1e-6  # float32 may round the other way at the threshold itself
+    assert torch.equal(near[clear], (cos >= md.TAU)[clear]) and int((~clear).sum()) <= 2
+    assert 0.1 < float(near.float().mean()) < 0.9
+    assert torch.equal(near, near.t()) and torch.equal(counts, near.sum(1))
 
 
 def _sae(d_in: int, d_sae: int, rows: torch.Tensor | None = None) -> JumpReLUSAE:
