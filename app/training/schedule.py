@@ -19,7 +19,11 @@ integral term moves the target T_pen the penalty pulls toward, after the L0 warm
 
 so the batch L0 settles on the T asked for (docs/training.md, sixth pass). Farther from T the penalty alone is
 still closing the gap (L0 can sit at 2T for a while after the warm-up): integrating then would wind T_pen down
-and leave L0 below T for the rest of the run (planted s16n: 9.5 for 10). With the two-sided penalty ("both")
+and leave L0 below T for the rest of the run (planted s16n: 9.5 for 10). But where the penalty's balance itself
+lies outside the window, L0 never enters it and nothing corrects it (planted s4c, d = 256, 20M tokens, seed 1:
+10.6 for 8 from the warm-up's end to the last step; thirty-third pass). So L0 gets as many steps outside the window
+as the warm-up had (at least MIN_PATIENCE) to come in; an L0 still outside after that has stalled there, and the
+correction acts on it as on one at the window's edge (e clipped to ±0.25). With the two-sided penalty ("both")
 T_pen never rises above T: that penalty's bias is upward, and raising T_pen while L0 dips below T before the LR
 decay (planted s2) made L0 land above T after it.
 
@@ -43,10 +47,13 @@ rate_r = --l0-reward (auto: 0.05 with the frequency penalty, else 0 — without 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import NamedTuple
 
 from app.training.config import Schedule, TrainConfig
+
+log = logging.getLogger(__name__)
 
 # θ's auto LR with the shared second moment grows as (d_in / WIDTH)·√(batch / BATCH), within [1, MAX_FACTOR]
 # (`threshold_lr_factor`); MAX_FACTOR is the largest factor measured (planted d = 256, SmolLM2 at 2M tokens)
@@ -186,7 +193,8 @@ class TargetCorrection:
     BOUNDS = {"both": (0.5, 1.0), "over": (0.5, 2.0)}
     PROPORTIONAL = {"both": 0.0, "over": 2.0}  # k_p per side (module docstring)
     ERROR_DECAY = 0.9  # ē ← 0.9·ē + 0.1·e: the proportional term follows a smoothed batch error
-    WINDOW = 0.25  # integrate only while |log(L0_batch / T)| ≤ this (anti-windup)
+    WINDOW = 0.25  # integrate only while |log(L0_batch / T)| ≤ this (anti-windup) ...
+    MIN_PATIENCE = 128  # ... or once L0 has stayed outside it for max(start, this) steps in a row (stalled)
 
     def __init__(self, target: float, start: int, rate: float, side: str = "both", reward_rate: float = 0.0) -> None:
         self.target = target
@@ -198,6 +206,8 @@ class TargetCorrection:
         self.gain = self.PROPORTIONAL[side]
         self.log_ratio = 0.0  # I: the integral part of log(T_pen / T)
         self.error = 0.0  # ē
+        self.patience = max(start, self.MIN_PATIENCE)  # steps outside the window before L0 counts as stalled
+        self.outside = 0  # steps in a row, after `start`, with L0 outside the window
 
     @property
     def penalty_target(self) -> float:
@@ -211,15 +221,24 @@ class TargetCorrection:
             return
         self.reward = min(0.0, self.reward + self.reward_rate * err)
         if abs(err) > self.WINDOW:
-            return
+            self.outside += 1
+            if self.outside <= self.patience:  # the penalty may still be closing the gap
+                return
+            if self.outside == self.patience + 1:
+                log.info("L0 %.2f has stayed outside e^±%.2f of its target %.2f for %d steps: the target correction "
+                         "now acts on it as on an L0 at the window's edge", l0, self.WINDOW, self.target, self.patience)
+            err = math.copysign(self.WINDOW, err)  # stalled outside: as if at the window's edge
+        else:
+            self.outside = 0
         lo, hi = self.bounds
         self.log_ratio = max(lo, min(hi, self.log_ratio - self.rate * err))
         self.error = self.ERROR_DECAY * self.error + (1 - self.ERROR_DECAY) * err
 
     def state_dict(self) -> dict[str, float]:
-        return {"log_ratio": self.log_ratio, "error": self.error, "reward": self.reward}
+        return {"log_ratio": self.log_ratio, "error": self.error, "reward": self.reward, "outside": self.outside}
 
     def load_state_dict(self, state: dict) -> None:
         self.log_ratio = float(state["log_ratio"])
         self.error = float(state.get("error", 0.0))  # checkpoints written before the proportional term
         self.reward = float(state.get("reward", 0.0))  # ... and before the L0 reward
+        self.outside = int(state.get("outside", 0))  # ... and before the stall rule
