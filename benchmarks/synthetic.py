@@ -70,6 +70,7 @@ from benchmarks.synthetic_metrics import at_least_as_good, mean_l0, score
 log = logging.getLogger(__name__)
 
 HELD_OUT = 65_536
+ROW_REWRITES = ("split_jaccard", "collapse_share")  # TrainConfig's checks that move decoder rows (0 = off)
 
 
 def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,
@@ -77,8 +78,8 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
                     device: str = "cpu"):
     """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE, on the
     CPU. `start` [d_sae, d_in]: unit directions the decoder starts at (the --ceiling run) instead of the random
-    init; `hold`: the decoder's directions stay there (the --truth-decoder run; no split re-initialisation, which
-    would rewrite rows); `device`: where it trains."""
+    init; `hold`: the decoder's directions stay there (the --truth-decoder run; no split or collapse
+    re-initialisation, which would rewrite rows: `ROW_REWRITES`); `device`: where it trains."""
     from app.sae import load_sae
     from app.training import TrainConfig, train
     from app.training.activations import save_activation_file
@@ -91,8 +92,8 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
         fields = TrainConfig.__dataclass_fields__
         for key, value in overrides.items():
             kw[key] = _parse(value, fields[key].type)
-        if hold:
-            kw["split_jaccard"] = 0.0  # the split check rewrites decoder rows; a held decoder must stay the answer
+        if hold:  # the split and collapse checks rewrite decoder rows; a held decoder must stay the answer
+            kw.update(dict.fromkeys(ROW_REWRITES, 0.0))
         config = TrainConfig(**kw)
         if start is None:
             train(config)

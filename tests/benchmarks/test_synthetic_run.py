@@ -61,6 +61,18 @@ def test_the_truth_decoder_run_keeps_the_planted_directions_through_split_checks
     assert torch.allclose(w_held / w_held.norm(dim=1, keepdim=True), truth.dirs, atol=1e-5)
 
 
+def test_the_truth_decoder_run_keeps_the_planted_directions_through_collapse_checks(planted) -> None:
+    truth, x = planted
+    # latents under 0.99 of the median gain counts as collapsed, checked every step: a started-but-free run moves
+    # rows onto missing directions, the held run keeps the answer (before 2026-12-07's fix it did not)
+    kw = {"split_every": "1", "split_jaccard": "0", "collapse_share": "0.99"}
+    held = train_jumpscope(x, truth.dirs.shape[0], 3.0, 8192, 256, seed=0, overrides=kw, start=truth.dirs, hold=True)
+    free = train_jumpscope(x, truth.dirs.shape[0], 3.0, 8192, 256, seed=0, overrides=kw, start=truth.dirs)
+    w_held = held.W_dec.detach()
+    assert torch.allclose(w_held / w_held.norm(dim=1, keepdim=True), truth.dirs, atol=1e-5)
+    assert _best_cos(truth.dirs, free.W_dec.detach()).min() < 0.99  # the checks did act on the free run
+
+
 def test_the_ceiling_run_refuses_directions_of_the_wrong_shape(planted) -> None:
     truth, x = planted
     with pytest.raises(ValueError, match="start directions"):
