@@ -63,7 +63,7 @@ def test_the_truth_decoder_run_keeps_the_planted_directions_through_split_checks
 
 def test_the_truth_decoder_run_keeps_the_planted_directions_through_collapse_checks(planted) -> None:
     truth, x = planted
-    # latents under 0.99 of the median gain counts as collapsed, checked every step: a started-but-free run moves
+    # latents under 0.99 of the median gain count as collapsed, checked every step: a started-but-free run moves
     # rows onto missing directions, the held run keeps the answer (before 2026-12-07's fix it did not)
     kw = {"split_every": "1", "split_jaccard": "0", "collapse_share": "0.99"}
     held = train_jumpscope(x, truth.dirs.shape[0], 3.0, 8192, 256, seed=0, overrides=kw, start=truth.dirs, hold=True)
