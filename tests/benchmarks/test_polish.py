@@ -1,0 +1,74 @@
+"""benchmarks/polish.py: matching pursuit against exact codes and least squares, and the dictionary polish against
+a planted dictionary it starts near."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy (installed with the interop extra)")
+
+from benchmarks.polish import max_cos, omp, polish, run_one
+
+
+def _sparse_codes(n: int, n_rows: int, k: int, g: torch.Generator) -> torch.Tensor:
+    support = torch.rand(n, n_rows, generator=g).argsort(dim=1)[:, :k]
+    return torch.zeros(n, n_rows, dtype=torch.float64).scatter_(
+        1, support, 0.5 + torch.rand(n, k, generator=g, dtype=torch.float64))
+
+
+def test_omp_recovers_exact_codes_on_an_orthonormal_dictionary() -> None:
+    g = torch.Generator().manual_seed(0)
+    rows = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))[0].T  # orthonormal rows
+    codes = _sparse_codes(256, 12, 3, g)
+    found, residual = omp(codes @ rows, rows, 3, ridge=0.0)
+    assert torch.allclose(found, codes, atol=1e-10)
+    assert residual.abs().max() < 1e-10
+
+
+def test_omp_codes_are_the_least_squares_fit_on_their_support() -> None:
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(40, 10, generator=g, dtype=torch.float64)
+    rows /= rows.norm(dim=1, keepdim=True)
+    x = torch.randn(64, 10, generator=g, dtype=torch.float64)
+    codes, residual = omp(x, rows, 4, ridge=0.0)
+    assert ((codes != 0).sum(dim=1) == 4).all()
+    for i in range(x.shape[0]):
+        support = codes[i].nonzero().squeeze(1)
+        ref = torch.linalg.lstsq(rows[support].T, x[i]).solution  # the reference: LAPACK's least squares
+        assert torch.allclose(codes[i, support], ref, atol=1e-9)
+        assert torch.allclose(residual[i], x[i] - ref @ rows[support], atol=1e-9)
+    # the first pick is the row most correlated with the token, as brute force over all rows finds it
+    first = (x @ rows.T).argmax(dim=1)
+    assert all(codes[i, first[i]] != 0 for i in range(x.shape[0]))
+
+
+def test_omp_rejects_an_impossible_k() -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        omp(torch.zeros(2, 3), torch.eye(3), 4)
+
+
+def test_polish_moves_a_perturbed_dictionary_onto_the_planted_one() -> None:
+    g = torch.Generator().manual_seed(2)
+    truth = torch.randn(48, 24, generator=g, dtype=torch.float64)
+    truth /= truth.norm(dim=1, keepdim=True)
+    x = _sparse_codes(16_384, 48, 3, g) @ truth
+    start = truth + 0.08 * torch.randn(48, 24, generator=g, dtype=torch.float64)
+    before = max_cos(truth, start)
+    rows = polish(start, x, k=3, epochs=3, batch=2048, seed=0)
+    assert before < 0.97
+    assert max_cos(truth, rows) > 0.999  # ground truth, not the polish's own loss
+    assert torch.allclose(rows.norm(dim=1), torch.ones(48, dtype=torch.float64))
+
+
+def test_run_one_scores_the_default_and_the_held_sae(monkeypatch) -> None:
+    from benchmarks import polish as mod
+    from benchmarks.synthetic_data import SynthConfig
+
+    monkeypatch.setitem(mod.SETTINGS, "tiny", SynthConfig(d=16, ratio=2.0, l0=3.0))
+    out = run_one("tiny", seed=0, d=16, epochs=1, tokens=8192, batch=1024)
+    assert set(out) >= {"default", "polished_rows", "held"}
+    for side in ("default", "held"):
+        assert 0.0 <= out[side]["max_cos"] <= 1.0 and out[side]["fvu"] >= 0.0
+    # the held SAE's decoder is the polished rows, so both read the same max-|cos|
+    assert out["held"]["max_cos"] == pytest.approx(out["polished_rows"]["max_cos"], abs=1e-5)
