@@ -1,6 +1,7 @@
 """Polish a trained SAE's dictionary by sparse coding, then fit the encoder to it: how far recovery can go at d = 64.
 
     python -m benchmarks.polish [--settings s4c s8h s16n] [--seeds 0] [--d 64] [--epochs 4] [--threads 1]
+                                [--saelens]
 
 At d = 64 the loss of a JumpReLU SAE ranks another dictionary above the planted one (docs/training.md, seventh and
 thirty-fourth passes), so its trainer settles at max-|cos| 0.82–0.87 on s4c, s8h and s16n. This experiment asks
@@ -16,7 +17,10 @@ what a dictionary at the issue's 0.95 costs there. For each setting and seed it:
 
 and scores the default SAE and the held one on the same held-out tokens. The SAE from step 3 is a JumpReLU SAE as
 SPEC §1 defines it (a latent is active iff its pre-activation exceeds θ); matching pursuit only moves the rows.
-The last stdout line is one JSON object: {"runs": [{setting, seed, default, polished_rows, held}]}.
+--saelens also trains SAELens's JumpReLU SAE on the same data (as benchmarks/synthetic.py does) and reads both
+JumpScope SAEs at SAELens's held-out L0 (`at_l0`), since SAELens ends over the target L0 and FVU follows the L0.
+The last stdout line is one JSON object: {"runs": [{setting, seed, default, polished_rows, held, [saelens,
+default_at_saelens_l0, held_at_saelens_l0]}]}.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 
 import torch
 
-from benchmarks.synthetic import HELD_OUT, evaluate, train_jumpscope
+from benchmarks.synthetic import HELD_OUT, _lr_of, at_l0, evaluate, train_jumpscope, train_saelens
 from benchmarks.synthetic_data import SETTINGS, PlantedDictionary, at_width
 from benchmarks.synthetic_metrics import cosine_matrix, mean_l0
 
@@ -105,7 +109,9 @@ def max_cos(truth: torch.Tensor, rows: torch.Tensor) -> float:
     return cosine_matrix(truth, rows).max(dim=1).values.mean().item()
 
 
-def run_one(name: str, seed: int, d: int, epochs: int, tokens: int, batch: int) -> dict:
+def run_one(name: str, seed: int, d: int, epochs: int, tokens: int, batch: int, saelens: bool = False) -> dict:
+    """One setting and seed: the default SAE, the polished rows and the SAE held at them, scored on held-out
+    tokens; with `saelens` also SAELens's SAE on the same data, and both JumpScope SAEs read at its L0 (`at_l0`)."""
     cfg = at_width(SETTINGS[name], d) if d != SETTINGS[name].d else SETTINGS[name]
     truth = PlantedDictionary(cfg, seed=seed)
     x, fire = truth.sample(min(tokens, 1_048_576), seed=10_000 + seed)  # the synthetic benchmark's samples
@@ -119,6 +125,12 @@ def run_one(name: str, seed: int, d: int, epochs: int, tokens: int, batch: int) 
            "default": evaluate(default, "default", truth, held_x, held_fire),
            "polished_rows": {"max_cos": max_cos(truth.dirs, rows)},
            "held": evaluate(held, "held", truth, held_x, held_fire)}
+    if saelens:
+        sl = train_saelens(x, cfg.n_dirs, planted, tokens, batch, seed, _lr_of(tokens, batch, {}))
+        out["saelens"] = evaluate(sl, "saelens", truth, held_x, held_fire)
+        for side, sae in (("default", default), ("held", held)):
+            out[f"{side}_at_saelens_l0"] = evaluate(at_l0(sae, held_x, out["saelens"]["l0"]), side, truth, held_x,
+                                                    held_fire)
     log.info("%s seed %d d %d: max-|cos| default %.4f → polished rows %.4f → held SAE %.4f; FVU %.4f → %.4f",
              name, seed, d, out["default"]["max_cos"], out["polished_rows"]["max_cos"], out["held"]["max_cos"],
              out["default"]["fvu"], out["held"]["fvu"])
@@ -134,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=4_194_304, help="each training run's budget")
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--saelens", action="store_true", help="also train SAELens on the same data and read both "
+                    "JumpScope SAEs at its L0 (needs sae-lens)")
     args = ap.parse_args(argv)
     if args.d < 1 or args.epochs < 0:
         ap.error("--d must be positive and --epochs at least 0")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("app").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
-    runs = [run_one(name, seed, args.d, args.epochs, args.tokens, args.batch_size)
+    runs = [run_one(name, seed, args.d, args.epochs, args.tokens, args.batch_size, args.saelens)
             for name in args.settings for seed in args.seeds]
     print(json.dumps({"runs": runs}))
     return 0
