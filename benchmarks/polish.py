@@ -11,7 +11,7 @@ what a dictionary at the issue's 0.95 costs there. For each setting and seed it:
 2. polishes the decoder's rows by online dictionary learning with orthogonal matching pursuit as the inference
    (`polish`: each batch is coded by `omp` with k = the planted L0, then every row takes one block-coordinate step
    on the running statistics A = E[c cᵀ], B = E[c xᵀ], as in Mairal et al. 2009; rows used by no token and rows
-   within |cos| 0.9 of another restart at the worst-coded tokens' residuals);
+   within |cos| 0.9 of another restart at the worst-coded tokens' residuals, over the first ¾ of the batches);
 3. trains the default recipe again with the decoder held at the polished rows (encoder, θ and biases train: the
    `--truth-decoder` run of benchmarks/synthetic.py with these rows instead of the planted ones);
 
@@ -61,14 +61,18 @@ def omp(x: torch.Tensor, rows: torch.Tensor, k: int, ridge: float = 1e-5) -> tup
 
 
 def polish(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch: int = 4096, seed: int = 0,
-           forget: float = 0.99) -> torch.Tensor:
+           forget: float = 0.99, restart_share: float = 0.75) -> torch.Tensor:
     """Online dictionary learning from `rows` [n_rows, d] on the tokens `x` [n, d], coded by `omp` with k rows per
-    token; returns unit rows. `forget` is the running statistics' decay per batch."""
+    token; returns unit rows. `forget` is the running statistics' decay per batch. Unused and duplicate rows
+    restart only over the first `restart_share` of the batches: a row restarted late would end as one token's
+    residual, a latent nothing else uses."""
     g = torch.Generator().manual_seed(seed)
     d_rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
     n_rows = d_rows.shape[0]
     a = torch.zeros(n_rows, n_rows, dtype=x.dtype)
     b = torch.zeros(n_rows, x.shape[1], dtype=x.dtype)
+    per_epoch = len(range(0, x.shape[0] - batch + 1, batch))
+    restart_until, done = int(restart_share * epochs * per_epoch), 0
     for epoch in range(epochs):
         perm = torch.randperm(x.shape[0], generator=g)
         fvu = []
@@ -83,7 +87,9 @@ def polish(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch: int 
                 if diag[j] > 1e-6:
                     row = d_rows[j] + (b[j] - a[j] @ d_rows) / diag[j]
                     d_rows[j] = row / row.norm().clamp_min(1e-12)
-            _restart(d_rows, a, b, xb, residual)
+            if done < restart_until:
+                _restart(d_rows, a, b, xb, residual)
+            done += 1
         log.info("polish epoch %d: matching-pursuit FVU %.4f", epoch, sum(fvu) / max(len(fvu), 1))
     return d_rows
 

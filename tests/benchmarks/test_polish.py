@@ -86,3 +86,14 @@ def test_run_one_reads_both_saes_at_saelens_l0(monkeypatch) -> None:
         read = out[f"{side}_at_saelens_l0"]
         assert read["l0"] <= target + 1e-6  # at_l0: the largest L0 at or under SAELens's
         assert read["max_cos"] == pytest.approx(out[side]["max_cos"])  # same dictionary, other θ
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_duplicate_rows_restart_only_within_the_restart_share(share) -> None:
+    g = torch.Generator().manual_seed(3)
+    truth = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0].T[:8]  # 8 orthonormal rows
+    x = _sparse_codes(4096, 8, 2, g) @ truth
+    start = torch.cat([truth, truth[:1]])  # row 8 duplicates row 0: matching pursuit never picks it
+    rows = polish(start, x, k=2, epochs=1, batch=1024, restart_share=share)
+    duplicate = (rows[8] @ rows[0]).abs().item()
+    assert duplicate > 0.999 if share == 0.0 else duplicate < 0.9
