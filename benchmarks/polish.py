@@ -31,9 +31,9 @@ import logging
 
 import torch
 
-from benchmarks.synthetic import HELD_OUT, _lr_of, at_l0, evaluate, train_jumpscope, train_saelens
-from benchmarks.synthetic_data import SETTINGS, PlantedDictionary, at_width
-from benchmarks.synthetic_metrics import cosine_matrix, mean_l0
+from benchmarks.synthetic import _lr_of, at_l0, evaluate, sample_run, train_jumpscope, train_saelens
+from benchmarks.synthetic_data import SETTINGS, at_width
+from benchmarks.synthetic_metrics import cosine_matrix
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,7 @@ def run_one(name: str, seed: int, d: int, epochs: int, tokens: int, batch: int, 
     """One setting and seed: the default SAE, the polished rows and the SAE held at them, scored on held-out
     tokens; with `saelens` also SAELens's SAE on the same data, and both JumpScope SAEs read at its L0 (`at_l0`)."""
     cfg = at_width(SETTINGS[name], d) if d != SETTINGS[name].d else SETTINGS[name]
-    truth = PlantedDictionary(cfg, seed=seed)
-    x, fire = truth.sample(min(tokens, 1_048_576), seed=10_000 + seed)  # the synthetic benchmark's samples
-    held_x, held_fire = truth.sample(HELD_OUT, seed=20_000 + seed)
-    planted = mean_l0(fire)
-    del fire
+    truth, x, held_x, held_fire, planted = sample_run(cfg, seed, tokens)  # the synthetic benchmark's data
     default = train_jumpscope(x, cfg.n_dirs, planted, tokens, batch, seed, {})
     rows = polish(default.W_dec.detach().float(), x, max(1, round(planted)), epochs, batch, seed)
     held = train_jumpscope(x, cfg.n_dirs, planted, tokens, batch, seed, {}, start=rows, hold=True)

@@ -205,18 +205,25 @@ def evaluate(sae, kind: str, truth: PlantedDictionary, x: torch.Tensor, fire: to
     return score(truth.dirs, fire, x, sae.W_dec.detach().float(), latents.float(), x_hat.float())
 
 
+TRAIN_SAMPLE = 1_048_576  # tokens sampled for training; longer budgets reuse them for more passes
+
+
+def sample_run(cfg: SynthConfig, seed: int, tokens: int):
+    """What every trainer of one setting and seed sees: (planted dictionary, training tokens, held-out tokens,
+    their true firing, planted L0 of the training tokens)."""
+    truth = PlantedDictionary(cfg, seed=seed)
+    x, fire_train = truth.sample(min(tokens, TRAIN_SAMPLE), seed=10_000 + seed)
+    held_x, held_fire = truth.sample(HELD_OUT, seed=20_000 + seed)
+    return truth, x, held_x, held_fire, mean_l0(fire_train)
+
+
 def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, overrides: dict[str, str],
             ceiling: bool = False, truth_decoder: bool = False, saelens: bool = True, device: str = "cpu") -> dict:
     """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens} (and, when
     asked, `ceiling`: JumpScope started at the planted dictionary; `truth_decoder` and `matched`: held at it, and
     a random start trained to the L0 the held run reached). `saelens=False`: JumpScope alone (no "saelens");
     `device`: where JumpScope trains."""
-    truth = PlantedDictionary(cfg, seed=seed)
-    n_train = min(tokens, 1_048_576)  # the training sample; longer budgets reuse it for more passes
-    x, fire_train = truth.sample(n_train, seed=10_000 + seed)
-    held_x, held_fire = truth.sample(HELD_OUT, seed=20_000 + seed)
-    planted = mean_l0(fire_train)
-    del fire_train
+    truth, x, held_x, held_fire, planted = sample_run(cfg, seed, tokens)
     d_sae = cfg.n_dirs
     js = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, device=device)
     result = {"setting": name, "seed": seed, "planted_l0": planted, "d_sae": d_sae, "tokens": tokens,
