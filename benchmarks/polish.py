@@ -1,7 +1,7 @@
 """Polish a trained SAE's dictionary by sparse coding, then fit the encoder to it: how far recovery can go at d = 64.
 
     python -m benchmarks.polish [--settings s4c s8h s16n] [--seeds 0] [--d 64] [--epochs 4] [--threads 1]
-                                [--saelens]
+                                [--saelens] [--cone 0.98]
 
 At d = 64 the loss of a JumpReLU SAE ranks another dictionary above the planted one (docs/training.md, seventh and
 thirty-fourth passes), so its trainer settles at max-|cos| 0.82–0.87 on s4c, s8h and s16n. This experiment asks
@@ -15,12 +15,15 @@ what a dictionary at the issue's 0.95 costs there. For each setting and seed it:
 3. trains the default recipe again with the decoder held at the polished rows (encoder, θ and biases train: the
    `--truth-decoder` run of benchmarks/synthetic.py with these rows instead of the planted ones);
 
-and scores the default SAE and the held one on the same held-out tokens. The SAE from step 3 is a JumpReLU SAE as
-SPEC §1 defines it (a latent is active iff its pre-activation exceeds θ); matching pursuit only moves the rows.
+and scores the default SAE and the held one on the same held-out tokens. With --cone COS step 3 does not hold the
+rows: they train freely, put back within cos COS of their polished direction after every step (`into_cone`), so the
+loss may tilt them as far as that (the side is then "cone", not "held"; docs/training.md, thirty-sixth pass). The
+SAE from step 3 is a JumpReLU SAE as SPEC §1 defines it (a latent is active iff its pre-activation exceeds θ);
+matching pursuit only moves the rows.
 --saelens also trains SAELens's JumpReLU SAE on the same data (as benchmarks/synthetic.py does) and reads both
 JumpScope SAEs at SAELens's held-out L0 (`at_l0`), since SAELens ends over the target L0 and FVU follows the L0.
-The last stdout line is one JSON object: {"runs": [{setting, seed, default, polished_rows, held, [saelens,
-default_at_saelens_l0, held_at_saelens_l0]}]}.
+The last stdout line is one JSON object: {"runs": [{setting, seed, default, polished_rows, held | cone, [saelens,
+default_at_saelens_l0, held_at_saelens_l0 | cone_at_saelens_l0]}]}.
 """
 
 from __future__ import annotations
@@ -115,27 +118,33 @@ def max_cos(truth: torch.Tensor, rows: torch.Tensor) -> float:
     return cosine_matrix(truth, rows).max(dim=1).values.mean().item()
 
 
-def run_one(name: str, seed: int, d: int, epochs: int, tokens: int, batch: int, saelens: bool = False) -> dict:
-    """One setting and seed: the default SAE, the polished rows and the SAE held at them, scored on held-out
-    tokens; with `saelens` also SAELens's SAE on the same data, and both JumpScope SAEs read at its L0 (`at_l0`)."""
+def run_one(name: str, seed: int, d: int, epochs: int, tokens: int, batch: int, saelens: bool = False,
+            cone: float | None = None) -> dict:
+    """One setting and seed: the default SAE, the polished rows and the SAE held at them ("held"; with `cone`, kept
+    within cos `cone` of them instead: "cone"), scored on held-out tokens; with `saelens` also SAELens's SAE on the
+    same data, and both JumpScope SAEs read at its L0 (`at_l0`)."""
     cfg = at_width(SETTINGS[name], d) if d != SETTINGS[name].d else SETTINGS[name]
     truth, x, held_x, held_fire, planted = sample_run(cfg, seed, tokens)  # the synthetic benchmark's data
     default = train_jumpscope(x, cfg.n_dirs, planted, tokens, batch, seed, {})
     rows = polish(default.W_dec.detach().float(), x, max(1, round(planted)), epochs, batch, seed)
-    held = train_jumpscope(x, cfg.n_dirs, planted, tokens, batch, seed, {}, start=rows, hold=True)
+    side = "held" if cone is None else "cone"
+    held = train_jumpscope(x, cfg.n_dirs, planted, tokens, batch, seed, {}, start=rows, hold=cone is None, cone=cone)
     out = {"setting": name, "seed": seed, "d": d, "planted_l0": planted,
            "default": evaluate(default, "default", truth, held_x, held_fire),
            "polished_rows": {"max_cos": max_cos(truth.dirs, rows)},
-           "held": evaluate(held, "held", truth, held_x, held_fire)}
+           side: evaluate(held, side, truth, held_x, held_fire)}
+    if cone is not None:  # how far the loss tilted the rows (≥ `cone` by construction)
+        tilt = (torch.nn.functional.normalize(held.W_dec.detach().float(), dim=1) * rows).sum(dim=1)
+        out["cone_rows"] = {"min_cos_to_polished": tilt.min().item(), "mean_cos_to_polished": tilt.mean().item()}
     if saelens:
         sl = train_saelens(x, cfg.n_dirs, planted, tokens, batch, seed, _lr_of(tokens, batch, {}))
         out["saelens"] = evaluate(sl, "saelens", truth, held_x, held_fire)
-        for side, sae in (("default", default), ("held", held)):
-            out[f"{side}_at_saelens_l0"] = evaluate(at_l0(sae, held_x, out["saelens"]["l0"]), side, truth, held_x,
-                                                    held_fire)
-    log.info("%s seed %d d %d: max-|cos| default %.4f → polished rows %.4f → held SAE %.4f; FVU %.4f → %.4f",
-             name, seed, d, out["default"]["max_cos"], out["polished_rows"]["max_cos"], out["held"]["max_cos"],
-             out["default"]["fvu"], out["held"]["fvu"])
+        for name_, sae in (("default", default), (side, held)):
+            out[f"{name_}_at_saelens_l0"] = evaluate(at_l0(sae, held_x, out["saelens"]["l0"]), name_, truth, held_x,
+                                                     held_fire)
+    log.info("%s seed %d d %d: max-|cos| default %.4f → polished rows %.4f → %s SAE %.4f; FVU %.4f → %.4f",
+             name, seed, d, out["default"]["max_cos"], out["polished_rows"]["max_cos"], side, out[side]["max_cos"],
+             out["default"]["fvu"], out[side]["fvu"])
     return out
 
 
@@ -150,13 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--saelens", action="store_true", help="also train SAELens on the same data and read both "
                     "JumpScope SAEs at its L0 (needs sae-lens)")
+    ap.add_argument("--cone", type=float, default=None, metavar="COS", help="train the rows freely within cos COS "
+                    "of the polished ones instead of holding them there")
     args = ap.parse_args(argv)
     if args.d < 1 or args.epochs < 0:
         ap.error("--d must be positive and --epochs at least 0")
+    if args.cone is not None and not 0.0 < args.cone <= 1.0:
+        ap.error(f"--cone must be a cosine in (0, 1], got {args.cone}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("app").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
-    runs = [run_one(name, seed, args.d, args.epochs, args.tokens, args.batch_size, args.saelens)
+    runs = [run_one(name, seed, args.d, args.epochs, args.tokens, args.batch_size, args.saelens, args.cone)
             for name in args.settings for seed in args.seeds]
     print(json.dumps({"runs": runs}))
     return 0

@@ -1,8 +1,8 @@
 """Ground-truth SAE benchmark: JumpScope's trainer against SAELens's JumpReLU trainer on planted dictionaries.
 
     python -m benchmarks.synthetic [--tokens 4194304] [--seeds 0 1] [--settings s2 s8h] [--js objective=tanh]
-                                   [--ceiling] [--truth-decoder] [--d 256] [--mean-share 0.3] [--no-saelens]
-                                   [--device cuda]
+                                   [--ceiling] [--truth-decoder] [--truth-cone 0.95] [--d 256] [--mean-share 0.3]
+                                   [--no-saelens] [--device cuda]
 
 For every setting (benchmarks/synthetic_data.py) and seed: sample training activations and 65,536 held-out
 tokens from the same planted dictionary, train JumpScope (`app.training.train`, defaults unless --js KEY=VALUE)
@@ -30,6 +30,13 @@ random start with its target L0 set to the L0 the held run reached, so both are 
 When the learned dictionary reconstructs better there ("matched" FVU < "truth_decoder" FVU), the loss of a
 one-layer JumpReLU encoder ranks another dictionary above the answer, and no optimiser of it reaches max-|cos| 1.
 The JSON then carries "truth_decoder" and "matched" like "ceiling".
+
+--truth-cone COS asks what the objective gives up near the answer: JumpScope's recipe started at the planted
+dictionary (as --ceiling) with every decoder row put back within cos COS of its planted direction after each step
+(`into_cone`), so the mean max-|cos| stays ≥ COS while the rows tilt as the loss asks. The JSON then carries
+"truth_cone" (and "truth_cone_at_saelens_l0", read at SAELens's L0, when SAELens trains). Its FVU beside the
+default's and SAELens's says whether a dictionary at that recovery must reconstruct worse (docs/training.md,
+thirty-sixth pass).
 
 --d runs every setting at another activation width (default 64; `at_width` keeps superposition, L0, the share
 of hierarchical directions and the noise's norm): random directions interfere less in wider spaces
@@ -78,11 +85,13 @@ ROW_REWRITES = ("split_jaccard", "collapse_share")  # TrainConfig's checks that 
 
 def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, batch: int, seed: int,
                     overrides: dict[str, str], start: torch.Tensor | None = None, hold: bool = False,
-                    device: str = "cpu"):
+                    device: str = "cpu", cone: float | None = None):
     """Train with `jumpscope train` defaults (plus overrides) on an activation file; returns the loaded SAE, on the
     CPU. `start` [d_sae, d_in]: unit directions the decoder starts at (the --ceiling run) instead of the random
     init; `hold`: the decoder's directions stay there (the --truth-decoder run; no split or collapse
-    re-initialisation, which would rewrite rows: `ROW_REWRITES`); `device`: where it trains."""
+    re-initialisation, which would rewrite rows: `ROW_REWRITES`); `cone`: the rows train freely but after every
+    step each goes back to within cos `cone` of its `start` direction (`into_cone`; no row rewrites either);
+    `device`: where it trains."""
     from app.sae import load_sae
     from app.training import TrainConfig, train
     from app.training.activations import save_activation_file
@@ -95,19 +104,36 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
         fields = TrainConfig.__dataclass_fields__
         for key, value in overrides.items():
             kw[key] = _parse(value, fields[key].type)
-        if hold:  # the split and collapse checks rewrite decoder rows; a held decoder must stay the answer
+        if cone is not None and (start is None or hold or not -1.0 <= cone <= 1.0):
+            raise ValueError(f"cone needs start directions, no hold, and a cosine in [-1, 1]; got {cone}")
+        if hold or cone is not None:  # the split and collapse checks rewrite decoder rows: not these runs'
             kw.update(dict.fromkeys(ROW_REWRITES, 0.0))
         config = TrainConfig(**kw)
         if start is None:
             train(config)
         else:
-            _train_from(config, start, hold)
+            _train_from(config, start, hold, cone)
         return load_sae(Path(tmp) / "sae", device="cpu").eval()
 
 
-def _train_from(config, start: torch.Tensor, hold: bool = False) -> None:
+@torch.no_grad()
+def into_cone(w: torch.Tensor, centre: torch.Tensor, cos: float) -> None:
+    """Move every row of `w` [n, d] whose direction is further than `cos` from its row of `centre` [n, d] (unit rows)
+    onto the cone's edge, in place: within the plane of the row and its centre, at cos exactly `cos`, norm kept.
+    Rows inside the cone are untouched."""
+    norm = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    u = w / norm
+    along = (u * centre).sum(dim=1, keepdim=True)
+    side = u - along * centre
+    side = side / side.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    edge = cos * centre + (1.0 - cos * cos) ** 0.5 * side
+    w.copy_(torch.where(along < cos, edge * norm, w))
+
+
+def _train_from(config, start: torch.Tensor, hold: bool = False, cone: float | None = None) -> None:
     """The default run with its decoder started at `start` (unit rows, scaled to the recipe's init norm); with
-    `hold` at unit norm and its gradient zeroed, so Adam never moves it (the trainer only rescales rows)."""
+    `hold` at unit norm and its gradient zeroed, so Adam never moves it (the trainer only rescales rows); with
+    `cone` trained freely but put back within cos `cone` of `start` after every step (`into_cone`)."""
     from app.training.distributed import init_distributed
     from app.training.trainer import Trainer
 
@@ -124,7 +150,15 @@ def _train_from(config, start: torch.Tensor, hold: bool = False) -> None:
                 sae.W_enc.copy_(sae.W_dec.T)
             if hold:
                 sae.W_dec.register_hook(torch.zeros_like)
+            self.sae_built = sae
             return sae
+
+        def steps(self):
+            for done in super().steps():  # the SAE is built inside the first step
+                if cone is not None:
+                    w = self.sae_built.W_dec
+                    into_cone(w, torch.nn.functional.normalize(start.to(w), dim=1), cone)
+                yield done
 
     dist = init_distributed(config.device)
     try:
@@ -218,11 +252,13 @@ def sample_run(cfg: SynthConfig, seed: int, tokens: int):
 
 
 def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, overrides: dict[str, str],
-            ceiling: bool = False, truth_decoder: bool = False, saelens: bool = True, device: str = "cpu") -> dict:
+            ceiling: bool = False, truth_decoder: bool = False, saelens: bool = True, device: str = "cpu",
+            truth_cone: float | None = None) -> dict:
     """Both trainers on one setting and seed; returns {setting, seed, planted_l0, jumpscope, saelens} (and, when
     asked, `ceiling`: JumpScope started at the planted dictionary; `truth_decoder` and `matched`: held at it, and
-    a random start trained to the L0 the held run reached). `saelens=False`: JumpScope alone (no "saelens");
-    `device`: where JumpScope trains."""
+    a random start trained to the L0 the held run reached; `truth_cone`: started at it with every row kept within
+    cos `truth_cone` of its planted direction, and read at SAELens's L0 too). `saelens=False`: JumpScope alone
+    (no "saelens"); `device`: where JumpScope trains."""
     truth, x, held_x, held_fire, planted = sample_run(cfg, seed, tokens)
     d_sae = cfg.n_dirs
     js = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, device=device)
@@ -245,6 +281,13 @@ def run_one(name: str, cfg: SynthConfig, seed: int, tokens: int, batch: int, ove
         matched = {**overrides, "target_l0": str(result["truth_decoder"]["l0"])}
         result["matched"] = evaluate(train_jumpscope(x, d_sae, planted, tokens, batch, seed, matched, device=device),
                                      "matched", truth, held_x, held_fire)
+    if truth_cone is not None:
+        cone = train_jumpscope(x, d_sae, planted, tokens, batch, seed, overrides, start=truth.dirs, device=device,
+                               cone=truth_cone)
+        result["truth_cone"] = evaluate(cone, "truth_cone", truth, held_x, held_fire)
+        if saelens:
+            result["truth_cone_at_saelens_l0"] = evaluate(at_l0(cone, held_x, result["saelens"]["l0"]),
+                                                          "truth_cone", truth, held_x, held_fire)
     _log_table(result)
     return result
 
@@ -257,7 +300,8 @@ def _lr_of(tokens: int, batch: int, overrides: dict[str, str]) -> float:
                        lr=lr).schedule().lr
 
 
-EXTRA_SIDES = ("at_saelens_l0", "ceiling", "truth_decoder", "matched")  # optional columns, in order
+EXTRA_SIDES = ("at_saelens_l0", "ceiling", "truth_decoder", "matched", "truth_cone",
+               "truth_cone_at_saelens_l0")  # optional columns, in order
 
 
 def _log_table(r: dict) -> None:
@@ -305,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also train JumpScope started at the planted dictionary (what the objective allows)")
     ap.add_argument("--truth-decoder", action="store_true",
                     help="also train with the decoder held at the planted dictionary, and a random start at its L0")
+    ap.add_argument("--truth-cone", type=float, default=None, metavar="COS",
+                    help="also train started at the planted dictionary with every row kept within cos COS of it")
     ap.add_argument("--no-saelens", action="store_true", help="train JumpScope alone (no sae-lens needed)")
     ap.add_argument("--device", default="cpu", help="JumpScope's training device: cpu | cuda | cuda:N")
     args = ap.parse_args(argv)
@@ -312,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--device {args.device}: not available here (cpu, or cuda[:N] where CUDA is present)")
     if args.d is not None and args.d < 1:
         ap.error(f"--d must be a positive activation width, got {args.d}")
+    if args.truth_cone is not None and not 0.0 < args.truth_cone <= 1.0:
+        ap.error(f"--truth-cone must be a cosine in (0, 1], got {args.truth_cone}")
     if not 0.0 <= args.mean_share < 1.0:
         ap.error(f"--mean-share must be in [0, 1), got {args.mean_share}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -322,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {name: replace(at_width(SETTINGS[name], args.d) if args.d else SETTINGS[name],
                               mean_share=args.mean_share) for name in args.settings}
     runs = [run_one(name, settings[name], seed, args.tokens, args.batch_size, overrides, args.ceiling,
-                    args.truth_decoder, saelens=not args.no_saelens, device=args.device)
+                    args.truth_decoder, saelens=not args.no_saelens, device=args.device, truth_cone=args.truth_cone)
             for name in args.settings for seed in args.seeds]
     print(json.dumps(summarise(runs)))
     return 0

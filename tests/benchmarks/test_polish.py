@@ -74,6 +74,17 @@ def test_run_one_scores_the_default_and_the_held_sae(monkeypatch) -> None:
     assert out["held"]["max_cos"] == pytest.approx(out["polished_rows"]["max_cos"], abs=1e-5)
 
 
+def test_run_one_with_a_cone_trains_the_rows_near_the_polished_ones(monkeypatch) -> None:
+    from benchmarks import polish as mod
+    from benchmarks.synthetic_data import SynthConfig
+
+    monkeypatch.setitem(mod.SETTINGS, "tiny", SynthConfig(d=16, ratio=2.0, l0=3.0))
+    out = run_one("tiny", seed=0, d=16, epochs=1, tokens=8192, batch=1024, cone=0.99)
+    assert "cone" in out and "held" not in out
+    assert out["cone_rows"]["min_cos_to_polished"] > 0.99 - 1e-5  # within the cone
+    assert out["cone_rows"]["mean_cos_to_polished"] < 1 - 1e-4  # but trained: not held
+
+
 def test_run_one_reads_both_saes_at_saelens_l0(monkeypatch) -> None:
     pytest.importorskip("sae_lens", reason="--saelens needs sae-lens (the interop extra)")
     from benchmarks import polish as mod
