@@ -43,19 +43,38 @@ def test_omp_codes_are_the_least_squares_fit_on_their_support() -> None:
     assert all(codes[i, first[i]] != 0 for i in range(x.shape[0]))
 
 
+def test_omp_picks_what_the_residual_form_picks_chunk_by_chunk() -> None:
+    # the reference: matching pursuit written from its definition, correlations read off the residual itself
+    g = torch.Generator().manual_seed(5)
+    rows = torch.nn.functional.normalize(torch.randn(96, 24, generator=g, dtype=torch.float64), dim=1)
+    x = torch.randn(300, 24, generator=g, dtype=torch.float64)
+    residual, support = x.clone(), [[] for _ in range(x.shape[0])]
+    for _ in range(5):
+        for i in range(x.shape[0]):
+            corr = rows @ residual[i]
+            corr[support[i]] = float("-inf")
+            support[i].append(int(corr.argmax()))
+            coef = torch.linalg.lstsq(rows[support[i]].T, x[i]).solution
+            residual[i] = x[i] - coef @ rows[support[i]]
+    codes, found = omp(x, rows, 5, ridge=0.0, chunk=64)  # several chunks, the last one short
+    assert all(set(codes[i].nonzero().squeeze(1).tolist()) == set(support[i]) for i in range(x.shape[0]))
+    assert torch.allclose(found, residual, atol=1e-9)
+
+
 def test_omp_rejects_an_impossible_k() -> None:
     with pytest.raises(ValueError, match="k must be"):
         omp(torch.zeros(2, 3), torch.eye(3), 4)
 
 
-def test_polish_moves_a_perturbed_dictionary_onto_the_planted_one() -> None:
+@pytest.mark.parametrize("block", [1, 8])
+def test_polish_moves_a_perturbed_dictionary_onto_the_planted_one(block: int) -> None:
     g = torch.Generator().manual_seed(2)
     truth = torch.randn(48, 24, generator=g, dtype=torch.float64)
     truth /= truth.norm(dim=1, keepdim=True)
     x = _sparse_codes(16_384, 48, 3, g) @ truth
     start = truth + 0.08 * torch.randn(48, 24, generator=g, dtype=torch.float64)
     before = max_cos(truth, start)
-    rows = polish(start, x, k=3, epochs=3, batch=2048, seed=0)
+    rows = polish(start, x, k=3, epochs=3, batch=2048, seed=0, block=block)
     assert before < 0.97
     assert max_cos(truth, rows) > 0.999  # ground truth, not the polish's own loss
     assert torch.allclose(rows.norm(dim=1), torch.ones(48, dtype=torch.float64))
