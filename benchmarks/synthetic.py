@@ -304,18 +304,22 @@ EXTRA_SIDES = ("at_saelens_l0", "ceiling", "truth_decoder", "matched", "truth_co
                "truth_cone_at_saelens_l0")  # optional columns, in order
 
 
+def _width(side: str) -> int:
+    return max(15, len(side) + 2)  # a column wide enough for its name
+
+
 def _log_table(r: dict) -> None:
     js, sl = r["jumpscope"], r.get("saelens")
     extra = [side for side in EXTRA_SIDES if side in r]
     head = f"  {'metric':<10}{'jumpscope':>11}" + (f"{'saelens':>11}{'ratio':>8}" if sl else "")
     lines = [f"{r['setting']} seed {r['seed']} (planted L0 {r['planted_l0']:.2f}, d_sae {r['d_sae']}):",
-             head + "".join(f"{s:>15}" for s in extra)]
+             head + "".join(f"{s:>{_width(s)}}" for s in extra)]
     for key in js:
         both = ""
         if sl:
             ratio = js[key] / sl[key] if sl[key] else float("nan")
             both = f"{sl[key]:>11.4f}{ratio:>8.3f}"
-        lines.append(f"  {key:<10}{js[key]:>11.4f}{both}" + "".join(f"{r[s][key]:>15.4f}" for s in extra))
+        lines.append(f"  {key:<10}{js[key]:>11.4f}{both}" + "".join(f"{r[s][key]:>{_width(s)}.4f}" for s in extra))
     log.info("\n".join(lines))
 
 
