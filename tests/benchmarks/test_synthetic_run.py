@@ -81,7 +81,10 @@ def test_the_truth_cone_run_trains_its_rows_but_keeps_each_within_the_cone(plant
     # 32 steps at the default LR: a free run started at the answer tilts rows well past cos 0.99
     free = train_jumpscope(x, truth.dirs.shape[0], 3.0, 8192, 256, seed=0, overrides={}, start=truth.dirs)
     coned = train_jumpscope(x, truth.dirs.shape[0], 3.0, 8192, 256, seed=0, overrides={}, start=truth.dirs, cone=0.99)
-    along = lambda sae: (torch.nn.functional.normalize(sae.W_dec.detach(), dim=1) * truth.dirs).sum(1)  # noqa: E731
+
+    def along(sae) -> torch.Tensor:
+        return (torch.nn.functional.normalize(sae.W_dec.detach(), dim=1) * truth.dirs).sum(1)
+
     assert along(free).min() < 0.95
     assert along(coned).min() > 0.99 - 1e-5
     assert along(coned).max() < 1 - 1e-4  # the rows did move: not held
@@ -168,12 +171,14 @@ def test_jumpscope_alone_runs_end_to_end_and_print_its_json(capsys, monkeypatch)
     level = app_log.level
     try:
         assert synthetic.main(["--settings", "s2", "--tokens", "65536", "--batch-size", "1024", "--no-saelens",
-                               "--threads", "1"]) == 0
+                               "--threads", "1", "--truth-cone", "0.95"]) == 0
     finally:
         app_log.setLevel(level)  # setLevel, not the attribute: it also clears the loggers' level cache
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["settings"] == ["s2"] and "saelens" not in summary
     assert 0 < summary["jumpscope"]["max_cos"] <= 1 and summary["jumpscope"]["l0"] > 0
+    # every row within cos 0.95 of its planted direction, so each planted direction's best row is at least that
+    assert summary["truth_cone"]["max_cos"] >= 0.95 - 1e-5 and "truth_cone_at_saelens_l0" not in summary
 
 
 def test_an_unavailable_device_is_refused_with_one_line(capsys) -> None:
