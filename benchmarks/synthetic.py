@@ -155,10 +155,13 @@ def _train_from(config, start: torch.Tensor, hold: bool = False, cone: float | N
             return sae
 
         def steps(self):
-            for done in super().steps():  # the SAE is built inside the first step
+            centre = None  # the unit start rows on the SAE's device, once it exists (built inside the first step)
+            for done in super().steps():
                 if cone is not None:
                     w = self.sae_built.W_dec
-                    into_cone(w, torch.nn.functional.normalize(start.to(w), dim=1), cone)
+                    if centre is None:
+                        centre = torch.nn.functional.normalize(start.to(w), dim=1)
+                    into_cone(w, centre, cone)
                 yield done
 
     dist = init_distributed(config.device)
