@@ -75,6 +75,7 @@ from pathlib import Path
 
 import torch
 
+from app.training.polish import into_cone
 from benchmarks.synthetic_data import SETTINGS, PlantedDictionary, SynthConfig, at_width
 from benchmarks.synthetic_metrics import at_least_as_good, mean_l0, score
 
@@ -115,20 +116,6 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
         else:
             _train_from(config, start, hold, cone)
         return load_sae(Path(tmp) / "sae", device="cpu").eval()
-
-
-@torch.no_grad()
-def into_cone(w: torch.Tensor, centre: torch.Tensor, cos: float) -> None:
-    """Move every row of `w` [n, d] whose direction is further than `cos` from its row of `centre` [n, d] (unit rows)
-    onto the cone's edge, in place: within the plane of the row and its centre, at cos exactly `cos`, norm kept.
-    Rows inside the cone are untouched."""
-    norm = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    u = w / norm
-    along = (u * centre).sum(dim=1, keepdim=True)
-    side = u - along * centre
-    side = side / side.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    edge = cos * centre + (1.0 - cos * cos) ** 0.5 * side
-    w.copy_(torch.where(along < cos, edge * norm, w))
 
 
 def _train_from(config, start: torch.Tensor, hold: bool = False, cone: float | None = None) -> None:

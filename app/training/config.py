@@ -165,6 +165,16 @@ class TrainConfig:
                                               "steps before the check (default auto: 0.33; 0 = off, the recipe "
                                               "before 2026-12-07; app/training/missing_directions.py, "
                                               "docs/training.md thirty-second pass)")
+    # --- the polish (app/training/polish.py, app/training/polished.py) ------------------------------------------
+    polish_share: float = _doc(0.0, "train this share of --tokens, then move the decoder's rows to where sparse "
+                                    "coding (matching pursuit) puts them and train the rest of the tokens with each "
+                                    "row kept within cos --polish-cone of its polished direction; needs "
+                                    "--target-l0 (the pursuit's k) and one process (0 = off; docs/training.md, "
+                                    "thirty-seventh pass)")
+    polish_cone: float = _doc(0.98, "the polish: the cosine each row keeps to its polished direction after it")
+    polish_tokens: int = _doc(1_048_576, "the polish: tokens it codes, read where the first part of the run "
+                                         "stopped")
+    polish_epochs: int = _doc(2, "the polish: passes over its tokens")
     pre_act_coefficient: float = _doc(3e-6, "tanh: weight λ_p of the pre-activation loss ReLU(θ − pre)·‖W_dec‖")
     # --- optimisation ------------------------------------------------------------------------------------
     tokens: int = _doc(0, "training tokens in total (required); steps = tokens // batch size")
@@ -281,6 +291,15 @@ class TrainConfig:
              f"--collapse-share must be in [0, 1), got {self.collapse_share}"),
             (math.isfinite(self.aux_collapse_share) and 0 <= self.aux_collapse_share < 1,
              f"--aux-collapse-share must be in [0, 1), got {self.aux_collapse_share}"),
+            (math.isfinite(self.polish_share) and 0 <= self.polish_share < 1,
+             f"--polish-share must be in [0, 1), got {self.polish_share}"),
+            (self.polish_share == 0 or self.target_l0 is not None,
+             "--polish-share needs --target-l0: it is the number of rows matching pursuit codes each token with"),
+            (math.isfinite(self.polish_cone) and 0 < self.polish_cone <= 1,
+             f"--polish-cone must be a cosine in (0, 1], got {self.polish_cone}"),
+            (self.polish_tokens >= self.batch_size,
+             f"--polish-tokens must be at least one batch ({self.batch_size}), got {self.polish_tokens}"),
+            (self.polish_epochs >= 1, f"--polish-epochs must be >= 1, got {self.polish_epochs}"),
             (self.b_dec_lr_factor is None
              or (math.isfinite(self.b_dec_lr_factor) and 0 <= self.b_dec_lr_factor <= 100),
              f"--b-dec-lr-factor must be in [0, 100], got {self.b_dec_lr_factor}"),

@@ -67,8 +67,9 @@ def adopt_resumed_auto(config: TrainConfig) -> None:
             setattr(config, key, float(was))
 
 
-def check_output(config: TrainConfig) -> Path | None:
-    """Validate --out/--resume before any work; returns the checkpoint to resume from (or None)."""
+def check_output(config: TrainConfig, keep: tuple[str, ...] = ()) -> Path | None:
+    """Validate --out/--resume before any work; returns the checkpoint to resume from (or None). A fresh run needs
+    --out new or empty but for the entries named in `keep`."""
     out = Path(config.out)
     if config.resume:
         ckpt = latest_checkpoint(out)
@@ -84,6 +85,6 @@ def check_output(config: TrainConfig) -> Path | None:
             if was != getattr(config, key):
                 raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {out} used {was!r}")
         return ckpt
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name not in keep for p in out.iterdir())):
         raise FileExistsError(f"--out {out} already exists; pick a new folder or pass --resume")
     return None

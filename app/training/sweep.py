@@ -129,6 +129,8 @@ def train_sweep(configs: list[TrainConfig], out: str | Path) -> list[Path]:
     from app.training.resume import adopt_resumed_auto, check_output
     from app.training.trainer import Trainer
 
+    if any(c.polish_share > 0 for c in configs):
+        raise ValueError("--polish-share does not run in a sweep yet; train each SAE on its own")
     for c in configs:
         adopt_resumed_auto(c)
     check_shared(configs)

@@ -61,6 +61,10 @@ POOL = "collapse_pool"  # --collapse-share's pooled residuals in a training chec
 
 def train(config: TrainConfig) -> Path:
     """Train an SAE as `config` says and return its folder (loadable with `app.sae.load_sae`)."""
+    if config.polish_share > 0:  # two parts and a polish between them (app/training/polished.py)
+        from app.training.polished import train_polished
+
+        return train_polished(config)
     dist = init_distributed(config.device)
     try:
         return Trainer(config, dist).run()
@@ -70,6 +74,8 @@ def train(config: TrainConfig) -> Path:
 
 class Trainer:
     """One training run. Build with a validated config; `run()` does everything and returns the folder."""
+
+    KEPT_IN_OUT: tuple[str, ...] = ()  # entries of --out a fresh run leaves alone (the polish's folder)
 
     def __init__(self, config: TrainConfig, dist: DistContext, plan: DataPlan | None = None) -> None:
         self.config, self.dist = config, dist
@@ -83,11 +89,12 @@ class Trainer:
         self.input_mean: torch.Tensor | None = None  # --center's μ (raw units, float32, CPU); None without it
         self.summary: dict | None = None  # the end-of-run summary (rank 0, once the run finished)
         self.t_start = time.time()  # wall time of the summary counts from here (a sweep sets its own start)
+        self.config_extra: dict = {}  # more keys for train_config.json (the polish's record)
 
     # --- set-up ----------------------------------------------------------------------------------------------
     def _prepare(self) -> tuple[DataPlan, Path | None]:
         """All checks that can fail on bad input, in the order cheapest first; nothing is written here."""
-        ckpt = check_output(self.config)
+        ckpt = check_output(self.config, keep=self.KEPT_IN_OUT)
         plan = self._plan if self._plan is not None else build_data(self.config, self.dist)
         if self.config.d_in is not None and self.config.d_in != plan.d_in:
             raise ValueError(f"--d-in {self.config.d_in} does not match the activations' width {plan.d_in}")
@@ -187,7 +194,7 @@ class Trainer:
         # `data_split` records which corpus documents training read; `jumpscope eval` scores the others.
         # `input_centred`: whether the run trained on x − μ (--center true, or auto and the mean large enough).
         extra = ({"d_in": plan.d_in, "input_centred": self.input_mean is not None}
-                 | ({"data_split": plan.split} if plan.split else {}))
+                 | ({"data_split": plan.split} if plan.split else {}) | self.config_extra)
         config_json = json.dumps(self.config.to_json() | extra, indent=2, sort_keys=True)
         if dist.is_main:  # every check passed: now the output folder appears
             self.out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +229,7 @@ class Trainer:
             out = training_step(sae, opt, x, lam, grad_clip=c.grad_clip, autocast=self._autocast(),
                                 average_gradients=lambda: dist.average_gradients(weights), loss_fn=step_loss,
                                 unit_decoder=c.decoder == "unit")
+            self._after_step(sae)
             if c.aux_threshold_reset and dead is not None and dead.numel():  # every rank lowers θ alike
                 lower_thresholds_(sae, dead, dist.all_reduce_max(dead_max_pre(sae, x, dead)))
             splits_now = sched.l0_warmup <= step < sched.lr_decay_start and (step + 1) % c.split_every == 0
@@ -281,6 +289,9 @@ class Trainer:
             self._save_final(sae, final_stats if final_stats.tokens else stats)
             self.summary = run_summary(self, start, time.time() - t0, plan)
         dist.barrier()
+
+    def _after_step(self, sae: JumpReLUSAE) -> None:
+        """Called after every optimiser step, before anything reads the weights (a cone keeps rows in place)."""
 
     def _autocast(self):
         if self.use_autocast:

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("scipy", reason="benchmarks/synthetic_metrics.py needs scipy (installed with the interop extra)")
 
-from benchmarks.synthetic import at_l0, into_cone, summarise, train_jumpscope
+from benchmarks.synthetic import at_l0, summarise, train_jumpscope
 from benchmarks.synthetic_data import PlantedDictionary, SynthConfig
 from benchmarks.synthetic_metrics import DIRECTION, cosine_matrix
 
@@ -51,29 +51,6 @@ def test_the_truth_decoder_run_keeps_the_planted_directions_while_the_encoder_tr
     assert _best_cos(truth.dirs, free.W_dec.detach()).min() < 1 - 1e-4
     w_enc = held.W_enc.detach().T
     assert _best_cos(truth.dirs, w_enc).min() < 1 - 1e-4  # the encoder did train
-
-
-def test_into_cone_moves_outside_rows_to_the_nearest_point_of_the_cone_and_leaves_the_rest() -> None:
-    g = torch.Generator().manual_seed(4)
-    centre = torch.nn.functional.normalize(torch.randn(64, 8, generator=g, dtype=torch.float64), dim=1)
-    w = torch.randn(64, 8, generator=g, dtype=torch.float64) * 3.0
-    w[:8] = centre[:8] * 2.0 + 0.01 * w[:8]  # some rows start inside the cone
-    before, cos = w.clone(), 0.9
-    into_cone(w, centre, cos)
-    unit_before = torch.nn.functional.normalize(before, dim=1)
-    inside = (unit_before * centre).sum(1) >= cos
-    assert inside.sum() >= 8 and (~inside).sum() >= 40
-    assert torch.equal(w[inside], before[inside])
-    assert torch.allclose(w.norm(dim=1), before.norm(dim=1))
-    unit = torch.nn.functional.normalize(w, dim=1)
-    assert torch.allclose((unit[~inside] * centre[~inside]).sum(1), torch.full(((~inside).sum(),), cos,
-                                                                             dtype=torch.float64))
-    # the reference: brute force over many points on the cone's edge; none is nearer the row than the one chosen
-    for i in torch.nonzero(~inside).squeeze(1)[:10].tolist():
-        side = torch.randn(20_000, 8, generator=g, dtype=torch.float64)
-        side -= (side @ centre[i]).unsqueeze(1) * centre[i]
-        edge = cos * centre[i] + (1 - cos**2) ** 0.5 * torch.nn.functional.normalize(side, dim=1)
-        assert (edge @ unit_before[i]).max() <= (unit[i] @ unit_before[i]) + 1e-12
 
 
 def test_the_truth_cone_run_trains_its_rows_but_keeps_each_within_the_cone(planted) -> None:
