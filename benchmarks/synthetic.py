@@ -75,7 +75,6 @@ from pathlib import Path
 
 import torch
 
-from app.training.polish import into_cone
 from benchmarks.synthetic_data import SETTINGS, PlantedDictionary, SynthConfig, at_width
 from benchmarks.synthetic_metrics import at_least_as_good, mean_l0, score
 
@@ -121,8 +120,10 @@ def train_jumpscope(x: torch.Tensor, d_sae: int, target_l0: float, tokens: int, 
 def _train_from(config, start: torch.Tensor, hold: bool = False, cone: float | None = None) -> None:
     """The default run with its decoder started at `start` (unit rows, scaled to the recipe's init norm); with
     `hold` at unit norm and its gradient zeroed, so Adam never moves it (the trainer only rescales rows); with
-    `cone` trained freely but put back within cos `cone` of `start` after every step (`into_cone`)."""
+    `cone` trained freely but put back within cos `cone` of `start` after every step (the second part of a run
+    with a polish: `app.training.polished.ConeTrainer`)."""
     from app.training.distributed import init_distributed
+    from app.training.polished import ConeTrainer
     from app.training.trainer import Trainer
 
     class FromDirections(Trainer):
@@ -138,22 +139,12 @@ def _train_from(config, start: torch.Tensor, hold: bool = False, cone: float | N
                 sae.W_enc.copy_(sae.W_dec.T)
             if hold:
                 sae.W_dec.register_hook(torch.zeros_like)
-            self.sae_built = sae
             return sae
-
-        def steps(self):
-            centre = None  # the unit start rows on the SAE's device, once it exists (built inside the first step)
-            for done in super().steps():
-                if cone is not None:
-                    w = self.sae_built.W_dec
-                    if centre is None:
-                        centre = torch.nn.functional.normalize(start.to(w), dim=1)
-                    into_cone(w, centre, cone)
-                yield done
 
     dist = init_distributed(config.device)
     try:
-        FromDirections(config, dist).run()
+        trainer = FromDirections(config, dist) if cone is None else ConeTrainer(config, dist, None, start, cone, {})
+        trainer.run()
     finally:
         dist.close()
 

@@ -48,6 +48,8 @@ def train_step(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None
         args += ["--l0-coefficient", repr(spec.l0_coefficient)]
     if spec.target_l0 is not None:
         args += ["--target-l0", repr(spec.target_l0)]
+    if spec.polish_share > 0:
+        args += ["--polish-share", repr(spec.polish_share)]
     if device and device != "auto":
         args += ["--device", device]
     if resume:

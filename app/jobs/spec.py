@@ -81,6 +81,7 @@ class JobSpec(BaseModel):
         None, ge=1, le=10**12, description="tokens for the dashboard index after training (default min(tokens, 2^20))"
     )
     seed: int = Field(_TRAIN["seed"].default, ge=0, le=2**31 - 1, description=field_help("seed"))
+    polish_share: float = Field(_TRAIN["polish_share"].default, ge=0, lt=1, description=field_help("polish_share"))
     sweep: SweepAxes | None = Field(None, description="lists of layers / widths / target L0s: one job trains "
                                     "their cross product from one LM pass, each SAE in <name>/<run>/")
     explainer: Literal["builtin"] | None = Field(
@@ -99,7 +100,11 @@ class JobSpec(BaseModel):
             self.target_l0 = default_target_l0(self.d_sae)  # the trainer's own default, stated in the record
         if self.target_l0 is not None and self.target_l0 >= self.d_sae:
             raise ValueError(f"'target_l0' must be below d_sae ({self.d_sae}), got {self.target_l0}")
+        if self.polish_share > 0 and self.target_l0 is None:
+            raise ValueError("'polish_share' needs 'target_l0' (matching pursuit codes each token with that many rows)")
         if self.sweep is not None:
+            if self.polish_share > 0:
+                raise ValueError("'polish_share' does not run in a sweep yet; train each SAE on its own")
             self._check_sweep(self.sweep.lists())
         return self
 

@@ -69,3 +69,23 @@ def test_child_env_puts_the_project_on_the_path(monkeypatch):
     parts = env["PYTHONPATH"].split(":")
     assert parts[1] == "/elsewhere" and Path(parts[0], "app", "cli", "__init__.py").is_file() and env["X"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_a_polish_job_passes_its_share_and_the_cli_reads_it_back(tmp_path):
+    import pytest
+
+    from app.cli import build_parser
+    from app.cli.train import configs_from_args
+
+    spec = JobSpec(d_sae=16, tokens=8192, activations="/root/acts.safetensors", target_l0=3, polish_share=0.5)
+    train = pipeline(spec, tmp_path / "sae", resume=False, python="/py")[0].argv
+    assert _flag(train, "--polish-share") == "0.5"
+    assert "--polish-share" not in pipeline(ACTS, tmp_path / "sae", resume=False, python="/py")[0].argv
+    (config,) = configs_from_args(build_parser().parse_args(list(train[3:])))  # the real parser, as the child runs
+    assert config.polish_share == 0.5 and config.target_l0 == 3.0
+    with pytest.raises(ValueError, match="'polish_share' needs 'target_l0'"):
+        JobSpec(d_sae=16, tokens=8192, activations="/a.safetensors", l0_coefficient=0.1, polish_share=0.5)
+    with pytest.raises(ValueError, match="does not run in a sweep"):
+        JobSpec(d_sae=16, tokens=8192, activations="/a.safetensors", polish_share=0.5, sweep={"d_sae": [8, 16]})
+    with pytest.raises(ValueError, match="less than 1"):
+        JobSpec(d_sae=16, tokens=8192, activations="/a.safetensors", polish_share=1.0)

@@ -71,3 +71,19 @@ def test_the_form_launches_a_sweep_job(admin_client):
     bad = admin_client.post("/admin/jobs", headers=hx, data={**FORM, "csrf_token": csrf, "name": "badsweep",
                                                              "sweep_layer": "0,1"})
     assert bad.status_code == 422 and "needs a corpus job" in bad.text
+
+
+def test_the_form_launches_a_job_with_a_polish(admin_client):
+    csrf = login(admin_client)
+    hx = {"HX-Request": "true"}
+    page = admin_client.get("/admin").text
+    assert 'name="polish_share"' in page
+    r = admin_client.post("/admin/jobs", headers=hx, data={**FORM, "csrf_token": csrf, "name": "formpolish",
+                                                           "target_l0": "3", "polish_share": "0.5"})
+    assert r.status_code == 200 and r.headers["HX-Redirect"].startswith("/admin/jobs/")
+    job = admin_client.get(f"/api/admin/jobs/{r.headers['HX-Redirect'].rsplit('/', 1)[1]}", headers=AUTH).json()
+    assert job["spec"]["polish_share"] == 0.5
+    bad = admin_client.post("/admin/jobs", headers=hx, data={**FORM, "csrf_token": csrf, "name": "badpolish",
+                                                             "polish_share": "1.5"})
+    assert bad.status_code == 422 and "polish_share" in bad.text
+

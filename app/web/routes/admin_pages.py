@@ -34,7 +34,7 @@ def _when(t: float | None) -> str:
 Admin = Annotated[AdminAuth, Depends(require_admin)]
 
 FORM_FIELDS = ("name", "model", "hook", "layer", "d_sae", "l0_coefficient", "target_l0", "tokens", "corpus",
-               "activations", "context_size", "seed", "sweep_layer", "sweep_d_sae", "sweep_target_l0")
+               "activations", "context_size", "seed", "polish_share", "sweep_layer", "sweep_d_sae", "sweep_target_l0")
 SWEEP_PREFIX = "sweep_"  # form fields holding a sweep's comma lists (JobSpec.sweep)
 PLOT_W, PLOT_H = 320, 120
 
