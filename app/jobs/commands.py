@@ -136,6 +136,10 @@ def pipeline(spec: JobSpec, out_dir: Path, *, resume: bool, python: str | None =
     trained = all((d / f).is_file() for d in folders for f in SAE_FILES)
     if not (resume and trained):
         has_ckpt = any((d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir()) for d in folders)
+        if spec.polish_share > 0:  # a run with a polish resumes from its polish/ folder (app/training/polished.py)
+            from app.training.polished import polish_started
+
+            has_ckpt = has_ckpt or polish_started(out_dir)
         steps.append(train_step(spec, out_dir, resume=resume and has_ckpt, python=python, n_gpus=n_gpus,
                                 device=device))
     for folder in folders:  # a sweep job: every SAE is evaluated, indexed (and explained)

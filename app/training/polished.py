@@ -140,16 +140,23 @@ def train_polished(config: TrainConfig) -> Path:
         dist.close()
 
 
+def polish_started(out: str | os.PathLike) -> bool:
+    """Whether --out holds a run with a polish that began (so --resume can continue it)."""
+    return (Path(out) / POLISH_DIR / CONFIG_FILE).is_file()
+
+
 def _check_whole(config: TrainConfig, folder: Path) -> None:
     """A fresh run needs --out new or empty; --resume needs this run's polish folder, with the same settings."""
     if not config.resume:
         check_output(config)
         return
     try:
-        saved = json.loads((folder / CONFIG_FILE).read_text())
+        saved = json.loads((folder / CONFIG_FILE).read_text()) if polish_started(config.out) else None
     except (OSError, ValueError):
-        raise FileNotFoundError(f"--resume: {folder / CONFIG_FILE} is missing; {config.out} holds no run with a "
-                                "polish to resume") from None
+        saved = None
+    if saved is None:
+        raise FileNotFoundError(f"--resume: {folder / CONFIG_FILE} is missing or unreadable; {config.out} holds no "
+                                "run with a polish to resume")
     for key in (*RESUME_KEYS, *POLISH_KEYS):
         if key in saved and saved[key] != getattr(config, key) and saved[key] is not None:
             raise ValueError(f"--resume: {key} is {getattr(config, key)!r} but the run in {config.out} used "

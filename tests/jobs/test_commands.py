@@ -89,3 +89,13 @@ def test_a_polish_job_passes_its_share_and_the_cli_reads_it_back(tmp_path):
         JobSpec(d_sae=16, tokens=8192, activations="/a.safetensors", polish_share=0.5, sweep={"d_sae": [8, 16]})
     with pytest.raises(ValueError, match="less than 1"):
         JobSpec(d_sae=16, tokens=8192, activations="/a.safetensors", polish_share=1.0)
+
+
+def test_a_resumed_polish_job_resumes_from_its_polish_folder(tmp_path):
+    spec = JobSpec(d_sae=16, tokens=8192, activations="/root/acts.safetensors", target_l0=3, polish_share=0.5)
+    out = tmp_path / "sae"
+    assert "--resume" not in pipeline(spec, out, resume=True, python="/py")[0].argv  # nothing began: a fresh run
+    (out / "polish").mkdir(parents=True)
+    (out / "polish" / "train_config.json").write_text("{}")  # the first part began (no checkpoint in out yet)
+    assert "--resume" in pipeline(spec, out, resume=True, python="/py")[0].argv
+    assert "--resume" not in pipeline(spec, out, resume=False, python="/py")[0].argv
