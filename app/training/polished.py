@@ -111,6 +111,8 @@ def train_polished(config: TrainConfig) -> Path:
         if dist.world > 1:
             raise ValueError("--polish-share runs in one process for now; start it without torchrun")
         plan = build_data(config, dist)  # the whole run's stream: both parts read it
+        if config.d_in is not None and config.d_in != plan.d_in:  # before anything is written, as a plain run
+            raise ValueError(f"--d-in {config.d_in} does not match the activations' width {plan.d_in}")
         if dist.is_main:
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / CONFIG_FILE).exists():

@@ -97,12 +97,14 @@ def test_bad_settings_say_what_to_fix(planted, tmp_path) -> None:
                         ({"polish_tokens": 10}, "--polish-tokens must be at least one batch"),
                         ({"polish_epochs": 0}, "--polish-epochs must be >= 1")]:
         with pytest.raises(ValueError, match=message):
-            _cfg(data, tmp_path / "x", polish_share=0.5, **kw) if "polish_share" not in kw else _cfg(
-                data, tmp_path / "x", **kw)
+            _cfg(data, tmp_path / "x", **({"polish_share": 0.5} | kw))
     with pytest.raises(ValueError, match="each part needs at least one batch"):
         part_configs(_cfg(data, tmp_path / "x", polish_share=0.001, tokens=8192))
     with pytest.raises(FileNotFoundError, match="holds no run with a polish"):
         train(_cfg(data, tmp_path / "none", polish_share=0.5, resume=True))
+    with pytest.raises(ValueError, match="--d-in 8 does not match"):
+        train(_cfg(data, tmp_path / "wide", polish_share=0.5, d_in=8))
+    assert not (tmp_path / "wide").exists()  # nothing written
 
 
 def test_resume_with_other_polish_settings_is_refused(planted, tmp_path) -> None:
