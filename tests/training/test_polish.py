@@ -115,3 +115,17 @@ def test_into_cone_moves_outside_rows_to_the_nearest_point_of_the_cone_and_leave
         side -= (side @ centre[i]).unsqueeze(1) * centre[i]
         edge = cos * centre[i] + (1 - cos**2) ** 0.5 * torch.nn.functional.normalize(side, dim=1)
         assert (edge @ unit_before[i]).max() <= (unit[i] @ unit_before[i]) + 1e-12
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_omp_and_the_polish_on_cuda_match_the_cpu() -> None:
+    g = torch.Generator().manual_seed(7)
+    rows = torch.nn.functional.normalize(torch.randn(64, 16, generator=g, dtype=torch.float64), dim=1)
+    x = torch.randn(2048, 16, generator=g, dtype=torch.float64)
+    codes, residual = omp(x, rows, 4)
+    codes_gpu, residual_gpu = omp(x.cuda(), rows.cuda(), 4)
+    assert torch.allclose(codes_gpu.cpu(), codes, atol=1e-9) and torch.allclose(residual_gpu.cpu(), residual, atol=1e-9)
+    polished = polish_rows(rows, x, 4, epochs=1, batch=512, seed=0)
+    polished_gpu = polish_rows(rows.cuda(), x.cuda(), 4, epochs=1, batch=512, seed=0)
+    assert polished_gpu.is_cuda and torch.allclose(polished_gpu.cpu(), polished, atol=1e-7)
