@@ -65,7 +65,7 @@ def part_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
     stop = config.stop_at_step
     first_stop = stop if stop is not None and stop < steps else None
     rest_stop = stop - steps if stop is not None and stop > steps else None
-    common = {"polish_share": 0.0, "progress": config.progress, "resume": False}
+    common = {"polish_share": 0.0, "resume": False}  # each part decides its own resume (`_resumable`)
     one = replace(config, tokens=first, out=str(Path(config.out) / POLISH_DIR / FIRST_DIR), stop_at_step=first_stop,
                   **common)
     two = replace(config, tokens=rest, stop_at_step=rest_stop, split_jaccard=0.0, collapse_share=0.0, **common)
