@@ -9,9 +9,10 @@ near the answer a trainer gets without it, and what that costs. For each setting
 
 1. trains JumpScope with its defaults (`train_jumpscope`, as benchmarks/synthetic.py does);
 2. polishes the decoder's rows by online dictionary learning with orthogonal matching pursuit as the inference
-   (`polish`: each batch is coded by `omp` with k = the planted L0, then every row takes one block-coordinate step
-   on the running statistics A = E[c cᵀ], B = E[c xᵀ], as in Mairal et al. 2009; rows used by no token and rows
-   within |cos| 0.9 of another restart at the worst-coded tokens' residuals, over the first ¾ of the batches);
+   (`app.training.polish.polish_rows`, row by row: each batch is coded by `omp` with k = the planted L0, then every
+   row takes one block-coordinate step on the running statistics A = E[c cᵀ], B = E[c xᵀ], as in Mairal et al.
+   2009; rows used by no token and rows within |cos| 0.9 of another restart at the worst-coded tokens' residuals,
+   over the first ¾ of the batches; `jumpscope train --polish-share` does the same inside one run);
 3. trains the default recipe again with the decoder held at the polished rows (encoder, θ and biases train: the
    `--truth-decoder` run of benchmarks/synthetic.py with these rows instead of the planted ones);
 
