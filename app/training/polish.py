@@ -78,7 +78,8 @@ def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch:
     if block is None:
         block = 1 if rows.shape[0] <= ROW_BY_ROW_UP_TO else ROW_BLOCK
     g = torch.Generator().manual_seed(seed)
-    d_rows = rows.to(x) / rows.to(x).norm(dim=1, keepdim=True).clamp_min(1e-12)
+    d_rows = rows.to(x)
+    d_rows = d_rows / d_rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
     n_rows = d_rows.shape[0]
     a = torch.zeros(n_rows, n_rows, dtype=x.dtype, device=x.device)
     b = torch.zeros(n_rows, x.shape[1], dtype=x.dtype, device=x.device)
@@ -87,11 +88,11 @@ def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch:
     bar = tqdm(total=epochs * per_epoch, disable=not progress, desc="polish", unit="batch", dynamic_ncols=True)
     for epoch in range(epochs):
         perm = torch.randperm(x.shape[0], generator=g).to(x.device)
-        fvu = []
+        fvu = x.new_zeros(())  # summed on the device: no host sync per batch
         for start in range(0, x.shape[0] - batch + 1, batch):
             xb = x[perm[start:start + batch]]
             codes, residual = omp(xb, d_rows, k)
-            fvu.append((residual.pow(2).sum() / xb.pow(2).sum()).item())
+            fvu += residual.pow(2).sum() / xb.pow(2).sum()
             a.mul_(forget).add_(codes.T @ codes / batch)
             b.mul_(forget).add_(codes.T @ xb / batch)
             _sweep(d_rows, a, b, block)
@@ -99,7 +100,7 @@ def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch:
                 _restart(d_rows, a, b, xb, residual)
             done += 1
             bar.update(1)
-        log.info("polish epoch %d: matching-pursuit FVU %.4f", epoch, sum(fvu) / max(len(fvu), 1))
+        log.info("polish epoch %d: matching-pursuit FVU %.4f", epoch, fvu.item() / per_epoch)
     bar.close()
     return d_rows
 

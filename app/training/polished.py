@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.fsio import atomic_write_json, atomic_write_text
+from app.fsio import atomic_write_json
 from app.sae import JumpReLUSAE, load_sae
 from app.training.checkpoint import CHECKPOINTS, latest_checkpoint
 from app.training.config import CONFIG_FILE, TrainConfig
@@ -115,8 +115,8 @@ def train_polished(config: TrainConfig) -> Path:
             raise ValueError(f"--d-in {config.d_in} does not match the activations' width {plan.d_in}")
         if dist.is_main:
             folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / CONFIG_FILE).exists():
-                atomic_write_text(folder / CONFIG_FILE, json.dumps(config.to_json(), indent=2, sort_keys=True))
+            if not polish_started(out):
+                config.save(folder)  # the whole run's config, as given
         state_path, rows_path = folder / STATE_FILE, folder / ROWS_FILE
         if not state_path.exists():
             first.resume = _resumable(Path(first.out), config.resume, whole_folder=True)
