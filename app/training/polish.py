@@ -6,8 +6,11 @@ dictionary it learns bends to make up for that: on planted data its rows settle 
 planted rows would cost only a few % of FVU. The polish is online dictionary learning (Mairal, Bach, Ponce and Sapiro
 2009) with orthogonal matching pursuit as the inference:
 
-- `omp` codes every token with k rows (Batch-OMP: correlations updated through the rows' Gram matrix);
-- `polish_rows` keeps running statistics A = E[c cᵀ] and B = E[c xᵀ] and after every batch moves each row to its
+- `sparse_omp` codes every token with k rows (Batch-OMP: correlations updated through the rows' Gram matrix, the
+  chosen rows' inverse Gram grown by one row a step), optionally choosing only among each token's most correlated
+  rows (the screen: thirty-eighth pass, 3–4× faster on SmolLM2's 4,096 rows); `omp` returns its codes dense;
+- `polish_rows` keeps running statistics A = E[c cᵀ] and B = E[c xᵀ] (summed entry by entry from the sparse codes)
+  and after every batch moves each row to its
   least-squares optimum given the others (`_sweep`); rows no token uses and near-duplicates restart at the
   worst-coded tokens' residuals (`_restart`) over the first ¾ of the batches;
 - `into_cone` then keeps the JumpReLU SAE's rows within cos c of the polished ones while it trains on.
@@ -27,51 +30,94 @@ log = logging.getLogger(__name__)
 DUPLICATE_COS = 0.9  # a row this close to another restarts
 ROW_BY_ROW_UP_TO = 1024  # dictionaries up to this many rows sweep row by row; larger ones in blocks of ROW_BLOCK
 ROW_BLOCK = 64
+SCREEN_PER_K = 4  # the trainer's polish: each token's pursuit chooses among its 4·k most correlated rows
 
 
-def omp(x: torch.Tensor, rows: torch.Tensor, k: int, ridge: float = 1e-5,
-        chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def omp(x: torch.Tensor, rows: torch.Tensor, k: int, ridge: float = 1e-5, chunk: int = 1024,
+        screen: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthogonal matching pursuit for every token at once: k times pick the row most correlated (signed: codes are
     meant to be positive) with the token's residual, then refit the chosen rows' codes by least squares (with a
-    tiny ridge). Returns codes [n, n_rows] (k non-zeros per token) and residuals [n, d].
+    tiny ridge). Returns codes [n, n_rows] (k non-zeros per token) and residuals [n, d]; `sparse_omp` returns the
+    codes as (row index, value) pairs."""
+    index, value, residuals = sparse_omp(x, rows, k, ridge, chunk, screen)
+    codes = torch.zeros(x.shape[0], rows.shape[0], dtype=x.dtype, device=x.device)
+    return codes.scatter_(1, index, value), residuals
+
+
+def sparse_omp(x: torch.Tensor, rows: torch.Tensor, k: int, ridge: float = 1e-5, chunk: int = 1024,
+               screen: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`omp` with its codes as [n, k] row indices and [n, k] values, and the residuals [n, d].
 
     Batch-OMP (Rubinstein, Zibulevsky and Elad 2008): the correlations are updated through the Gram matrix G of the
-    rows, residual·rowsᵀ = x·rowsᵀ − Σ_j code_j G[j], so a step costs n·t·n_rows instead of n·d·n_rows. Tokens go
-    `chunk` at a time (G's chosen rows: chunk·k·n_rows floats)."""
-    if k < 1 or k > rows.shape[0]:
-        raise ValueError(f"k must be in [1, {rows.shape[0]}], got {k}")
+    rows, residual·rowsᵀ = x·rowsᵀ − Σ_j code_j G[j], so a step costs n·t·n_rows instead of n·d·n_rows. `screen`
+    rows: each token picks only among the `screen` rows most correlated with it, so a step costs n·t·screen (None
+    or ≥ n_rows: among all). Tokens go `chunk` at a time (G's chosen rows: chunk·k·screen floats)."""
+    n_rows = rows.shape[0]
+    if k < 1 or k > n_rows:
+        raise ValueError(f"k must be in [1, {n_rows}], got {k}")
+    width = n_rows if screen is None else min(screen, n_rows)
+    if width < k:
+        raise ValueError(f"screen must keep at least k = {k} rows, got {screen}")
     gram = rows @ rows.T
-    eye = ridge * torch.eye(k, dtype=x.dtype, device=x.device)
-    codes = torch.zeros(x.shape[0], rows.shape[0], dtype=x.dtype, device=x.device)
+    flat_gram = gram.view(-1)
+    index = torch.empty(x.shape[0], k, dtype=torch.long, device=x.device)
+    value = torch.empty(x.shape[0], k, dtype=x.dtype, device=x.device)
     residuals = torch.empty_like(x)
     for at in range(0, x.shape[0], chunk):
         xs = x[at:at + chunk]
+        m = xs.shape[0]
         start = xs @ rows.T  # x·rowsᵀ
+        pool = None  # each token's candidate rows, in row order (G is read a row at a time)
+        if width < n_rows:
+            pool = start.topk(width, dim=1).indices.sort(dim=1).values
+        if pool is not None:
+            start = start.gather(1, pool)
         corr = start.clone()
-        chosen = torch.empty(xs.shape[0], k, dtype=torch.long, device=x.device)
-        g_chosen = torch.empty(xs.shape[0], k, rows.shape[0], dtype=x.dtype, device=x.device)
+        chosen = torch.empty(m, k, dtype=torch.long, device=x.device)  # positions among the candidates
+        g_chosen = torch.empty(m, k, width, dtype=x.dtype, device=x.device)  # G[chosen row, candidates]
+        inverse = torch.zeros(m, k, k, dtype=x.dtype, device=x.device)  # (G among the chosen + ridge)⁻¹
         for t in range(k):
             if t:
                 corr.scatter_(1, chosen[:, :t], float("-inf"))
-            chosen[:, t] = corr.argmax(dim=1)
-            g_chosen[:, t] = gram[chosen[:, t]]
-            picked, g_now = chosen[:, :t + 1], g_chosen[:, :t + 1]
-            small = g_now.gather(2, picked.unsqueeze(1).expand(-1, t + 1, -1))  # G restricted to the chosen rows
-            coef = torch.linalg.solve(small + eye[:t + 1, :t + 1], start.gather(1, picked).unsqueeze(2))
-            corr = start - (coef.transpose(1, 2) @ g_now).squeeze(1)
-        codes[at:at + chunk].scatter_(1, chosen, coef.squeeze(2))
-        residuals[at:at + chunk] = xs - codes[at:at + chunk] @ rows
-    return codes, residuals
+            pick = corr.argmax(dim=1, keepdim=True)
+            chosen[:, t:t + 1] = pick
+            if pool is None:
+                g_chosen[:, t] = gram[pick.squeeze(1)]
+            else:  # G[the row picked, the token's candidates], read straight from G's storage
+                g_chosen[:, t] = flat_gram[pool.gather(1, pick) * n_rows + pool]
+            _grow_inverse(inverse, t, g_chosen[:, t].gather(1, chosen[:, :t + 1]), ridge)
+            coef = inverse[:, :t + 1, :t + 1] @ start.gather(1, chosen[:, :t + 1]).unsqueeze(2)
+            corr = start - (coef.transpose(1, 2) @ g_chosen[:, :t + 1]).squeeze(1)
+        picked = chosen if pool is None else pool.gather(1, chosen)
+        index[at:at + chunk], value[at:at + chunk] = picked, coef.squeeze(2)
+        residuals[at:at + chunk] = xs - (coef.transpose(1, 2) @ rows[picked]).squeeze(1)
+    return index, value, residuals
+
+
+def _grow_inverse(inverse: torch.Tensor, t: int, g: torch.Tensor, ridge: float) -> None:
+    """Grow (G_S + ridge·I)⁻¹, held in inverse[:, :t, :t], by the row just chosen, whose Gram entries with the chosen
+    rows and itself are g [m, t + 1] (block inversion by the Schur complement s = g_tt + ridge − gᵀ(G_S)⁻¹g, the
+    squared length of the new row's part outside the span of the chosen ones, plus the ridge)."""
+    if t == 0:
+        inverse[:, 0, 0] = 1.0 / (g[:, 0] + ridge)
+        return
+    old, new = inverse[:, :t, :t], g[:, :t].unsqueeze(2)
+    u = old @ new  # [m, t, 1]
+    s = (g[:, t] + ridge - (new.transpose(1, 2) @ u).squeeze(2).squeeze(1)).clamp_min(1e-12).view(-1, 1, 1)
+    old += u @ u.transpose(1, 2) / s
+    inverse[:, :t, t:t + 1] = -u / s
+    inverse[:, t:t + 1, :t] = -u.transpose(1, 2) / s
+    inverse[:, t, t] = 1.0 / s.view(-1)
 
 
 def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch: int = 4096, seed: int = 0,
                 forget: float = 0.99, restart_share: float = 0.75, block: int | None = None,
-                progress: bool = False) -> torch.Tensor:
+                screen: int | None = None, progress: bool = False) -> torch.Tensor:
     """Online dictionary learning from `rows` [n_rows, d] on the tokens `x` [n, d], coded by `omp` with k rows per
     token; returns unit rows. `forget` is the running statistics' decay per batch. Unused and duplicate rows
     restart only over the first `restart_share` of the batches: a row restarted late would end as one token's
     residual, a latent nothing else uses. `block` rows update together (1: one row at a time, Mairal's sweep;
-    default: 1 up to ROW_BY_ROW_UP_TO rows, else ROW_BLOCK)."""
+    default: 1 up to ROW_BY_ROW_UP_TO rows, else ROW_BLOCK). `screen`: as in `sparse_omp`."""
     if epochs < 0 or batch < 1 or x.shape[0] < batch:
         raise ValueError(f"the polish needs epochs >= 0 and at least one batch of {batch} tokens, got "
                          f"{x.shape[0]} tokens and {epochs} epochs")
@@ -91,10 +137,9 @@ def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch:
         fvu = x.new_zeros(())  # summed on the device: no host sync per batch
         for start in range(0, x.shape[0] - batch + 1, batch):
             xb = x[perm[start:start + batch]]
-            codes, residual = omp(xb, d_rows, k)
+            index, value, residual = sparse_omp(xb, d_rows, k, screen=screen)
             fvu += residual.pow(2).sum() / xb.pow(2).sum()
-            a.mul_(forget).add_(codes.T @ codes / batch)
-            b.mul_(forget).add_(codes.T @ xb / batch)
+            _accumulate(a, b, index, value, xb, forget, 1.0 / batch)
             _sweep(d_rows, a, b, block)
             if done < restart_until:
                 _restart(d_rows, a, b, xb, residual)
@@ -103,6 +148,22 @@ def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch:
         log.info("polish epoch %d: matching-pursuit FVU %.4f", epoch, fvu.item() / per_epoch)
     bar.close()
     return d_rows
+
+
+def _accumulate(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor, value: torch.Tensor, xb: torch.Tensor,
+                forget: float, scale: float, chunk: int = 1024) -> None:
+    """A ← forget·A + scale·cᵀc and B ← forget·B + scale·cᵀx for the batch's sparse codes c (`index`, `value` [n, k]),
+    written entry by entry: k² and k·d terms a token instead of the dense n_rows² and n_rows·d."""
+    k = index.shape[1]
+    a.mul_(forget)
+    b.mul_(forget)
+    for at in range(0, index.shape[0], chunk):
+        i, v, x = index[at:at + chunk], value[at:at + chunk], xb[at:at + chunk]
+        rows_i = i.unsqueeze(2).expand(-1, k, k).reshape(-1)
+        cols_i = i.unsqueeze(1).expand(-1, k, k).reshape(-1)
+        a.index_put_((rows_i, cols_i), (v.unsqueeze(2) * v.unsqueeze(1) * scale).reshape(-1),
+                    accumulate=True)
+        b.index_add_(0, i.reshape(-1), (v.unsqueeze(2) * scale * x.unsqueeze(1)).reshape(-1, x.shape[1]))
 
 
 def _sweep(rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor, block: int) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.training.polish import into_cone, omp, polish_rows
+from app.training.polish import _accumulate, into_cone, omp, polish_rows, sparse_omp
 
 
 def max_cos(truth: torch.Tensor, rows: torch.Tensor) -> float:
@@ -46,22 +46,62 @@ def test_omp_codes_are_the_least_squares_fit_on_their_support() -> None:
     assert all(codes[i, first[i]] != 0 for i in range(x.shape[0]))
 
 
+def _pursuit_by_definition(x: torch.Tensor, rows: torch.Tensor, k: int, pools: list[list[int]]):
+    """Matching pursuit written from its definition, token by token, each token choosing among its own rows."""
+    residual, support = x.clone(), [[] for _ in range(x.shape[0])]
+    for _ in range(k):
+        for i in range(x.shape[0]):
+            corr = torch.full((rows.shape[0],), float("-inf"), dtype=x.dtype)
+            corr[pools[i]] = rows[pools[i]] @ residual[i]
+            corr[support[i]] = float("-inf")
+            support[i].append(int(corr.argmax()))
+            coef = torch.linalg.lstsq(rows[support[i]].T, x[i]).solution
+            residual[i] = x[i] - coef @ rows[support[i]]
+    return support, residual
+
+
 def test_omp_picks_what_the_residual_form_picks_chunk_by_chunk() -> None:
     # the reference: matching pursuit written from its definition, correlations read off the residual itself
     g = torch.Generator().manual_seed(5)
     rows = torch.nn.functional.normalize(torch.randn(96, 24, generator=g, dtype=torch.float64), dim=1)
     x = torch.randn(300, 24, generator=g, dtype=torch.float64)
-    residual, support = x.clone(), [[] for _ in range(x.shape[0])]
-    for _ in range(5):
-        for i in range(x.shape[0]):
-            corr = rows @ residual[i]
-            corr[support[i]] = float("-inf")
-            support[i].append(int(corr.argmax()))
-            coef = torch.linalg.lstsq(rows[support[i]].T, x[i]).solution
-            residual[i] = x[i] - coef @ rows[support[i]]
+    support, residual = _pursuit_by_definition(x, rows, 5, [list(range(96))] * x.shape[0])
     codes, found = omp(x, rows, 5, ridge=0.0, chunk=64)  # several chunks, the last one short
     assert all(set(codes[i].nonzero().squeeze(1).tolist()) == set(support[i]) for i in range(x.shape[0]))
     assert torch.allclose(found, residual, atol=1e-9)
+
+
+def test_screened_omp_picks_among_each_tokens_most_correlated_rows() -> None:
+    # the reference: pursuit by definition restricted to each token's `screen` rows of largest x·row, by brute force
+    g = torch.Generator().manual_seed(6)
+    rows = torch.nn.functional.normalize(torch.randn(120, 20, generator=g, dtype=torch.float64), dim=1)
+    x = torch.randn(200, 20, generator=g, dtype=torch.float64)
+    pools = [sorted(range(120), key=lambda j: -float(rows[j] @ x[i]))[:24] for i in range(x.shape[0])]
+    support, residual = _pursuit_by_definition(x, rows, 4, pools)
+    index, value, found = sparse_omp(x, rows, 4, ridge=0.0, chunk=64, screen=24)
+    assert all(set(index[i].tolist()) == set(support[i]) for i in range(x.shape[0]))
+    assert torch.allclose(found, residual, atol=1e-9)
+    codes, dense_residual = omp(x, rows, 4, ridge=0.0, chunk=64, screen=24)  # the dense form of the same codes
+    assert torch.equal(codes.gather(1, index), value) and ((codes != 0).sum(dim=1) == 4).all()
+    assert torch.allclose(dense_residual, found, atol=1e-12)
+    # a screen as wide as the dictionary is no screen
+    whole = omp(x, rows, 4, ridge=0.0, screen=120)
+    assert torch.equal(whole[0], omp(x, rows, 4, ridge=0.0)[0])
+    with pytest.raises(ValueError, match="screen must keep"):
+        sparse_omp(x, rows, 4, screen=3)
+
+
+def test_the_sparse_statistics_equal_the_dense_products() -> None:
+    g = torch.Generator().manual_seed(7)
+    rows = torch.nn.functional.normalize(torch.randn(50, 8, generator=g, dtype=torch.float64), dim=1)
+    x = torch.randn(300, 8, generator=g, dtype=torch.float64)
+    index, value, _ = sparse_omp(x, rows, 3)
+    codes = torch.zeros(300, 50, dtype=torch.float64).scatter_(1, index, value)
+    a0, b0 = torch.rand(50, 50, generator=g, dtype=torch.float64), torch.rand(50, 8, generator=g, dtype=torch.float64)
+    a, b = a0.clone(), b0.clone()
+    _accumulate(a, b, index, value, x, forget=0.9, scale=1 / 300, chunk=128)
+    assert torch.allclose(a, 0.9 * a0 + codes.T @ codes / 300, atol=1e-12)
+    assert torch.allclose(b, 0.9 * b0 + codes.T @ x / 300, atol=1e-12)
 
 
 def test_omp_rejects_an_impossible_k() -> None:
