@@ -8,7 +8,7 @@ planted rows would cost only a few % of FVU. The polish is online dictionary lea
 
 - `sparse_omp` codes every token with k rows (Batch-OMP: correlations updated through the rows' Gram matrix, the
   chosen rows' inverse Gram grown by one row a step), optionally choosing only among each token's most correlated
-  rows (the screen: thirty-eighth pass, 3–4× faster on SmolLM2's 4,096 rows); `omp` returns its codes dense;
+  rows (the screen, used on dictionaries over 1,024 rows: thirty-eighth pass); `omp` returns its codes dense;
 - `polish_rows` keeps running statistics A = E[c cᵀ] and B = E[c xᵀ] (summed entry by entry from the sparse codes)
   and after every batch moves each row to its
   least-squares optimum given the others (`_sweep`); rows no token uses and near-duplicates restart at the
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 DUPLICATE_COS = 0.9  # a row this close to another restarts
 ROW_BY_ROW_UP_TO = 1024  # dictionaries up to this many rows sweep row by row; larger ones in blocks of ROW_BLOCK
 ROW_BLOCK = 64
-SCREEN_PER_K = 4  # the trainer's polish: each token's pursuit chooses among its 4·k most correlated rows
+SCREEN_PER_K = 8  # the trainer's polish: each token's pursuit chooses among its 8·k most correlated rows ...
+SCREEN_ABOVE = 1024  # ... in dictionaries of more rows than this (smaller ones are cheap to search whole)
 
 
 def omp(x: torch.Tensor, rows: torch.Tensor, k: int, ridge: float = 1e-5, chunk: int = 1024,
@@ -108,6 +109,13 @@ def _grow_inverse(inverse: torch.Tensor, t: int, g: torch.Tensor, ridge: float) 
     inverse[:, :t, t:t + 1] = -u / s
     inverse[:, t:t + 1, :t] = -u.transpose(1, 2) / s
     inverse[:, t, t] = 1.0 / s.view(-1)
+
+
+def screen_for(n_rows: int, k: int) -> int | None:
+    """The screen the trainer's polish uses: 8·k rows for dictionaries over 1,024 rows, else none. Measured in the
+    thirty-eighth pass: on SmolLM2 (4,096 rows, k 32) 3.0× faster for 1 % more held-out pursuit FVU; at d = 64 on
+    s8h (512 rows, k 7) it lost 0.02 of the polished rows' max-|cos|, so small dictionaries are searched whole."""
+    return SCREEN_PER_K * k if n_rows > SCREEN_ABOVE else None
 
 
 def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch: int = 4096, seed: int = 0,

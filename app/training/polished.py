@@ -38,7 +38,7 @@ from app.training.checkpoint import CHECKPOINTS, latest_checkpoint
 from app.training.config import CONFIG_FILE, TrainConfig
 from app.training.data import DataPlan, build_data
 from app.training.distributed import init_distributed
-from app.training.polish import SCREEN_PER_K, into_cone, polish_rows
+from app.training.polish import into_cone, polish_rows, screen_for
 from app.training.resume import RESUME_KEYS, check_output
 from app.training.trainer import METRICS_FILE, Trainer
 
@@ -193,7 +193,7 @@ def _polish(config: TrainConfig, first_out: Path, plan: DataPlan, state: dict, d
     k = min(max(1, round(float(config.target_l0))), config.d_sae)
     log.info("polishing %d rows on %d tokens (k %d, %d passes)", config.d_sae, x.shape[0], k, config.polish_epochs)
     return polish_rows(sae.W_dec.float(), x, k, config.polish_epochs, config.batch_size, config.seed,
-                       screen=SCREEN_PER_K * k, progress=config.progress).cpu()
+                       screen=screen_for(config.d_sae, k), progress=config.progress).cpu()
 
 
 def _write_rows(path: Path, rows: torch.Tensor) -> None:

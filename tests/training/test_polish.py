@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.training.polish import _accumulate, into_cone, omp, polish_rows, sparse_omp
+from app.training.polish import SCREEN_ABOVE, _accumulate, into_cone, omp, polish_rows, screen_for, sparse_omp
 
 
 def max_cos(truth: torch.Tensor, rows: torch.Tensor) -> float:
@@ -89,6 +89,12 @@ def test_screened_omp_picks_among_each_tokens_most_correlated_rows() -> None:
     assert torch.equal(whole[0], omp(x, rows, 4, ridge=0.0)[0])
     with pytest.raises(ValueError, match="screen must keep"):
         sparse_omp(x, rows, 4, screen=3)
+
+
+def test_the_trainer_screens_only_large_dictionaries() -> None:
+    assert screen_for(SCREEN_ABOVE, 8) is None
+    assert screen_for(4096, 32) == 256
+    assert screen_for(SCREEN_ABOVE + 1, 500) == 4000  # wider than the dictionary: sparse_omp then searches it whole
 
 
 def test_the_sparse_statistics_equal_the_dense_products() -> None:
