@@ -1,14 +1,15 @@
 """The polish's speed and what its screen costs: `polish_rows` on one dictionary and one token sample, with matching
 pursuit choosing among every row and among each token's `screen` most correlated rows.
 
-    python -m benchmarks.polish_speed --sae DIR --activations FILE [--tokens 262144] [--held 65536]
+    python -m benchmarks.polish_speed --sae DIR --activations FILE [--k K] [--tokens 262144] [--held 65536]
                                       [--screens 0 64 128 256] [--epochs 2] [--threads 1]
 
-It starts from the SAE's decoder rows, codes the tokens about its b_dec with k = the SAE's target L0 (as
-`jumpscope train --polish-share` does), and for each screen (0: none) reports the polish's seconds, their ratio to
-the unscreened run's, and matching pursuit's FVU with the polished rows on `--held` tokens that follow (each
-dictionary coded without a screen, so the comparison is of the rows alone). The last stdout line is one JSON
-object: {"k", "rows", "tokens", "runs": [{"screen", "seconds", "speed_up", "held_fvu", "held_fvu_ratio"}]}.
+It starts from the SAE's decoder rows, codes the tokens about its b_dec with k = --k or the run's target L0 (as
+`jumpscope train --polish-share` does), and for each screen (0: none) reports the polish's seconds, the speed-up
+over the first screen listed (by default 0, no screen), and matching pursuit's FVU with the polished rows on the
+`--held` tokens that follow (each dictionary coded without a screen, so the comparison is of the rows alone). The
+last stdout line is one JSON object: {"k", "rows", "tokens", "runs": [{"screen", "seconds", "speed_up",
+"held_fvu", "held_fvu_ratio"}]}.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def _tokens(path: Path, n: int) -> torch.Tensor:
         return part[:n].float()
 
 
+def _target_l0(folder: Path) -> int:
+    try:
+        return round(float(json.loads((folder / CONFIG_FILE).read_text())["target_l0"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SystemExit(f"{folder / CONFIG_FILE} gives no target L0; pass --k") from None
+
+
 def held_fvu(rows: torch.Tensor, x: torch.Tensor, k: int) -> float:
     """Matching pursuit's FVU with `rows` on `x` (every row a candidate)."""
     _, _, residual = sparse_omp(x, rows, k)
@@ -46,7 +54,8 @@ def held_fvu(rows: torch.Tensor, x: torch.Tensor, k: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sae", type=Path, required=True, help="a trained SAE folder (its train_config.json gives k)")
+    ap.add_argument("--sae", type=Path, required=True, help="an SAE folder")
+    ap.add_argument("--k", type=int, default=None, help="rows a token (default: the run's target L0)")
     ap.add_argument("--activations", type=Path, required=True)
     ap.add_argument("--tokens", type=int, default=262_144, help="tokens the polish codes")
     ap.add_argument("--held", type=int, default=65_536, help="tokens after them, to score the polished rows")
@@ -57,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     sae = load_sae(args.sae, device="cpu")
-    k = round(float(json.loads((args.sae / CONFIG_FILE).read_text())["target_l0"]))
+    k = args.k if args.k is not None else _target_l0(args.sae)
     x = _tokens(args.activations, args.tokens + args.held) - sae.b_dec.detach().float()
     train, held = x[:args.tokens], x[args.tokens:]
     start = sae.W_dec.detach().float()

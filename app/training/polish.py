@@ -10,9 +10,9 @@ planted rows would cost only a few % of FVU. The polish is online dictionary lea
   chosen rows' inverse Gram grown by one row a step), optionally choosing only among each token's most correlated
   rows (the screen, used on dictionaries over 1,024 rows: thirty-eighth pass); `omp` returns its codes dense;
 - `polish_rows` keeps running statistics A = E[c cᵀ] and B = E[c xᵀ] (summed entry by entry from the sparse codes)
-  and after every batch moves each row to its
-  least-squares optimum given the others (`_sweep`); rows no token uses and near-duplicates restart at the
-  worst-coded tokens' residuals (`_restart`) over the first ¾ of the batches;
+  and after every batch moves each row to its least-squares optimum given the others (`_sweep`); rows no token
+  uses and near-duplicates restart at the worst-coded tokens' residuals (`_restart`) over the first ¾ of the
+  batches;
 - `into_cone` then keeps the JumpReLU SAE's rows within cos c of the polished ones while it trains on.
 
 Everything runs on the tokens' device.
