@@ -172,6 +172,8 @@ def test_omp_and_the_polish_on_cuda_match_the_cpu() -> None:
     codes, residual = omp(x, rows, 4)
     codes_gpu, residual_gpu = omp(x.cuda(), rows.cuda(), 4)
     assert torch.allclose(codes_gpu.cpu(), codes, atol=1e-9) and torch.allclose(residual_gpu.cpu(), residual, atol=1e-9)
+    screened, screened_gpu = omp(x, rows, 4, screen=16)[0], omp(x.cuda(), rows.cuda(), 4, screen=16)[0]
+    assert torch.allclose(screened_gpu.cpu(), screened, atol=1e-9)
     polished = polish_rows(rows, x, 4, epochs=1, batch=512, seed=0)
     polished_gpu = polish_rows(rows.cuda(), x.cuda(), 4, epochs=1, batch=512, seed=0)
     assert polished_gpu.is_cuda and torch.allclose(polished_gpu.cpu(), polished, atol=1e-7)
