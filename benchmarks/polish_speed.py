@@ -21,22 +21,20 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from app.sae import load_sae
 from app.training.config import CONFIG_FILE
 from app.training.polish import polish_rows, sparse_omp
+from benchmarks.real_dead_latents import read_rows
 
 log = logging.getLogger(__name__)
 
 
 def _tokens(path: Path, n: int) -> torch.Tensor:
-    with safe_open(str(path), framework="pt") as f:
-        key = next(iter(f.keys()))
-        part = f.get_slice(key)
-        if part.get_shape()[0] < n:
-            raise SystemExit(f"{path} holds {part.get_shape()[0]} tokens; --tokens + --held need {n}")
-        return part[:n].float()
+    x = read_rows(path, 0, n)
+    if x.shape[0] < n:
+        raise SystemExit(f"{path} holds {x.shape[0]} tokens; --tokens + --held need {n}")
+    return x
 
 
 def _target_l0(folder: Path) -> int:

@@ -82,7 +82,7 @@ def measure(sae_dir: Path, activations: Path, at_l0: float | None = None) -> dic
         from benchmarks.synthetic import at_l0 as scaled_to_l0
 
         theta = sae.threshold.detach().clone()
-        sae = scaled_to_l0(sae, _read_rows(activations, 0, FIT_ROWS), at_l0)
+        sae = scaled_to_l0(sae, read_rows(activations, 0, FIT_ROWS), at_l0)
         live = theta > 0
         scale = float((sae.threshold[live] / theta[live]).mean()) if bool(live.any()) else 1.0
     result = measure_sae(sae, activations)
@@ -91,7 +91,7 @@ def measure(sae_dir: Path, activations: Path, at_l0: float | None = None) -> dic
     return result
 
 
-def _read_rows(activations: Path, lo: int, hi: int) -> torch.Tensor:
+def read_rows(activations: Path, lo: int, hi: int) -> torch.Tensor:
     """Rows [lo, hi) of an activation file as float32."""
     from safetensors import safe_open
 

@@ -46,21 +46,24 @@ def omp(x: torch.Tensor, rows: torch.Tensor, k: int, ridge: float = 1e-5, chunk:
 
 
 def sparse_omp(x: torch.Tensor, rows: torch.Tensor, k: int, ridge: float = 1e-5, chunk: int = 1024,
-               screen: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               screen: int | None = None, gram: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`omp` with its codes as [n, k] row indices and [n, k] values, and the residuals [n, d].
 
     Batch-OMP (Rubinstein, Zibulevsky and Elad 2008): the correlations are updated through the Gram matrix G of the
     rows, residual·rowsᵀ = x·rowsᵀ − Σ_j code_j G[j], so a step costs n·t·n_rows instead of n·d·n_rows. `screen`
     rows: each token picks only among the `screen` rows most correlated with it, so a step costs n·t·screen (None
-    or ≥ n_rows: among all). Tokens go `chunk` at a time (G's chosen rows: chunk·k·screen floats)."""
+    or ≥ n_rows: among all). Tokens go `chunk` at a time (G's chosen rows: chunk·k·screen floats). `gram`: G, when
+    the caller has it already."""
     n_rows = rows.shape[0]
     if k < 1 or k > n_rows:
         raise ValueError(f"k must be in [1, {n_rows}], got {k}")
     width = n_rows if screen is None else min(screen, n_rows)
     if width < k:
         raise ValueError(f"screen must keep at least k = {k} rows, got {screen}")
-    gram = rows @ rows.T
-    flat_gram = gram.view(-1)
+    if gram is None:
+        gram = rows @ rows.T
+    flat_gram = gram.reshape(-1)
     index = torch.empty(x.shape[0], k, dtype=torch.long, device=x.device)
     value = torch.empty(x.shape[0], k, dtype=x.dtype, device=x.device)
     residuals = torch.empty_like(x)
@@ -140,17 +143,21 @@ def polish_rows(rows: torch.Tensor, x: torch.Tensor, k: int, epochs: int, batch:
     per_epoch = len(range(0, x.shape[0] - batch + 1, batch))
     restart_until, done = int(restart_share * epochs * per_epoch), 0
     bar = tqdm(total=epochs * per_epoch, disable=not progress, desc="polish", unit="batch", dynamic_ncols=True)
+    gram = None
     for epoch in range(epochs):
         perm = torch.randperm(x.shape[0], generator=g).to(x.device)
         fvu = x.new_zeros(())  # summed on the device: no host sync per batch
         for start in range(0, x.shape[0] - batch + 1, batch):
             xb = x[perm[start:start + batch]]
-            index, value, residual = sparse_omp(xb, d_rows, k, screen=screen)
+            index, value, residual = sparse_omp(xb, d_rows, k, screen=screen, gram=gram)
             fvu += residual.pow(2).sum() / xb.pow(2).sum()
             _accumulate(a, b, index, value, xb, forget, 1.0 / batch)
             _sweep(d_rows, a, b, block)
+            gram = None  # the rows moved
             if done < restart_until:
-                _restart(d_rows, a, b, xb, residual)
+                gram = d_rows @ d_rows.T  # the restart's cosines, and the next pursuit's G unless a row restarts
+                if _restart(d_rows, a, b, xb, residual, gram):
+                    gram = None
             done += 1
             bar.update(1)
         log.info("polish epoch %d: matching-pursuit FVU %.4f", epoch, fvu.item() / per_epoch)
@@ -192,20 +199,23 @@ def _sweep(rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor, block: int) -> 
         rows[at] = torch.where(used, step, rows[at])
 
 
-def _restart(rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor, xb: torch.Tensor, residual: torch.Tensor) -> None:
-    """Rows no token used and rows within DUPLICATE_COS of another restart at the worst-coded tokens' residuals."""
+def _restart(rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor, xb: torch.Tensor, residual: torch.Tensor,
+             gram: torch.Tensor) -> bool:
+    """Rows no token used and rows within DUPLICATE_COS of another (by their Gram matrix `gram`) restart at the
+    worst-coded tokens' residuals. Returns whether any did."""
     diag = a.diagonal()
     unused = diag < 1e-4 * diag.mean()
-    cos = (rows @ rows.T).abs().triu(1)
+    cos = gram.abs().triu(1)
     again = torch.nonzero(unused | (cos.max(0).values > DUPLICATE_COS)).squeeze(1)
     if not len(again):
-        return
+        return False
     worst = residual.norm(dim=1).topk(min(len(again), xb.shape[0])).indices
     again = again[:len(worst)]
     rows[again] = residual[worst] / residual[worst].norm(dim=1, keepdim=True).clamp_min(1e-12)
     a[again] = 0
     a[:, again] = 0
     b[again] = 0
+    return True
 
 
 @torch.no_grad()
